@@ -1,0 +1,112 @@
+//! What every arm call carries, what it returns, and how it fails.
+
+use octollm_core::budget::{BudgetExceeded, BudgetTracker, Usage};
+use octollm_core::{StepId, TaskId};
+use octollm_llm::{LlmError, MeteredError};
+use serde::{Deserialize, Serialize};
+
+/// The caller's side of one arm call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallContext {
+    pub task_id: Option<TaskId>,
+    pub step_id: Option<StepId>,
+    pub request_id: String,
+    /// The share of the task's budget this call may spend. Arms spend from it and
+    /// report what they spent in [`ArmOutcome::usage`].
+    pub budget: BudgetTracker,
+}
+
+impl CallContext {
+    /// A context for a call made outside any task (CLI tools, direct API use).
+    pub fn standalone(request_id: impl Into<String>, budget: BudgetTracker) -> Self {
+        Self { task_id: None, step_id: None, request_id: request_id.into(), budget }
+    }
+}
+
+/// An arm's answer plus what producing it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmOutcome<T> {
+    pub response: T,
+    pub usage: Usage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl<T> ArmOutcome<T> {
+    /// An answer that used no model.
+    pub fn free(response: T) -> Self {
+        Self { response, usage: Usage::default(), model: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ArmError {
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    BudgetExceeded(BudgetExceeded, Usage),
+    #[error("model error: {0}")]
+    Llm(LlmError),
+    #[error("arm unavailable: {0}")]
+    Unavailable(String),
+    #[error("arm call timed out")]
+    Timeout,
+    #[error("internal arm error: {0}")]
+    Internal(String),
+}
+
+impl ArmError {
+    /// Worth trying again, possibly on another instance.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ArmError::Unavailable(_) | ArmError::Timeout => true,
+            ArmError::Llm(e) => e.is_retryable(),
+            ArmError::InvalidRequest(_)
+            | ArmError::Refused(_)
+            | ArmError::BudgetExceeded(..)
+            | ArmError::Internal(_) => false,
+        }
+    }
+
+    /// Tokens and dollars spent before the failure; they count against the task all the same.
+    pub fn usage(&self) -> Usage {
+        match self {
+            ArmError::BudgetExceeded(_, usage) => *usage,
+            _ => Usage::default(),
+        }
+    }
+
+    /// Converts a metered LLM failure, keeping what was spent before it.
+    pub fn from_metered(error: MeteredError, spent: Usage) -> Self {
+        match error {
+            MeteredError::Budget(b) => ArmError::BudgetExceeded(b, spent),
+            MeteredError::Llm(e) => ArmError::Llm(e),
+        }
+    }
+}
+
+/// `GET /capabilities` of one arm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmInfo {
+    pub arm_id: octollm_core::ArmKind,
+    pub name: String,
+    pub description: String,
+    pub capabilities: Vec<String>,
+    pub cost_tier: u8,
+    pub version: String,
+}
+
+impl ArmInfo {
+    pub fn of(arm: octollm_core::ArmKind) -> Self {
+        Self {
+            arm_id: arm,
+            name: arm.display_name().to_owned(),
+            description: arm.description().to_owned(),
+            capabilities: arm.capabilities().iter().map(|c| (*c).to_owned()).collect(),
+            cost_tier: arm.cost_tier(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}

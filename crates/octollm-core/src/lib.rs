@@ -1,0 +1,31 @@
+//! OctoLLM's domain model. Pure data and rules: no I/O, no async runtime, no framework types.
+//!
+//! Everything that crosses the system edge is parsed here once (`TaskSpec::try_from`,
+//! `Plan::validate`), so the rest of the system works with values that are already valid.
+//!
+//! # Layout
+//! - [`ids`]: task ids (`task_` + 16 alphanumerics) and step ids.
+//! - [`arm`]: the six specialist arms and what each can do.
+//! - [`task`]: the task submission, its validated form, priorities, statuses and phases.
+//! - [`plan`]: the plan DAG: validation, scheduling order, sinks.
+//! - [`budget`]: hard limits on tokens, dollars and wall time, and the tracker that enforces them.
+//! - [`provenance`]: who produced a step result, when, at what cost.
+//! - [`error`]: the typed failure a task ends with.
+
+pub mod arm;
+pub mod budget;
+pub mod error;
+pub mod ids;
+pub mod plan;
+pub mod provenance;
+pub mod secret;
+pub mod task;
+
+pub use arm::ArmKind;
+pub use budget::{Budget, BudgetExceeded, BudgetTracker, CallEstimate, Usage};
+pub use error::{TaskError, TaskErrorKind};
+pub use ids::{StepId, TaskId};
+pub use plan::{Plan, PlanError, PlanStep};
+pub use provenance::Provenance;
+pub use secret::Secret;
+pub use task::{Phase, Priority, TaskSpec, TaskStatus, TaskSubmission, ValidationError};

@@ -1,0 +1,17 @@
+//! Text embeddings: the [`Embedder`] trait and, with feature `embed`, all-MiniLM-L6-v2
+//! run in process through candle ([`minilm`]).
+
+use async_trait::async_trait;
+
+use crate::provider::LlmError;
+
+#[cfg(feature = "embed")]
+pub mod minilm;
+
+#[async_trait]
+pub trait Embedder: Send + Sync {
+    fn model(&self) -> &str;
+    fn dimensions(&self) -> usize;
+    /// One L2-normalised vector per text, in order.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError>;
+}

@@ -1,0 +1,25 @@
+//! Durable storage: the task store and queue, task events, the knowledge base and the
+//! vector index, each behind a trait so the distributed backends (PostgreSQL, Redis, Qdrant)
+//! can slot in beside the embedded ones.
+//!
+//! # Layout
+//! - [`model`]: the records the store reads and writes.
+//! - [`tasks`]: the [`TaskStore`] trait: tasks, leases, steps, events.
+//! - [`knowledge`]: the [`KnowledgeStore`] trait (documents, chunks, BM25) and the [`VectorStore`] trait.
+//! - [`sqlite`]: [`SqliteStore`], the embedded backend for all of them.
+//! - [`error`]: [`StoreError`].
+
+pub mod error;
+pub mod knowledge;
+pub mod model;
+pub mod sqlite;
+pub mod tasks;
+
+pub use error::StoreError;
+pub use knowledge::{ChunkHit, KnowledgeStore, NewChunk, VectorHit, VectorStore};
+pub use model::{
+    CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
+    TaskEvent, TaskPage, TaskRecord, TaskResult,
+};
+pub use sqlite::SqliteStore;
+pub use tasks::TaskStore;
