@@ -3,9 +3,41 @@
 //!
 //! # Layout
 //! - [`context`]: the call context (task, step, budget share), outcomes and errors shared by all arms.
+//! - [`planner`]: goal → plan, schema- and grammar-constrained.
+//! - [`coder`]: code generation and friends, with a syntax check.
 //! - [`executor`]: runs allowlisted programs, argv only, inside bubblewrap.
+//! - [`retriever`]: ingestion and BM25 / vector / hybrid search.
+//! - [`judge`]: acceptance criteria, deterministic checks first, then LLM verdicts.
+//! - [`guardian`]: PII, secret and injection checks with redaction.
+//! - [`syntax`]: parse-only syntax checks and code extraction shared by coder and judge.
 
+use std::sync::Arc;
+
+pub mod coder;
 pub mod context;
 pub mod executor;
+pub mod guardian;
+pub mod judge;
+pub mod planner;
+pub mod retriever;
+pub mod syntax;
 
+pub use coder::CoderArm;
 pub use context::{ArmError, ArmInfo, ArmOutcome, CallContext};
+pub use executor::ExecutorArm;
+pub use guardian::GuardianArm;
+pub use judge::JudgeArm;
+pub use planner::PlannerArm;
+pub use retriever::RetrieverArm;
+
+/// One client per arm: what the orchestrator holds. In embedded mode every field is the
+/// in-process implementation; in distributed mode, HTTP clients.
+#[derive(Clone)]
+pub struct Arms {
+    pub planner: Arc<dyn PlannerArm>,
+    pub coder: Arc<dyn CoderArm>,
+    pub executor: Arc<dyn ExecutorArm>,
+    pub retriever: Arc<dyn RetrieverArm>,
+    pub judge: Arc<dyn JudgeArm>,
+    pub guardian: Arc<dyn GuardianArm>,
+}

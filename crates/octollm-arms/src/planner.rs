@@ -1,0 +1,204 @@
+//! The planner arm: turns a goal into a plan with an LLM whose output is constrained to the
+//! plan schema. For grammar-capable providers the grammar goes further and makes the plan a
+//! DAG by construction: step `sK` may only depend on `s1..s(K-1)`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use async_trait::async_trait;
+use octollm_core::ArmKind;
+use octollm_core::plan::RawPlan;
+use octollm_llm::{CompletionRequest, LlmError, Message, MeteredLlm};
+use serde::{Deserialize, Serialize};
+
+use crate::context::{ArmError, ArmOutcome, CallContext};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    pub goal: String,
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    #[serde(default)]
+    pub acceptance_criteria: Vec<String>,
+    #[serde(default)]
+    pub context: BTreeMap<String, serde_json::Value>,
+    /// Why the previous plan was refused, when re-asking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanResponse {
+    pub plan_id: String,
+    /// As the model wrote them; the orchestrator validates them into a `Plan`.
+    pub steps: Vec<octollm_core::plan::RawPlanStep>,
+    pub estimated_duration_seconds: u64,
+    pub estimated_cost_dollars: f64,
+    pub complexity_score: f64,
+    pub confidence: f64,
+}
+
+#[async_trait]
+pub trait PlannerArm: Send + Sync {
+    async fn plan(&self, request: PlanRequest, ctx: CallContext) -> Result<ArmOutcome<PlanResponse>, ArmError>;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlannerConfig {
+    /// Most steps a generated plan may have (1..=10).
+    pub max_steps: usize,
+    pub max_tokens: u32,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self { max_steps: 5, max_tokens: 512 }
+    }
+}
+
+pub struct LlmPlanner {
+    llm: MeteredLlm,
+    config: PlannerConfig,
+}
+
+const SYSTEM_PROMPT: &str = "You are the planner of a team of specialist arms. Break the user's goal into a short plan. \
+Arms: coder (writes code), executor (runs the code the coder wrote, in a sandbox), retriever (searches the knowledge base), \
+judge (checks a result), guardian (checks text for private data). Answer with JSON only. \
+Example for \"Write a Python script that prints the first 5 squares\": \
+{\"steps\":[{\"step_id\":\"s1\",\"arm_id\":\"coder\",\"description\":\"Write a Python script that prints the first 5 squares\",\"dependencies\":[]},\
+{\"step_id\":\"s2\",\"arm_id\":\"executor\",\"description\":\"Run the script and capture its output\",\"dependencies\":[\"s1\"]}]}";
+
+impl LlmPlanner {
+    pub fn new(llm: MeteredLlm, mut config: PlannerConfig) -> Self {
+        config.max_steps = config.max_steps.clamp(1, octollm_core::plan::MAX_STEPS);
+        Self { llm, config }
+    }
+
+    fn user_prompt(request: &PlanRequest) -> String {
+        let mut prompt = format!("Goal: {}\n", request.goal);
+        for c in &request.constraints {
+            let _ = writeln!(prompt, "Constraint: {c}");
+        }
+        for c in &request.acceptance_criteria {
+            let _ = writeln!(prompt, "Acceptance criterion: {c}");
+        }
+        if !request.context.is_empty() {
+            let _ = writeln!(prompt, "Context: {}", serde_json::Value::Object(request.context.clone().into_iter().collect()));
+        }
+        if let Some(feedback) = &request.feedback {
+            let _ = writeln!(prompt, "Your previous plan was refused: {feedback}. Write a corrected plan.");
+        }
+        prompt
+    }
+}
+
+/// JSON schema of a plan, for providers that constrain output by schema.
+pub fn plan_schema(max_steps: usize) -> serde_json::Value {
+    let arms: Vec<&str> = ArmKind::STEP_ARMS.iter().map(|a| a.id()).collect();
+    serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["steps"],
+        "properties": {"steps": {
+            "type": "array", "minItems": 1, "maxItems": max_steps,
+            "items": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["step_id", "arm_id", "description", "dependencies"],
+                "properties": {
+                    "step_id": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+                    "arm_id": {"type": "string", "enum": arms},
+                    "description": {"type": "string", "minLength": 1, "maxLength": 2000},
+                    "dependencies": {"type": "array", "items": {"type": "string"}},
+                    "expected_output": {"type": "string"}
+                }
+            }
+        }}
+    })
+}
+
+/// GBNF for a plan of 1..=`max_steps` steps that is a DAG by construction.
+pub fn plan_grammar(max_steps: usize) -> String {
+    let max_steps = max_steps.max(1);
+    let mut g = String::new();
+    // root ::= "{\"steps\":[" s1 ("," s2 ("," s3)?)? "]}"
+    let mut tail = String::new();
+    for k in (2..=max_steps).rev() {
+        tail = format!("(\",\" s{k} {tail})?");
+    }
+    let _ = writeln!(g, "root ::= \"{{\\\"steps\\\":[\" s1 {tail} \"]}}\"");
+    for k in 1..=max_steps {
+        let _ = writeln!(
+            g,
+            "s{k} ::= \"{{\\\"step_id\\\":\\\"s{k}\\\",\\\"arm_id\\\":\" arm \",\\\"description\\\":\" desc \",\\\"dependencies\\\":\" deps{k} \"}}\""
+        );
+        if k == 1 {
+            let _ = writeln!(g, "deps1 ::= \"[]\"");
+        } else {
+            let choices: Vec<String> = (1..k).map(|j| format!("\"\\\"s{j}\\\"\"")).collect();
+            let _ = writeln!(g, "dep{k} ::= {}", choices.join(" | "));
+            let _ = writeln!(g, "deps{k} ::= \"[]\" | \"[\" dep{k} (\",\" dep{k})* \"]\"");
+        }
+    }
+    let arms: Vec<String> = ArmKind::STEP_ARMS.iter().map(|a| format!("\"\\\"{}\\\"\"", a.id())).collect();
+    let _ = writeln!(g, "arm ::= {}", arms.join(" | "));
+    let _ = writeln!(g, "desc ::= \"\\\"\" [^\"\\\\\\n]{{3,160}} \"\\\"\"");
+    g
+}
+
+#[async_trait]
+impl PlannerArm for LlmPlanner {
+    async fn plan(&self, request: PlanRequest, mut ctx: CallContext) -> Result<ArmOutcome<PlanResponse>, ArmError> {
+        if request.goal.trim().is_empty() {
+            return Err(ArmError::InvalidRequest("goal must not be empty".into()));
+        }
+        let completion_request = CompletionRequest::new(
+            "planner.plan",
+            vec![Message::system(SYSTEM_PROMPT), Message::user(Self::user_prompt(&request))],
+            self.config.max_tokens,
+        )
+        .json(plan_schema(self.config.max_steps), Some(plan_grammar(self.config.max_steps)));
+        let completion = self
+            .llm
+            .complete(completion_request, &mut ctx.budget)
+            .await
+            .map_err(|e| ArmError::from_metered(e, ctx.budget.used))?;
+        let raw: RawPlan = serde_json::from_str(completion.text.trim()).map_err(|e| {
+            ArmError::Llm(LlmError::InvalidResponse(format!("the plan is not valid JSON: {e}")))
+        })?;
+        let steps = raw.steps.len();
+        let response = PlanResponse {
+            plan_id: format!("plan_{}", octollm_core::TaskId::generate().as_str().trim_start_matches("task_")),
+            estimated_duration_seconds: 10 * steps as u64,
+            estimated_cost_dollars: ctx.budget.used.cost_dollars * steps as f64,
+            complexity_score: (steps as f64 / octollm_core::plan::MAX_STEPS as f64).min(1.0),
+            confidence: if completion.finish_reason == octollm_llm::FinishReason::Stop { 0.7 } else { 0.3 },
+            steps: raw.steps,
+        };
+        Ok(ArmOutcome { response, usage: ctx.budget.used, model: Some(completion.model) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grammar_names_every_step_and_dependency_choice() {
+        let g = plan_grammar(3);
+        assert!(g.contains("s3 ::="));
+        assert!(g.contains("dep3 ::= \"\\\"s1\\\"\" | \"\\\"s2\\\"\""));
+        assert!(!g.contains("s4 ::="));
+        assert!(g.contains("\"\\\"executor\\\"\""));
+        assert!(!g.contains("planner"));
+    }
+
+    #[test]
+    fn schema_limits_steps_and_arms() {
+        let s = plan_schema(4);
+        assert_eq!(s["properties"]["steps"]["maxItems"], 4);
+        assert_eq!(s["properties"]["steps"]["items"]["properties"]["arm_id"]["enum"].as_array().unwrap().len(), 5);
+    }
+}
