@@ -288,6 +288,13 @@ impl<'a> Run<'a> {
                 inputs.insert(name.clone(), record.output);
             }
         }
+        // In a repair round a step also sees its own previous attempt (the code to fix).
+        if feedback.is_some()
+            && let Some(previous) = previous_attempt_key(step.step_id.as_str())
+            && let Some(record) = self.completed(&previous)
+        {
+            inputs.insert("previous_attempt".to_owned(), record.output);
+        }
         let spec = &self.task.spec;
         let arms = &self.orch.arms;
         let result = self
@@ -488,6 +495,13 @@ impl<'a> Run<'a> {
     }
 }
 
+/// `r1.s2` → `s2`; `r2.s2` → `r1.s2`; a key outside a repair round has none.
+fn previous_attempt_key(key: &str) -> Option<String> {
+    let (round, base) = key.split_once('.')?;
+    let n: u32 = round.strip_prefix('r')?.parse().ok()?;
+    Some(if n <= 1 { base.to_owned() } else { format!("r{}.{base}", n - 1) })
+}
+
 pub(crate) enum UnitError {
     Arm(ArmError),
     Stop(Stop),
@@ -504,6 +518,13 @@ fn backoff(base_ms: u64, max_ms: u64, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previous_attempts() {
+        assert_eq!(previous_attempt_key("r1.s2").as_deref(), Some("s2"));
+        assert_eq!(previous_attempt_key("r3.s2").as_deref(), Some("r2.s2"));
+        assert_eq!(previous_attempt_key("s2"), None);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -1,0 +1,22 @@
+//! HTTP adapters. Handlers extract, delegate to the orchestrator and map errors; they hold
+//! no business logic.
+//!
+//! # Layout
+//! - [`error`]: [`ApiError`], the one mapping from errors to statuses and the error body.
+//! - [`extract`]: [`ApiJson`], the JSON extractor that answers in our error shape.
+//! - [`request_id`]: `X-Request-ID` accepted or generated, echoed, and in every span.
+//! - [`observe`]: per-route request metrics and the Prometheus endpoint.
+//! - [`api`]: the orchestrator's public API (`/tasks…`, `/capabilities`, probes).
+//! - [`views`]: the wire shapes of tasks and steps.
+//! - [`server`]: `serve(listener, router, shutdown)`.
+
+pub mod api;
+pub mod error;
+pub mod extract;
+pub mod observe;
+pub mod request_id;
+pub mod server;
+pub mod views;
+
+pub use error::ApiError;
+pub use extract::ApiJson;

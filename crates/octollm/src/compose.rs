@@ -1,0 +1,134 @@
+//! Composition: builds the embedded system (every component in this process) from the
+//! configuration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use octollm_arms::coder::LlmCoder;
+use octollm_arms::executor::LocalExecutor;
+use octollm_arms::guardian::Guardian;
+use octollm_arms::judge::Judge;
+use octollm_arms::planner::LlmPlanner;
+use octollm_arms::retriever::Retriever;
+use octollm_arms::{Arms, ExecutorArm};
+use octollm_llm::{Embedder, LlmError, LlmProvider, MeteredLlm};
+use octollm_orchestrator::Orchestrator;
+use octollm_store::SqliteStore;
+use tokio::sync::OnceCell;
+
+use crate::config::{Config, ProviderKind};
+
+pub struct System {
+    pub orchestrator: Arc<Orchestrator>,
+}
+
+pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    let path = config.database_path();
+    SqliteStore::open(&path).await.with_context(|| format!("cannot open the database at {}", path.display()))
+}
+
+pub async fn provider(config: &Config) -> anyhow::Result<Arc<dyn LlmProvider>> {
+    let llm = &config.llm;
+    Ok(match llm.provider {
+        ProviderKind::Scripted => {
+            let path = llm.script_path.clone().context("llm.script_path is required for the scripted provider")?;
+            Arc::new(octollm_llm::scripted::ScriptedProvider::from_file(&path, llm.script_log.clone())?)
+        }
+        ProviderKind::Openai => Arc::new(octollm_llm::openai::OpenAiProvider::new(octollm_llm::openai::OpenAiConfig {
+            base_url: llm.base_url.clone(),
+            api_key: llm.api_key.clone(),
+            model: llm.model.clone(),
+            timeout: Duration::from_secs(llm.timeout_seconds),
+        })?),
+        ProviderKind::Local => local_provider(config).await?,
+    })
+}
+
+#[cfg(feature = "local")]
+async fn local_provider(config: &Config) -> anyhow::Result<Arc<dyn LlmProvider>> {
+    let local = octollm_llm::local::LocalConfig {
+        model_path: config.llm_model_path(),
+        threads: config.llm.threads,
+        context_tokens: config.llm.context_tokens,
+    };
+    let llm = tokio::task::spawn_blocking(move || octollm_llm::local::LocalLlm::load(local)).await??;
+    Ok(Arc::new(llm))
+}
+
+#[cfg(not(feature = "local"))]
+async fn local_provider(_config: &Config) -> anyhow::Result<Arc<dyn LlmProvider>> {
+    anyhow::bail!("this build has no local model support (feature `local`); set OCTOLLM_LLM_PROVIDER=openai")
+}
+
+/// Loads the embedding model on first use, so a process that never searches never pays for it,
+/// and a missing model is reported where it is needed, with the command that fixes it.
+pub struct LazyEmbedder {
+    path: PathBuf,
+    inner: OnceCell<Arc<dyn Embedder>>,
+}
+
+impl LazyEmbedder {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, inner: OnceCell::new() }
+    }
+
+    async fn get(&self) -> Result<&Arc<dyn Embedder>, LlmError> {
+        self.inner
+            .get_or_try_init(|| async {
+                let path = self.path.clone();
+                load_embedder(path).await
+            })
+            .await
+    }
+}
+
+#[cfg(feature = "embed")]
+async fn load_embedder(path: PathBuf) -> Result<Arc<dyn Embedder>, LlmError> {
+    let model = tokio::task::spawn_blocking(move || octollm_llm::embed::minilm::MiniLmEmbedder::load(&path))
+        .await
+        .map_err(|e| LlmError::Inference(e.to_string()))??;
+    Ok(Arc::new(model))
+}
+
+#[cfg(not(feature = "embed"))]
+async fn load_embedder(_path: PathBuf) -> Result<Arc<dyn Embedder>, LlmError> {
+    Err(LlmError::Config("this build has no embedding support (feature `embed`)".into()))
+}
+
+#[async_trait]
+impl Embedder for LazyEmbedder {
+    fn model(&self) -> &str {
+        "all-MiniLM-L6-v2"
+    }
+
+    fn dimensions(&self) -> usize {
+        384
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        self.get().await?.embed(texts).await
+    }
+}
+
+pub async fn build(config: &Config) -> anyhow::Result<System> {
+    let store = open_store(config).await?;
+    let provider = provider(config).await?;
+    let price = config.llm.prices.get(provider.model()).copied().unwrap_or_default();
+    let llm = MeteredLlm::new(provider, price);
+    let executor: Arc<dyn ExecutorArm> = Arc::new(LocalExecutor::new(config.executor.clone()));
+    let embedder: Arc<dyn Embedder> = Arc::new(LazyEmbedder::new(config.embedding_model_path()));
+    let retriever = Arc::new(Retriever::new(Arc::new(store.clone()), embedder));
+    let arms = Arms {
+        planner: Arc::new(LlmPlanner::new(llm.clone(), config.planner.clone())),
+        coder: Arc::new(LlmCoder::new(llm.clone(), config.coder.max_tokens)),
+        executor: executor.clone(),
+        retriever,
+        judge: Arc::new(Judge::new(llm, Some(executor))),
+        guardian: Arc::new(Guardian::new()),
+    };
+    let orchestrator = Orchestrator::new(Arc::new(store.clone()), arms, config.orchestrator.clone());
+    Ok(System { orchestrator })
+}

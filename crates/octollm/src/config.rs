@@ -1,0 +1,430 @@
+//! Typed configuration, loaded once: defaults < `octollm.toml` (or `OCTOLLM_CONFIG`) <
+//! environment. The environment names of the deployment manifests work as written
+//! (`DATABASE_URL`, `LOG_LEVEL`, …); everything else is `OCTOLLM_*`, and any field can be set
+//! as `OCTOLLM__SECTION__FIELD` (double underscores).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use octollm_arms::executor::ExecutorConfig;
+use octollm_arms::planner::PlannerConfig;
+use octollm_core::Secret;
+use octollm_core::budget::Price;
+use octollm_orchestrator::OrchestratorConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub environment: String,
+    pub log: LogConfig,
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub llm: LlmConfig,
+    pub embedding: EmbeddingConfig,
+    pub orchestrator: OrchestratorConfig,
+    pub planner: PlannerConfig,
+    pub coder: CoderConfig,
+    pub executor: ExecutorConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            environment: "development".into(),
+            log: LogConfig::default(),
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            llm: LlmConfig::default(),
+            embedding: EmbeddingConfig::default(),
+            orchestrator: OrchestratorConfig::default(),
+            planner: PlannerConfig::default(),
+            coder: CoderConfig::default(),
+            executor: ExecutorConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `RUST_LOG` syntax; `LOG_LEVEL` sets a plain level.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Pretty }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub body_limit_bytes: usize,
+    /// In-flight requests and steps get this long after SIGTERM (below Kubernetes' 30 s).
+    pub shutdown_grace_seconds: u64,
+    /// Serving on a non-loopback address needs API keys (a later release); until then it
+    /// must be allowed explicitly.
+    pub allow_unauthenticated: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            body_limit_bytes: 1024 * 1024,
+            shutdown_grace_seconds: 25,
+            allow_unauthenticated: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Where the embedded database lives.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH`; empty means `<data_dir>/octollm.db`.
+    pub database_url: Secret,
+    /// Finished tasks older than this are pruned.
+    pub retention_days: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: default_data_dir(), database_url: Secret::default(), retention_days: 30 }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("octollm");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/share/octollm");
+    }
+    PathBuf::from(".octollm")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// llama.cpp in process (the default model unless `model_path` says otherwise).
+    Local,
+    /// Any OpenAI-compatible Chat Completions endpoint.
+    Openai,
+    /// Replays `script_path`; tests and demos only.
+    Scripted,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    pub provider: ProviderKind,
+    /// Where `octollm model pull` puts models.
+    pub model_dir: PathBuf,
+    /// A GGUF file for the local provider; empty means the default model in `model_dir`.
+    pub model_path: Option<PathBuf>,
+    pub threads: u32,
+    pub context_tokens: u32,
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Secret,
+    pub timeout_seconds: u64,
+    pub script_path: Option<PathBuf>,
+    /// Appends one line per scripted call (for tests that count calls across restarts).
+    pub script_log: Option<PathBuf>,
+    /// Dollars per 1,000 tokens by model name; unknown models cost 0.
+    pub prices: BTreeMap<String, Price>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            provider: ProviderKind::Local,
+            model_dir: octollm_llm::models::default_model_dir(),
+            model_path: None,
+            threads: 1,
+            context_tokens: 4096,
+            base_url: "https://api.openai.com/v1".into(),
+            model: String::new(),
+            api_key: Secret::default(),
+            timeout_seconds: 120,
+            script_path: None,
+            script_log: None,
+            prices: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingConfig {
+    /// The all-MiniLM-L6-v2 directory; empty means the default in the model directory.
+    pub model_path: Option<PathBuf>,
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        Self { model_path: None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoderConfig {
+    pub max_tokens: u32,
+}
+
+impl Default for CoderConfig {
+    fn default() -> Self {
+        Self { max_tokens: 384 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not valid TOML: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Environment names of SPEC §11 and their places in the configuration.
+const ENV_PATHS: &[(&str, &str)] = &[
+    ("ENVIRONMENT", "environment"),
+    ("LOG_FORMAT", "log.format"),
+    ("DATABASE_URL", "storage.database_url"),
+    ("LLM_API_KEY", "llm.api_key"),
+    ("OPENAI_API_KEY", "llm.api_key"),
+    ("OCTOLLM_DATA_DIR", "storage.data_dir"),
+    ("OCTOLLM_BIND", "server.bind"),
+    ("OCTOLLM_BODY_LIMIT_BYTES", "server.body_limit_bytes"),
+    ("OCTOLLM_ALLOW_UNAUTHENTICATED", "server.allow_unauthenticated"),
+    ("OCTOLLM_SHUTDOWN_GRACE_SECONDS", "server.shutdown_grace_seconds"),
+    ("OCTOLLM_RETENTION_DAYS", "storage.retention_days"),
+    ("OCTOLLM_LLM_PROVIDER", "llm.provider"),
+    ("OCTOLLM_MODEL_DIR", "llm.model_dir"),
+    ("OCTOLLM_LLM_MODEL_PATH", "llm.model_path"),
+    ("OCTOLLM_LLM_THREADS", "llm.threads"),
+    ("OCTOLLM_LLM_BASE_URL", "llm.base_url"),
+    ("OCTOLLM_LLM_MODEL", "llm.model"),
+    ("OCTOLLM_LLM_SCRIPT", "llm.script_path"),
+    ("OCTOLLM_LLM_SCRIPT_LOG", "llm.script_log"),
+    ("OCTOLLM_EMBEDDING_MODEL_PATH", "embedding.model_path"),
+    ("OCTOLLM_WORKERS", "orchestrator.workers"),
+    ("OCTOLLM_LEASE_SECONDS", "orchestrator.lease_seconds"),
+    ("OCTOLLM_STEP_TIMEOUT_SECONDS", "orchestrator.step_timeout_seconds"),
+    ("OCTOLLM_MAX_REPAIRS", "orchestrator.max_repairs"),
+    ("OCTOLLM_STORE_RAW_INPUT", "orchestrator.store_raw_input"),
+    ("OCTOLLM_BWRAP_PATH", "executor.bwrap_path"),
+];
+
+impl Config {
+    /// Loads defaults, then the file (`OCTOLLM_CONFIG`, else `./octollm.toml` if present),
+    /// then the environment, then validates.
+    pub fn load(env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let file = env.get("OCTOLLM_CONFIG").map(PathBuf::from).or_else(|| {
+            let local = PathBuf::from("octollm.toml");
+            local.exists().then_some(local)
+        });
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let overlay: toml::Value = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?;
+            merge(&mut value, overlay);
+        }
+        for (name, path) in ENV_PATHS {
+            if let Some(raw) = env.get(*name).filter(|v| !v.is_empty()) {
+                set_path(&mut value, path, raw, name)?;
+            }
+        }
+        if let Some(level) = env.get("RUST_LOG").or_else(|| env.get("LOG_LEVEL")).filter(|v| !v.is_empty()) {
+            set_path(&mut value, "log.level", &level.to_lowercase(), "LOG_LEVEL")?;
+        }
+        for (name, raw) in env {
+            if let Some(rest) = name.strip_prefix("OCTOLLM__") {
+                let path = rest.to_ascii_lowercase().replace("__", ".");
+                set_path(&mut value, &path, raw, name)?;
+            }
+        }
+        let config: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.orchestrator.validate().map_err(ConfigError::Invalid)?;
+        if self.server.body_limit_bytes < 1024 {
+            return Err(ConfigError::Invalid("server.body_limit_bytes must be at least 1024".into()));
+        }
+        if !(1..=60).contains(&self.server.shutdown_grace_seconds) {
+            return Err(ConfigError::Invalid("server.shutdown_grace_seconds must be 1 to 60".into()));
+        }
+        match self.llm.provider {
+            ProviderKind::Openai if self.llm.model.trim().is_empty() => {
+                return Err(ConfigError::Invalid("llm.model (OCTOLLM_LLM_MODEL) is required for the openai provider".into()));
+            }
+            ProviderKind::Scripted if self.llm.script_path.is_none() => {
+                return Err(ConfigError::Invalid("llm.script_path (OCTOLLM_LLM_SCRIPT) is required for the scripted provider".into()));
+            }
+            _ => {}
+        }
+        if !(1..=64).contains(&self.llm.threads) {
+            return Err(ConfigError::Invalid("llm.threads must be 1 to 64".into()));
+        }
+        let db = self.storage.database_url.expose();
+        if !db.is_empty() && !db.starts_with("sqlite:") {
+            return Err(ConfigError::Invalid(
+                "storage.database_url: this build's embedded mode takes sqlite:PATH; PostgreSQL comes with the distributed mode".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SQLite file to use.
+    pub fn database_path(&self) -> PathBuf {
+        let url = self.storage.database_url.expose();
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            return PathBuf::from(path);
+        }
+        self.storage.data_dir.join("octollm.db")
+    }
+
+    pub fn llm_model_path(&self) -> PathBuf {
+        self.llm.model_path.clone().unwrap_or_else(|| octollm_llm::models::default_llm_path(&self.llm.model_dir))
+    }
+
+    pub fn embedding_model_path(&self) -> PathBuf {
+        self.embedding.model_path.clone().unwrap_or_else(|| octollm_llm::models::embedding_path(&self.llm.model_dir))
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(base), toml::Value::Table(overlay)) => {
+            for (k, v) in overlay {
+                match base.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// Sets a dotted path from a string, typed like the default already there (so `"8"` becomes
+/// an integer where the field is one). Unknown paths are refused by the typed parse later.
+fn set_path(root: &mut toml::Value, path: &str, raw: &str, name: &str) -> Result<(), ConfigError> {
+    let mut node = root;
+    let parts: Vec<&str> = path.split('.').collect();
+    for part in &parts[..parts.len() - 1] {
+        let table = node.as_table_mut().ok_or_else(|| ConfigError::Env { name: name.into(), message: format!("{path} is not a section") })?;
+        node = table.entry((*part).to_owned()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    let table = node.as_table_mut().ok_or_else(|| ConfigError::Env { name: name.into(), message: format!("{path} is not a section") })?;
+    let leaf = parts[parts.len() - 1];
+    let typed = match table.get(leaf) {
+        Some(toml::Value::Integer(_)) => raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| "must be an integer".to_owned()),
+        Some(toml::Value::Float(_)) => raw.trim().parse::<f64>().map(toml::Value::Float).map_err(|_| "must be a number".to_owned()),
+        Some(toml::Value::Boolean(_)) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err("must be true or false".to_owned()),
+        },
+        Some(toml::Value::Array(_)) | Some(toml::Value::Table(_)) => toml::from_str::<toml::Value>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|v| v.get("v").cloned())
+            .ok_or_else(|| "must be a TOML array or table".to_owned()),
+        _ => Ok(toml::Value::String(raw.to_owned())),
+    }
+    .map_err(|message| ConfigError::Env { name: name.into(), message })?;
+    table.insert(leaf.to_owned(), typed);
+    Ok(())
+}
+
+/// Reads a file-or-env secret the Kubernetes way: `NAME_FILE` points at a mounted file.
+pub fn expand_file_secrets(env: &mut BTreeMap<String, String>) -> Result<(), ConfigError> {
+    let file_vars: Vec<(String, String)> = env
+        .iter()
+        .filter_map(|(k, v)| k.strip_suffix("_FILE").map(|base| (base.to_owned(), v.clone())))
+        .filter(|(base, _)| ["DATABASE_URL", "LLM_API_KEY", "OPENAI_API_KEY"].contains(&base.as_str()))
+        .collect();
+    for (base, path) in file_vars {
+        let value = std::fs::read_to_string(Path::new(&path)).map_err(|source| ConfigError::Read { path: PathBuf::from(&path), source })?;
+        env.insert(base, value.trim().to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_defaults_with_types() {
+        let c = Config::load(&env(&[
+            ("LOG_FORMAT", "json"),
+            ("OCTOLLM_WORKERS", "7"),
+            ("OCTOLLM_STORE_RAW_INPUT", "true"),
+            ("OPENAI_API_KEY", "sk-secret"),
+            ("OCTOLLM__ORCHESTRATOR__MAX_PARALLEL_STEPS", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.orchestrator.workers, 7);
+        assert_eq!(c.orchestrator.max_parallel_steps, 2);
+        assert!(c.orchestrator.store_raw_input);
+        assert_eq!(c.llm.api_key.expose(), "sk-secret");
+        let printed = c.to_masked_toml().unwrap();
+        assert!(!printed.contains("sk-secret") && printed.contains("***"), "{printed}");
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[orchestrator]\nworkers = 3\nlease_seconds = 9\n").unwrap();
+        let c = Config::load(&env(&[("OCTOLLM_CONFIG", file.to_str().unwrap()), ("OCTOLLM_WORKERS", "5")])).unwrap();
+        assert_eq!((c.orchestrator.workers, c.orchestrator.lease_seconds), (5, 9));
+    }
+
+    #[test]
+    fn refusals_are_clear() {
+        let err = Config::load(&env(&[("OCTOLLM_WORKERS", "many")])).unwrap_err().to_string();
+        assert!(err.contains("OCTOLLM_WORKERS") && err.contains("integer"), "{err}");
+        let err = Config::load(&env(&[("OCTOLLM__ORCHESTRATOR__NOPE", "1")])).unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+        let err = Config::load(&env(&[("OCTOLLM_LLM_PROVIDER", "scripted")])).unwrap_err().to_string();
+        assert!(err.contains("OCTOLLM_LLM_SCRIPT"), "{err}");
+        let err = Config::load(&env(&[("OCTOLLM_WORKERS", "0")])).unwrap_err().to_string();
+        assert!(err.contains("workers"), "{err}");
+    }
+}

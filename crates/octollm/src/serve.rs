@@ -1,0 +1,92 @@
+//! `octollm serve`: the API and the workers in one process (embedded mode), with graceful
+//! shutdown: on SIGTERM stop accepting, let in-flight requests and steps finish within the
+//! grace period, release leases, exit 0.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use octollm_http::api::{ApiState, router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::compose;
+use crate::config::Config;
+
+pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let bind = config.server.bind;
+    if !bind.ip().is_loopback() && !config.server.allow_unauthenticated {
+        anyhow::bail!(
+            "refusing to serve on {bind} without authentication; bind a loopback address, or set \
+             OCTOLLM_ALLOW_UNAUTHENTICATED=true behind a trusted gateway"
+        );
+    }
+    let system = compose::build(&config).await?;
+    let listener = TcpListener::bind(bind).await.map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    let local = listener.local_addr()?;
+    info!(addr = %local, "listening");
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tracker.spawn(signals(shutdown.clone()));
+    system.orchestrator.spawn_workers(&tracker, shutdown.clone());
+    tracker.spawn(retention(system.orchestrator.clone(), config.storage.retention_days, shutdown.clone()));
+
+    let state = ApiState { orchestrator: system.orchestrator.clone(), started: Instant::now(), version: env!("CARGO_PKG_VERSION") };
+    let app = router(state, config.server.body_limit_bytes);
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let server = octollm_http::server::serve(listener, app, shutdown.clone());
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            warn!("grace period over with requests still open (event streams); closing them");
+        }
+    }
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!("grace period over with steps still running; their leases will expire and another worker resumes them");
+    }
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn signals(shutdown: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+        () = shutdown.cancelled() => return,
+    }
+    info!("shutdown signal received");
+    shutdown.cancel();
+}
+
+async fn retention(orchestrator: std::sync::Arc<octollm_orchestrator::Orchestrator>, days: u32, shutdown: CancellationToken) {
+    loop {
+        let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(i64::from(days));
+        match orchestrator.store().prune_finished(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => info!(pruned = n, "removed finished tasks past retention"),
+            Err(e) => warn!(error = %e, "retention pruning failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
