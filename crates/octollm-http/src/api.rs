@@ -31,6 +31,8 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState, body_limit: usize) -> Router {
+    // Install the recorder before the first request so no metric is lost.
+    let _ = observe::prometheus();
     Router::new()
         .route("/tasks", get(list_tasks).post(submit_task))
         .route("/tasks/{id}", get(get_task).delete(cancel_task))

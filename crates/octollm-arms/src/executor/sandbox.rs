@@ -1,0 +1,519 @@
+//! Running one [`Invocation`] inside bubblewrap.
+//!
+//! The sandbox sees: `/usr` read-only (and `/bin`, `/lib`, ... as the host has them: symlinks
+//! on merged-usr Debian, else read-only binds), `/etc/ld.so.cache` and `/etc/alternatives`
+//! read-only, a fresh `/proc` of its own PID namespace, a minimal `/dev`, a private tmpfs
+//! `/tmp`, and a fresh per-call workspace bound read-write at `/workspace`. Nothing else of
+//! the host: no `/etc` beyond those two entries (plus the resolver and CA files when network is
+//! granted), no `/root`, `/home`, `/var`, `/sys` or host `/proc`. After the mounts the root
+//! itself is remounted read-only. All namespaces are unshared (network too, unless granted),
+//! the program runs as uid/gid 1000 with no capabilities, in a new session, cannot create
+//! nested user namespaces, and sees only `PATH`, `HOME`, `LANG` and the request's own env.
+//!
+//! When the service runs as root, bubblewrap itself is started as uid/gid 65534 (`nobody`):
+//! the kernel exempts root from `RLIMIT_NPROC`, so a sandbox mapped onto host root could fork
+//! without bound; mapped onto `nobody` the limit holds, and a process that escaped the
+//! namespaces would be `nobody` on the host rather than root. The workspace is chowned to
+//! that user. The process limit is counted per host user, so concurrent sandboxes share it.
+//!
+//! rlimits (CPU, address space, file size, processes, open files, no core dumps) are set in
+//! the forked child before bubblewrap is executed and are inherited by everything inside.
+//!
+//! Killing: on the wall-clock timeout or when an output stream exceeds its cap, the outer
+//! bubblewrap process gets SIGKILL. That tears down the whole sandbox, which a process-group
+//! kill would not: bubblewrap's `--new-session` puts the sandbox in a session of its own, but
+//! its PID 1 dies with its parent (`--die-with-parent`) and the kernel then kills every process
+//! left in the PID namespace, including any that called `setsid`.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+
+use super::ExecutorConfig;
+use super::policy::Invocation;
+use crate::ArmError;
+
+/// The uid and gid the program has inside the sandbox.
+const SANDBOX_ID: &str = "1000";
+/// Host uid/gid bubblewrap runs as when the service runs as root (`nobody`/`nogroup`).
+const UNPRIVILEGED_HOST_ID: u32 = 65534;
+const SANDBOX_HOSTNAME: &str = "octollm-sandbox";
+const WORKSPACE: &str = "/workspace";
+const BASE_ENV: [(&str, &str); 3] =
+    [("PATH", "/usr/bin:/bin"), ("HOME", WORKSPACE), ("LANG", "C.UTF-8")];
+/// Top-level host entries that are symlinks into `/usr` on merged-usr systems, or real
+/// directories to bind read-only on others. Those missing on the host are skipped.
+const SYSTEM_ENTRIES: [&str; 6] = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+/// Read-only, if present: the loader cache (faster start) and Debian's alternatives symlinks
+/// (some programs in /usr/bin point through them).
+const ETC_ALWAYS: [&str; 2] = ["/etc/ld.so.cache", "/etc/alternatives"];
+/// Read-only, if present, only when network is granted: name resolution and CA certificates.
+const ETC_NETWORK: [&str; 5] =
+    ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates"];
+const MAX_OPEN_FILES: u64 = 256;
+/// After a kill, how long to wait for the pipes to close before giving up on the rest.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+const READ_CHUNK: usize = 16 * 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// How a top-level system entry appears in the sandbox.
+#[derive(Debug, Clone, PartialEq)]
+enum SystemEntry {
+    Symlink { target: PathBuf, path: PathBuf },
+    ReadOnly(PathBuf),
+}
+
+/// rlimits, applied to bubblewrap and inherited by everything in the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Limits {
+    pub cpu_seconds: u64,
+    pub address_space_bytes: u64,
+    pub file_size_bytes: u64,
+    pub processes: u64,
+    pub open_files: u64,
+}
+
+/// One captured output stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Capture {
+    pub bytes: Vec<u8>,
+    pub truncated: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct RunResult {
+    /// None when bubblewrap was ended by a signal (the executor killed it).
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Capture,
+    pub stderr: Capture,
+    pub timed_out: bool,
+    pub duration: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Sandbox {
+    bwrap: PathBuf,
+    system: Vec<SystemEntry>,
+    limits: Limits,
+    max_output_bytes: usize,
+    workspace_root: PathBuf,
+    /// Host uid/gid to start bubblewrap as; None keeps the service's own.
+    run_as: Option<(u32, u32)>,
+}
+
+impl Sandbox {
+    pub(crate) fn new(bwrap: PathBuf, config: &ExecutorConfig) -> Self {
+        let system = SYSTEM_ENTRIES
+            .iter()
+            .filter_map(|entry| {
+                let path = PathBuf::from(entry);
+                let meta = std::fs::symlink_metadata(&path).ok()?;
+                if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(&path).ok()?;
+                    Some(SystemEntry::Symlink { target, path })
+                } else {
+                    meta.is_dir().then_some(SystemEntry::ReadOnly(path))
+                }
+            })
+            .collect();
+        let running_as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        Self {
+            bwrap,
+            system,
+            limits: Limits {
+                cpu_seconds: config.cpu_time_seconds,
+                address_space_bytes: config.memory_limit_mb.saturating_mul(MIB),
+                file_size_bytes: config.max_file_size_bytes(),
+                processes: config.max_processes,
+                open_files: MAX_OPEN_FILES,
+            },
+            max_output_bytes: config.max_output_bytes,
+            workspace_root: config.workspace_root.clone().unwrap_or_else(std::env::temp_dir),
+            run_as: running_as_root.then_some((UNPRIVILEGED_HOST_ID, UNPRIVILEGED_HOST_ID)),
+        }
+    }
+
+    pub(crate) fn bwrap(&self) -> &Path {
+        &self.bwrap
+    }
+
+    /// bubblewrap's arguments (after `argv[0]`) for `invocation` with its workspace at
+    /// `workspace` on the host. Order matters: `--clearenv` before `--setenv`, mounts before
+    /// `--remount-ro /`, the program after `--`.
+    pub(crate) fn bwrap_args(&self, workspace: &Path, invocation: &Invocation) -> Vec<OsString> {
+        let mut args = Args::default();
+        args.push(["--unshare-all", "--unshare-user", "--disable-userns"]);
+        if invocation.network {
+            args.push(["--share-net"]);
+        }
+        args.push(["--uid", SANDBOX_ID, "--gid", SANDBOX_ID, "--hostname", SANDBOX_HOSTNAME]);
+        args.push(["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]);
+        let env: BTreeMap<&str, &str> = BASE_ENV
+            .into_iter()
+            .chain(invocation.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .collect();
+        for (key, value) in env {
+            args.push(["--setenv", key, value]);
+        }
+        args.push(["--ro-bind", "/usr", "/usr"]);
+        for entry in &self.system {
+            match entry {
+                SystemEntry::Symlink { target, path } => {
+                    args.push_os(["--symlink".as_ref(), target.as_os_str(), path.as_os_str()]);
+                }
+                SystemEntry::ReadOnly(path) => {
+                    args.push_os(["--ro-bind".as_ref(), path.as_os_str(), path.as_os_str()]);
+                }
+            }
+        }
+        let etc = ETC_ALWAYS.iter().chain(if invocation.network { &ETC_NETWORK[..] } else { &[] });
+        for path in etc {
+            args.push(["--ro-bind-try", path, path]);
+        }
+        args.push(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        args.push_os(["--bind".as_ref(), workspace.as_os_str(), WORKSPACE.as_ref()]);
+        args.push(["--chdir", WORKSPACE, "--remount-ro", "/", "--"]);
+        args.push_os([invocation.program_path.as_os_str()]);
+        args.0.extend(invocation.args.iter().map(OsString::from));
+        args.0
+    }
+
+    /// Creates the workspace, runs `invocation` in the sandbox with the wall-clock limit
+    /// `timeout`, and removes the workspace again.
+    pub(crate) async fn run(
+        &self,
+        invocation: &Invocation,
+        timeout: Duration,
+    ) -> Result<RunResult, ArmError> {
+        let root = self.workspace_root.clone();
+        let files = invocation.files.clone();
+        let owner = self.run_as;
+        let workspace = tokio::task::spawn_blocking(move || prepare_workspace(&root, &files, owner))
+            .await
+            .map_err(|e| ArmError::Internal(format!("workspace setup task failed: {e}")))??;
+
+        let result = self.spawn_and_wait(workspace.path(), invocation, timeout).await;
+
+        let path = workspace.path().to_path_buf();
+        let removed = tokio::task::spawn_blocking(move || remove_workspace(workspace)).await;
+        if !matches!(removed, Ok(Ok(()))) {
+            tracing::warn!(workspace = %path.display(), "could not remove the workspace");
+        }
+        result
+    }
+
+    async fn spawn_and_wait(
+        &self,
+        workspace: &Path,
+        invocation: &Invocation,
+        timeout: Duration,
+    ) -> Result<RunResult, ArmError> {
+        let mut command = Command::new(&self.bwrap);
+        command
+            .args(self.bwrap_args(workspace, invocation))
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid).gid(gid);
+        }
+        set_rlimits_in_child(&mut command, self.limits);
+
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut child = command.spawn().map_err(|e| {
+            ArmError::Internal(format!("could not start {}: {e}", self.bwrap.display()))
+        })?;
+        // Held here, not by the readers, so a reader that stops at the cap does not close its
+        // pipe: the program is killed by us, not by SIGPIPE at a moment of its choosing.
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+
+        let cap = self.max_output_bytes;
+        let overflow = Notify::new();
+        let mut out = Capture::default();
+        let mut err = Capture::default();
+        let mut timed_out = false;
+        let mut killed = false;
+        {
+            let reading = async {
+                tokio::join!(
+                    read_capped(stdout.as_mut(), cap, &mut out, &overflow),
+                    read_capped(stderr.as_mut(), cap, &mut err, &overflow),
+                )
+            };
+            tokio::pin!(reading);
+            tokio::select! {
+                _ = &mut reading => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    timed_out = true;
+                    killed = true;
+                }
+                () = overflow.notified() => killed = true,
+            }
+            if killed {
+                // The pipes close once every process in the sandbox is gone.
+                let _ = tokio::time::timeout(DRAIN_GRACE, &mut reading).await;
+            }
+        }
+        // Both pipes may close while the program still runs; the deadline still holds.
+        let status = if killed {
+            child.wait().await
+        } else {
+            match tokio::time::timeout_at(deadline, child.wait()).await {
+                Ok(status) => status,
+                Err(_elapsed) => {
+                    timed_out = true;
+                    kill(&mut child);
+                    child.wait().await
+                }
+            }
+        }
+        .map_err(|e| ArmError::Internal(format!("waiting for bubblewrap failed: {e}")))?;
+
+        Ok(RunResult {
+            exit_code: status.code(),
+            signal: status.signal(),
+            stdout: out,
+            stderr: err,
+            timed_out,
+            duration: started.elapsed(),
+        })
+    }
+}
+
+/// bubblewrap's argv under construction.
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn push<const N: usize>(&mut self, items: [&str; N]) {
+        self.0.extend(items.into_iter().map(OsString::from));
+    }
+
+    fn push_os<const N: usize>(&mut self, items: [&std::ffi::OsStr; N]) {
+        self.0.extend(items.into_iter().map(OsString::from));
+    }
+}
+
+/// SIGKILL to the outer bubblewrap; see the module docs for why that ends the whole sandbox.
+fn kill(child: &mut Child) {
+    // Fails only when it has already exited, which is what we want anyway.
+    let _ = child.start_kill();
+}
+
+/// Reads `stream` into `capture` until EOF, an error, or `cap` bytes; past the cap it marks the
+/// capture truncated, notifies `overflow` and stops reading.
+async fn read_capped(
+    stream: Option<impl AsyncRead + Unpin>,
+    cap: usize,
+    capture: &mut Capture,
+    overflow: &Notify,
+) {
+    let Some(mut stream) = stream else { return };
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => return,
+            Ok(n) => {
+                let room = cap.saturating_sub(capture.bytes.len());
+                if n > room {
+                    capture.bytes.extend_from_slice(&chunk[..room]);
+                    capture.truncated = true;
+                    overflow.notify_one();
+                    return;
+                }
+                capture.bytes.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Sets the rlimits in the forked child, just before bubblewrap is executed.
+#[expect(
+    unsafe_code,
+    reason = "rlimits must be set between fork and exec; `pre_exec` is the only hook and is unsafe"
+)]
+fn set_rlimits_in_child(command: &mut Command, limits: Limits) {
+    // CPU gets a hard limit one second above the soft one: SIGXCPU first, then SIGKILL.
+    let table = [
+        (libc::RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds.saturating_add(1)),
+        (libc::RLIMIT_AS, limits.address_space_bytes, limits.address_space_bytes),
+        (libc::RLIMIT_FSIZE, limits.file_size_bytes, limits.file_size_bytes),
+        (libc::RLIMIT_NPROC, limits.processes, limits.processes),
+        (libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
+        (libc::RLIMIT_CORE, 0, 0),
+    ];
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called. It only calls setrlimit(2), a plain system
+    // call, on a `Copy` array moved into the closure, and on failure reads errno through
+    // `io::Error::last_os_error`, which does not allocate. No locks, no allocation, no shared
+    // state. The limits only ever lower what the parent has, so setrlimit cannot need privilege.
+    unsafe {
+        command.pre_exec(move || {
+            for (resource, soft, hard) in table {
+                let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+                if libc::setrlimit(resource, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A fresh directory under `root` holding `files`, owned by `owner` when given.
+fn prepare_workspace(
+    root: &Path,
+    files: &[(PathBuf, String)],
+    owner: Option<(u32, u32)>,
+) -> Result<tempfile::TempDir, ArmError> {
+    let internal = |what: &str, e: io::Error| {
+        ArmError::Internal(format!("workspace: {what} under {}: {e}", root.display()))
+    };
+    std::fs::create_dir_all(root).map_err(|e| internal("creating the root", e))?;
+    let dir = tempfile::Builder::new()
+        .prefix("octollm-exec-")
+        .tempdir_in(root)
+        .map_err(|e| internal("creating a directory", e))?;
+    for (relative, contents) in files {
+        let path = dir.path().join(relative);
+        let written = match path.parent() {
+            Some(parent) => std::fs::create_dir_all(parent),
+            None => Ok(()),
+        }
+        .and_then(|()| std::fs::write(&path, contents));
+        // The paths were checked in `policy`; what is left is e.g. `a` and `a/b` both given.
+        written.map_err(|e| {
+            ArmError::InvalidRequest(format!("cannot write file `{}`: {e}", relative.display()))
+        })?;
+    }
+    if let Some((uid, gid)) = owner {
+        chown_tree(dir.path(), uid, gid).map_err(|e| internal("handing it to the sandbox user", e))?;
+    }
+    Ok(dir)
+}
+
+/// `lchown -R`. The tree is ours and freshly made, so it holds no symlinks to follow anyway.
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the workspace. The sandboxed program may have left directories it made
+/// unreadable, which stops removal when the service is not root: on failure, make every
+/// directory accessible again and retry.
+fn remove_workspace(workspace: tempfile::TempDir) -> io::Result<()> {
+    let path = workspace.path().to_path_buf();
+    match workspace.close() {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            restore_dir_access(&path);
+            std::fs::remove_dir_all(&path)
+        }
+    }
+}
+
+fn restore_dir_access(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            restore_dir_access(&entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invocation(network: bool) -> Invocation {
+        Invocation {
+            program: "echo".into(),
+            program_path: PathBuf::from("/usr/bin/echo"),
+            args: vec!["a b".into(), "$(id)".into()],
+            env: BTreeMap::from([("LANG".to_owned(), "en_US.UTF-8".to_owned())]),
+            files: Vec::new(),
+            timeout: Duration::from_secs(1),
+            network,
+        }
+    }
+
+    fn sandbox() -> Sandbox {
+        let mut sandbox = Sandbox::new(PathBuf::from("/usr/bin/bwrap"), &ExecutorConfig::default());
+        sandbox.system = vec![
+            SystemEntry::Symlink { target: "usr/bin".into(), path: "/bin".into() },
+            SystemEntry::ReadOnly("/lib64".into()),
+        ];
+        sandbox
+    }
+
+    fn strings(args: Vec<OsString>) -> Vec<String> {
+        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_bwrap_command_line_is_exactly_this() {
+        let args = strings(sandbox().bwrap_args(Path::new("/tmp/ws"), &invocation(false)));
+        let expected = "--unshare-all --unshare-user --disable-userns \
+            --uid 1000 --gid 1000 --hostname octollm-sandbox \
+            --die-with-parent --new-session --cap-drop ALL --clearenv \
+            --setenv HOME /workspace --setenv LANG en_US.UTF-8 --setenv PATH /usr/bin:/bin \
+            --ro-bind /usr /usr --symlink usr/bin /bin --ro-bind /lib64 /lib64 \
+            --ro-bind-try /etc/ld.so.cache /etc/ld.so.cache \
+            --ro-bind-try /etc/alternatives /etc/alternatives \
+            --proc /proc --dev /dev --tmpfs /tmp --bind /tmp/ws /workspace \
+            --chdir /workspace --remount-ro / -- /usr/bin/echo";
+        let (head, tail) = args.split_at(args.len() - 2);
+        assert_eq!(head.join(" "), expected);
+        // Arguments stay single argv entries, never re-split or interpreted.
+        assert_eq!(tail, ["a b", "$(id)"]);
+    }
+
+    #[test]
+    fn network_is_shared_only_when_granted_and_brings_resolver_files() {
+        let without = strings(sandbox().bwrap_args(Path::new("/w"), &invocation(false)));
+        assert!(!without.iter().any(|a| a == "--share-net" || a == "/etc/resolv.conf"));
+        let with = strings(sandbox().bwrap_args(Path::new("/w"), &invocation(true)));
+        assert!(with.iter().any(|a| a == "--share-net"));
+        assert!(with.iter().any(|a| a == "/etc/resolv.conf"));
+    }
+
+    #[tokio::test]
+    async fn the_reader_stops_at_the_cap_and_says_so() {
+        let overflow = Notify::new();
+        let mut capture = Capture::default();
+        read_capped(Some(&b"0123456789"[..]), 4, &mut capture, &overflow).await;
+        assert_eq!(capture, Capture { bytes: b"0123".to_vec(), truncated: true });
+        overflow.notified().await; // the permit was stored
+
+        let mut capture = Capture::default();
+        read_capped(Some(&b"0123"[..]), 4, &mut capture, &overflow).await;
+        assert_eq!(capture, Capture { bytes: b"0123".to_vec(), truncated: false });
+    }
+}
