@@ -58,7 +58,9 @@ impl CodeRequest {
             )));
         }
         if self.language.trim().is_empty() || self.language.len() > 40 {
-            return Err(ArmError::InvalidRequest("language must be 1 to 40 characters".into()));
+            return Err(ArmError::InvalidRequest(
+                "language must be 1 to 40 characters".into(),
+            ));
         }
         Ok(())
     }
@@ -66,7 +68,11 @@ impl CodeRequest {
 
 #[async_trait]
 pub trait CoderArm: Send + Sync {
-    async fn code(&self, request: CodeRequest, ctx: CallContext) -> Result<ArmOutcome<CodeResponse>, ArmError>;
+    async fn code(
+        &self,
+        request: CodeRequest,
+        ctx: CallContext,
+    ) -> Result<ArmOutcome<CodeResponse>, ArmError>;
 }
 
 pub struct LlmCoder {
@@ -92,7 +98,11 @@ fn instruction(op: CodeOperation) -> &'static str {
 
 #[async_trait]
 impl CoderArm for LlmCoder {
-    async fn code(&self, request: CodeRequest, mut ctx: CallContext) -> Result<ArmOutcome<CodeResponse>, ArmError> {
+    async fn code(
+        &self,
+        request: CodeRequest,
+        mut ctx: CallContext,
+    ) -> Result<ArmOutcome<CodeResponse>, ArmError> {
         request.validate()?;
         let mut system = format!(
             "You are an expert {} programmer. {} Answer with one fenced code block first, then at most two sentences.",
@@ -110,13 +120,22 @@ impl CoderArm for LlmCoder {
         }
         let mut user = request.prompt.clone();
         if let Some(existing) = &request.existing_code {
-            user.push_str(&format!("\n\nExisting code:\n```{}\n{existing}\n```", request.language));
+            user.push_str(&format!(
+                "\n\nExisting code:\n```{}\n{existing}\n```",
+                request.language
+            ));
         }
         let completion = self
             .llm
             .complete(
                 CompletionRequest::new(
-                    format!("coder.{}", serde_json::to_value(request.operation).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+                    format!(
+                        "coder.{}",
+                        serde_json::to_value(request.operation)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    ),
                     vec![Message::system(system), Message::user(user)],
                     self.max_tokens,
                 ),
@@ -138,7 +157,11 @@ impl CoderArm for LlmCoder {
         if !success {
             warnings.push("the model produced no code".to_owned());
         }
-        let checked = if request.operation == CodeOperation::Explain { None } else { syntax::check(&request.language, &code).await };
+        let checked = if request.operation == CodeOperation::Explain {
+            None
+        } else {
+            syntax::check(&request.language, &code).await
+        };
         let has_checker = checked.is_some();
         match checked {
             Some(Ok(())) => {}
@@ -147,7 +170,10 @@ impl CoderArm for LlmCoder {
                 warnings.push(format!("syntax error: {e}"));
             }
             None if request.operation != CodeOperation::Explain => {
-                warnings.push(format!("no syntax checker for {} on this machine", request.language));
+                warnings.push(format!(
+                    "no syntax checker for {} on this machine",
+                    request.language
+                ));
             }
             None => {}
         }
@@ -160,7 +186,15 @@ impl CoderArm for LlmCoder {
             (false, _) => 0.2,
         };
         Ok(ArmOutcome {
-            response: CodeResponse { success, code, explanation, language, tests: None, confidence, warnings },
+            response: CodeResponse {
+                success,
+                code,
+                explanation,
+                language,
+                tests: None,
+                confidence,
+                warnings,
+            },
             usage: ctx.budget.used,
             model: Some(completion.model),
         })

@@ -19,7 +19,12 @@ pub struct CallContext {
 impl CallContext {
     /// A context for a call made outside any task (CLI tools, direct API use).
     pub fn standalone(request_id: impl Into<String>, budget: BudgetTracker) -> Self {
-        Self { task_id: None, step_id: None, request_id: request_id.into(), budget }
+        Self {
+            task_id: None,
+            step_id: None,
+            request_id: request_id.into(),
+            budget,
+        }
     }
 }
 
@@ -35,7 +40,11 @@ pub struct ArmOutcome<T> {
 impl<T> ArmOutcome<T> {
     /// An answer that used no model.
     pub fn free(response: T) -> Self {
-        Self { response, usage: Usage::default(), model: None }
+        Self {
+            response,
+            usage: Usage::default(),
+            model: None,
+        }
     }
 }
 

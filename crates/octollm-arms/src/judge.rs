@@ -59,7 +59,11 @@ pub struct ValidateResponse {
 
 #[async_trait]
 pub trait JudgeArm: Send + Sync {
-    async fn validate(&self, request: ValidateRequest, ctx: CallContext) -> Result<ArmOutcome<ValidateResponse>, ArmError>;
+    async fn validate(
+        &self,
+        request: ValidateRequest,
+        ctx: CallContext,
+    ) -> Result<ArmOutcome<ValidateResponse>, ArmError>;
 }
 
 /// How one criterion is checked.
@@ -72,8 +76,10 @@ pub enum Check {
     Llm,
 }
 
-fn rules() -> &'static [(Regex, fn(&regex::Captures<'_>) -> Check)] {
-    static RULES: OnceLock<Vec<(Regex, fn(&regex::Captures<'_>) -> Check)>> = OnceLock::new();
+type Rule = (Regex, fn(&regex::Captures<'_>) -> Check);
+
+fn rules() -> &'static [Rule] {
+    static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
     RULES.get_or_init(|| {
         let r = |re: &str, f: fn(&regex::Captures<'_>) -> Check| Regex::new(re).ok().map(|re| (re, f));
         [
@@ -97,7 +103,8 @@ pub fn classify(criterion: &str) -> Check {
         .unwrap_or(Check::Llm)
 }
 
-const VERDICT_GRAMMAR: &str = r#"root ::= "{\"verdict\":\"" ("yes" | "no") "\",\"reason\":\"" [^"\\\n]{0,200} "\"}""#;
+const VERDICT_GRAMMAR: &str =
+    r#"root ::= "{\"verdict\":\"" ("yes" | "no") "\",\"reason\":\"" [^"\\\n]{0,200} "\"}""#;
 
 #[derive(Deserialize)]
 struct Verdict {
@@ -114,10 +121,18 @@ pub struct Judge {
 
 impl Judge {
     pub fn new(llm: MeteredLlm, executor: Option<Arc<dyn ExecutorArm>>) -> Self {
-        Self { llm, executor, max_tokens: 96 }
+        Self {
+            llm,
+            executor,
+            max_tokens: 96,
+        }
     }
 
-    async fn run_code(&self, output: &str, ctx: &CallContext) -> Result<Result<(), String>, ArmError> {
+    async fn run_code(
+        &self,
+        output: &str,
+        ctx: &CallContext,
+    ) -> Result<Result<(), String>, ArmError> {
         let Some(executor) = &self.executor else {
             return Ok(Err("no executor is available to run the code".into()));
         };
@@ -136,12 +151,25 @@ impl Judge {
         Ok(if r.success {
             Ok(())
         } else {
-            let tail: String = r.stderr.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = r
+                .stderr
+                .chars()
+                .rev()
+                .take(300)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             Err(format!("exit code {}: {}", r.exit_code, tail.trim()))
         })
     }
 
-    async fn ask(&self, output: &str, criterion: &str, ctx: &mut CallContext) -> Result<(bool, String), ArmError> {
+    async fn ask(
+        &self,
+        output: &str,
+        criterion: &str,
+        ctx: &mut CallContext,
+    ) -> Result<(bool, String), ArmError> {
         let excerpt: String = output.chars().take(6000).collect();
         let request = CompletionRequest::new(
             "judge.criterion",
@@ -161,15 +189,24 @@ impl Judge {
             .await
             .map_err(|e| ArmError::from_metered(e, ctx.budget.used))?;
         let verdict: Verdict = serde_json::from_str(completion.text.trim()).map_err(|e| {
-            ArmError::Llm(octollm_llm::LlmError::InvalidResponse(format!("the verdict is not valid JSON: {e}")))
+            ArmError::Llm(octollm_llm::LlmError::InvalidResponse(format!(
+                "the verdict is not valid JSON: {e}"
+            )))
         })?;
-        Ok((verdict.verdict.trim().eq_ignore_ascii_case("yes"), verdict.reason))
+        Ok((
+            verdict.verdict.trim().eq_ignore_ascii_case("yes"),
+            verdict.reason,
+        ))
     }
 }
 
 #[async_trait]
 impl JudgeArm for Judge {
-    async fn validate(&self, request: ValidateRequest, mut ctx: CallContext) -> Result<ArmOutcome<ValidateResponse>, ArmError> {
+    async fn validate(
+        &self,
+        request: ValidateRequest,
+        mut ctx: CallContext,
+    ) -> Result<ArmOutcome<ValidateResponse>, ArmError> {
         let mut issues = Vec::new();
         let mut passed = Vec::new();
         let mut failed = Vec::new();
@@ -188,26 +225,41 @@ impl JudgeArm for Judge {
             let check = classify(criterion);
             let verdict: Result<(), String> = match &check {
                 Check::Contains { needle, negated } => {
-                    let found = request.output.to_lowercase().contains(&needle.to_lowercase());
+                    let found = request
+                        .output
+                        .to_lowercase()
+                        .contains(&needle.to_lowercase());
                     match (found, negated) {
                         (true, false) | (false, true) => Ok(()),
                         (false, false) => Err(format!("the output does not contain {needle:?}")),
                         (true, true) => Err(format!("the output contains {needle:?}")),
                     }
                 }
-                Check::Json => serde_json::from_str::<serde_json::Value>(syntax::extract_code(&request.output).0.trim())
-                    .map(|_| ())
-                    .map_err(|e| format!("the output is not valid JSON: {e}")),
-                Check::PythonSyntax => match syntax::check("python", &syntax::extract_code(&request.output).0).await {
-                    Some(r) => r.map_err(|e| format!("python syntax error: {e}")),
-                    None => Err("no python checker on this machine".into()),
-                },
+                Check::Json => serde_json::from_str::<serde_json::Value>(
+                    syntax::extract_code(&request.output).0.trim(),
+                )
+                .map(|_| ())
+                .map_err(|e| format!("the output is not valid JSON: {e}")),
+                Check::PythonSyntax => {
+                    match syntax::check("python", &syntax::extract_code(&request.output).0).await {
+                        Some(r) => r.map_err(|e| format!("python syntax error: {e}")),
+                        None => Err("no python checker on this machine".into()),
+                    }
+                }
                 Check::Runs => self.run_code(&request.output, &ctx).await?,
                 Check::Llm => {
                     used_llm = true;
                     model = Some(self.llm.model().to_owned());
                     let (yes, reason) = self.ask(&request.output, criterion, &mut ctx).await?;
-                    if yes { Ok(()) } else { Err(if reason.is_empty() { "the judge model said no".into() } else { reason }) }
+                    if yes {
+                        Ok(())
+                    } else {
+                        Err(if reason.is_empty() {
+                            "the judge model said no".into()
+                        } else {
+                            reason
+                        })
+                    }
                 }
             };
             match verdict {
@@ -218,7 +270,9 @@ impl JudgeArm for Judge {
                         category: "acceptance_criterion".into(),
                         message: format!("{criterion}: {message}"),
                         location: None,
-                        suggestion: Some(format!("revise the output so that it meets: {criterion}")),
+                        suggestion: Some(format!(
+                            "revise the output so that it meets: {criterion}"
+                        )),
                     });
                     failed.push(criterion.clone());
                 }
@@ -235,7 +289,15 @@ impl JudgeArm for Judge {
         let confidence = if used_llm { 0.6 } else { 0.95 };
         let suggestions = issues.iter().filter_map(|i| i.suggestion.clone()).collect();
         Ok(ArmOutcome {
-            response: ValidateResponse { valid, confidence, issues, passed_criteria: passed, failed_criteria: failed, quality_score, suggestions },
+            response: ValidateResponse {
+                valid,
+                confidence,
+                issues,
+                passed_criteria: passed,
+                failed_criteria: failed,
+                quality_score,
+                suggestions,
+            },
             usage: ctx.budget.used,
             model,
         })
@@ -248,11 +310,26 @@ mod tests {
 
     #[test]
     fn classifies_criteria() {
-        assert_eq!(classify("Output must contain \"fib\""), Check::Contains { needle: "fib".into(), negated: false });
-        assert_eq!(classify("must not contain 'TODO'."), Check::Contains { needle: "TODO".into(), negated: true });
+        assert_eq!(
+            classify("Output must contain \"fib\""),
+            Check::Contains {
+                needle: "fib".into(),
+                negated: false
+            }
+        );
+        assert_eq!(
+            classify("must not contain 'TODO'."),
+            Check::Contains {
+                needle: "TODO".into(),
+                negated: true
+            }
+        );
         assert_eq!(classify("The answer is valid JSON"), Check::Json);
         assert_eq!(classify("The code is valid Python"), Check::PythonSyntax);
         assert_eq!(classify("The code runs without errors"), Check::Runs);
-        assert_eq!(classify("The function handles negative input gracefully"), Check::Llm);
+        assert_eq!(
+            classify("The function handles negative input gracefully"),
+            Check::Llm
+        );
     }
 }

@@ -41,7 +41,11 @@ pub struct PlanResponse {
 
 #[async_trait]
 pub trait PlannerArm: Send + Sync {
-    async fn plan(&self, request: PlanRequest, ctx: CallContext) -> Result<ArmOutcome<PlanResponse>, ArmError>;
+    async fn plan(
+        &self,
+        request: PlanRequest,
+        ctx: CallContext,
+    ) -> Result<ArmOutcome<PlanResponse>, ArmError>;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,7 +58,10 @@ pub struct PlannerConfig {
 
 impl Default for PlannerConfig {
     fn default() -> Self {
-        Self { max_steps: 5, max_tokens: 512 }
+        Self {
+            max_steps: 5,
+            max_tokens: 512,
+        }
     }
 }
 
@@ -85,10 +92,17 @@ impl LlmPlanner {
             let _ = writeln!(prompt, "Acceptance criterion: {c}");
         }
         if !request.context.is_empty() {
-            let _ = writeln!(prompt, "Context: {}", serde_json::Value::Object(request.context.clone().into_iter().collect()));
+            let _ = writeln!(
+                prompt,
+                "Context: {}",
+                serde_json::Value::Object(request.context.clone().into_iter().collect())
+            );
         }
         if let Some(feedback) = &request.feedback {
-            let _ = writeln!(prompt, "Your previous plan was refused: {feedback}. Write a corrected plan.");
+            let _ = writeln!(
+                prompt,
+                "Your previous plan was refused: {feedback}. Write a corrected plan."
+            );
         }
         prompt
     }
@@ -142,7 +156,10 @@ pub fn plan_grammar(max_steps: usize) -> String {
             let _ = writeln!(g, "deps{k} ::= \"[]\" | \"[\" dep{k} (\",\" dep{k})* \"]\"");
         }
     }
-    let arms: Vec<String> = ArmKind::STEP_ARMS.iter().map(|a| format!("\"\\\"{}\\\"\"", a.id())).collect();
+    let arms: Vec<String> = ArmKind::STEP_ARMS
+        .iter()
+        .map(|a| format!("\"\\\"{}\\\"\"", a.id()))
+        .collect();
     let _ = writeln!(g, "arm ::= {}", arms.join(" | "));
     let _ = writeln!(g, "desc ::= \"\\\"\" [^\"\\\\\\n]{{3,160}} \"\\\"\"");
     g
@@ -150,34 +167,59 @@ pub fn plan_grammar(max_steps: usize) -> String {
 
 #[async_trait]
 impl PlannerArm for LlmPlanner {
-    async fn plan(&self, request: PlanRequest, mut ctx: CallContext) -> Result<ArmOutcome<PlanResponse>, ArmError> {
+    async fn plan(
+        &self,
+        request: PlanRequest,
+        mut ctx: CallContext,
+    ) -> Result<ArmOutcome<PlanResponse>, ArmError> {
         if request.goal.trim().is_empty() {
             return Err(ArmError::InvalidRequest("goal must not be empty".into()));
         }
         let completion_request = CompletionRequest::new(
             "planner.plan",
-            vec![Message::system(SYSTEM_PROMPT), Message::user(Self::user_prompt(&request))],
+            vec![
+                Message::system(SYSTEM_PROMPT),
+                Message::user(Self::user_prompt(&request)),
+            ],
             self.config.max_tokens,
         )
-        .json(plan_schema(self.config.max_steps), Some(plan_grammar(self.config.max_steps)));
+        .json(
+            plan_schema(self.config.max_steps),
+            Some(plan_grammar(self.config.max_steps)),
+        );
         let completion = self
             .llm
             .complete(completion_request, &mut ctx.budget)
             .await
             .map_err(|e| ArmError::from_metered(e, ctx.budget.used))?;
         let raw: RawPlan = serde_json::from_str(completion.text.trim()).map_err(|e| {
-            ArmError::Llm(LlmError::InvalidResponse(format!("the plan is not valid JSON: {e}")))
+            ArmError::Llm(LlmError::InvalidResponse(format!(
+                "the plan is not valid JSON: {e}"
+            )))
         })?;
         let steps = raw.steps.len();
         let response = PlanResponse {
-            plan_id: format!("plan_{}", octollm_core::TaskId::generate().as_str().trim_start_matches("task_")),
+            plan_id: format!(
+                "plan_{}",
+                octollm_core::TaskId::generate()
+                    .as_str()
+                    .trim_start_matches("task_")
+            ),
             estimated_duration_seconds: 10 * steps as u64,
             estimated_cost_dollars: ctx.budget.used.cost_dollars * steps as f64,
             complexity_score: (steps as f64 / octollm_core::plan::MAX_STEPS as f64).min(1.0),
-            confidence: if completion.finish_reason == octollm_llm::FinishReason::Stop { 0.7 } else { 0.3 },
+            confidence: if completion.finish_reason == octollm_llm::FinishReason::Stop {
+                0.7
+            } else {
+                0.3
+            },
             steps: raw.steps,
         };
-        Ok(ArmOutcome { response, usage: ctx.budget.used, model: Some(completion.model) })
+        Ok(ArmOutcome {
+            response,
+            usage: ctx.budget.used,
+            model: Some(completion.model),
+        })
     }
 }
 
@@ -199,6 +241,12 @@ mod tests {
     fn schema_limits_steps_and_arms() {
         let s = plan_schema(4);
         assert_eq!(s["properties"]["steps"]["maxItems"], 4);
-        assert_eq!(s["properties"]["steps"]["items"]["properties"]["arm_id"]["enum"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            s["properties"]["steps"]["items"]["properties"]["arm_id"]["enum"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5
+        );
     }
 }

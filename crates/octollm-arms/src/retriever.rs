@@ -78,8 +78,16 @@ pub struct DocumentResponse {
 
 #[async_trait]
 pub trait RetrieverArm: Send + Sync {
-    async fn search(&self, request: SearchRequest, ctx: CallContext) -> Result<ArmOutcome<SearchResponse>, ArmError>;
-    async fn ingest(&self, request: DocumentRequest, ctx: CallContext) -> Result<ArmOutcome<DocumentResponse>, ArmError>;
+    async fn search(
+        &self,
+        request: SearchRequest,
+        ctx: CallContext,
+    ) -> Result<ArmOutcome<SearchResponse>, ArmError>;
+    async fn ingest(
+        &self,
+        request: DocumentRequest,
+        ctx: CallContext,
+    ) -> Result<ArmOutcome<DocumentResponse>, ArmError>;
 }
 
 pub const MAX_DOCUMENT_BYTES: usize = 10 * 1024 * 1024;
@@ -135,58 +143,109 @@ pub fn chunk(text: &str) -> Vec<String> {
     chunks
 }
 
-fn matches_filters(hit: &ChunkHit, filters: &Option<serde_json::Map<String, serde_json::Value>>) -> bool {
-    filters.as_ref().is_none_or(|f| f.iter().all(|(k, v)| hit.metadata.get(k) == Some(v)))
+fn matches_filters(
+    hit: &ChunkHit,
+    filters: &Option<serde_json::Map<String, serde_json::Value>>,
+) -> bool {
+    filters
+        .as_ref()
+        .is_none_or(|f| f.iter().all(|(k, v)| hit.metadata.get(k) == Some(v)))
 }
 
 #[async_trait]
 impl RetrieverArm for Retriever {
-    async fn search(&self, request: SearchRequest, _ctx: CallContext) -> Result<ArmOutcome<SearchResponse>, ArmError> {
+    async fn search(
+        &self,
+        request: SearchRequest,
+        _ctx: CallContext,
+    ) -> Result<ArmOutcome<SearchResponse>, ArmError> {
         let q = request.query.trim();
         if q.is_empty() || request.query.chars().count() > 500 {
-            return Err(ArmError::InvalidRequest("query must be 1 to 500 characters".into()));
+            return Err(ArmError::InvalidRequest(
+                "query must be 1 to 500 characters".into(),
+            ));
         }
         if !(1..=100).contains(&request.max_results) {
-            return Err(ArmError::InvalidRequest("max_results must be 1 to 100".into()));
+            return Err(ArmError::InvalidRequest(
+                "max_results must be 1 to 100".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&request.min_score) {
             return Err(ArmError::InvalidRequest("min_score must be 0 to 1".into()));
         }
         // Fetch extra candidates so fusion and filters still leave enough.
         let candidates = (request.max_results * 3).min(300);
-        let store_err = |e: octollm_store::StoreError| ArmError::Unavailable(format!("knowledge store: {e}"));
+        let store_err =
+            |e: octollm_store::StoreError| ArmError::Unavailable(format!("knowledge store: {e}"));
         let keyword = if request.method != SearchMethod::Vector {
-            self.store.keyword_search(q, candidates).await.map_err(store_err)?
+            self.store
+                .keyword_search(q, candidates)
+                .await
+                .map_err(store_err)?
         } else {
             Vec::new()
         };
         let vector = if request.method != SearchMethod::Keyword {
-            let embedding = self.embedder.embed(&[q.to_owned()]).await.map_err(ArmError::Llm)?;
-            let embedding = embedding.into_iter().next().ok_or_else(|| ArmError::Internal("embedder returned nothing".into()))?;
-            self.store.vector_search(&embedding, candidates).await.map_err(store_err)?
+            let embedding = self
+                .embedder
+                .embed(&[q.to_owned()])
+                .await
+                .map_err(ArmError::Llm)?;
+            let embedding = embedding
+                .into_iter()
+                .next()
+                .ok_or_else(|| ArmError::Internal("embedder returned nothing".into()))?;
+            self.store
+                .vector_search(&embedding, candidates)
+                .await
+                .map_err(store_err)?
         } else {
             Vec::new()
         };
-        let keyword: Vec<ChunkHit> = keyword.into_iter().filter(|h| matches_filters(h, &request.filters)).collect();
-        let vector: Vec<ChunkHit> = vector.into_iter().filter(|h| matches_filters(h, &request.filters)).collect();
+        let keyword: Vec<ChunkHit> = keyword
+            .into_iter()
+            .filter(|h| matches_filters(h, &request.filters))
+            .collect();
+        let vector: Vec<ChunkHit> = vector
+            .into_iter()
+            .filter(|h| matches_filters(h, &request.filters))
+            .collect();
         let mut scored: Vec<(ChunkHit, f64)> = match request.method {
-            SearchMethod::Vector => vector.into_iter().map(|h| { let s = h.score.clamp(0.0, 1.0); (h, s) }).collect(),
+            SearchMethod::Vector => vector
+                .into_iter()
+                .map(|h| {
+                    let s = h.score.clamp(0.0, 1.0);
+                    (h, s)
+                })
+                .collect(),
             SearchMethod::Keyword => {
                 // BM25 is unbounded: scale by the best hit so scores are 0..1 within a query.
                 let best = keyword.iter().map(|h| h.score).fold(0.0_f64, f64::max);
-                keyword.into_iter().map(|h| { let s = if best > 0.0 { h.score / best } else { 0.0 }; (h, s) }).collect()
+                keyword
+                    .into_iter()
+                    .map(|h| {
+                        let s = if best > 0.0 { h.score / best } else { 0.0 };
+                        (h, s)
+                    })
+                    .collect()
             }
             SearchMethod::Hybrid => {
                 let mut fused: HashMap<i64, (ChunkHit, f64)> = HashMap::new();
                 for list in [keyword, vector] {
                     for (rank, hit) in list.into_iter().enumerate() {
                         let add = 1.0 / (RRF_K + rank as f64 + 1.0);
-                        fused.entry(hit.chunk_id).and_modify(|e| e.1 += add).or_insert((hit, add));
+                        fused
+                            .entry(hit.chunk_id)
+                            .and_modify(|e| e.1 += add)
+                            .or_insert((hit, add));
                     }
                 }
                 // Normalise by the best possible score (rank 1 in both lists).
                 let max = 2.0 / (RRF_K + 1.0);
-                fused.into_values().map(|(h, s)| (h, (s / max).min(1.0))).collect()
+                fused
+                    .into_values()
+                    .map(|(h, s)| (h, (s / max).min(1.0)))
+                    .collect()
             }
         };
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.chunk_id.cmp(&b.0.chunk_id)));
@@ -213,17 +272,27 @@ impl RetrieverArm for Retriever {
         }))
     }
 
-    async fn ingest(&self, request: DocumentRequest, _ctx: CallContext) -> Result<ArmOutcome<DocumentResponse>, ArmError> {
+    async fn ingest(
+        &self,
+        request: DocumentRequest,
+        _ctx: CallContext,
+    ) -> Result<ArmOutcome<DocumentResponse>, ArmError> {
         if request.content.trim().is_empty() || request.content.len() > MAX_DOCUMENT_BYTES {
-            return Err(ArmError::InvalidRequest(format!("content must be 1 byte to {MAX_DOCUMENT_BYTES} bytes")));
+            return Err(ArmError::InvalidRequest(format!(
+                "content must be 1 byte to {MAX_DOCUMENT_BYTES} bytes"
+            )));
         }
         if request.source.trim().is_empty() || request.source.len() > 1000 {
-            return Err(ArmError::InvalidRequest("source must be 1 to 1000 characters".into()));
+            return Err(ArmError::InvalidRequest(
+                "source must be 1 to 1000 characters".into(),
+            ));
         }
         let pieces = chunk(&request.content);
         let embeddings = self.embedder.embed(&pieces).await.map_err(ArmError::Llm)?;
         if embeddings.len() != pieces.len() {
-            return Err(ArmError::Internal("embedder returned a different number of vectors".into()));
+            return Err(ArmError::Internal(
+                "embedder returned a different number of vectors".into(),
+            ));
         }
         let chunks: Vec<NewChunk> = pieces
             .into_iter()
@@ -233,10 +302,17 @@ impl RetrieverArm for Retriever {
         let n = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
         let document_id = self
             .store
-            .add_document(&request.source, serde_json::Value::Object(request.metadata), chunks)
+            .add_document(
+                &request.source,
+                serde_json::Value::Object(request.metadata),
+                chunks,
+            )
             .await
             .map_err(|e| ArmError::Unavailable(format!("knowledge store: {e}")))?;
-        Ok(ArmOutcome::free(DocumentResponse { document_id, chunks: n }))
+        Ok(ArmOutcome::free(DocumentResponse {
+            document_id,
+            chunks: n,
+        }))
     }
 }
 

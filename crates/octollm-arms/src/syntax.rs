@@ -8,14 +8,17 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// Python's own parser: `ast.parse` reads the code from stdin and never executes it.
-const PYTHON_CHECK: &str =
-    "import ast,sys\ntry:\n ast.parse(sys.stdin.read())\nexcept SyntaxError as e:\n print(f'line {e.lineno}: {e.msg}'); sys.exit(1)";
+const PYTHON_CHECK: &str = "import ast,sys\ntry:\n ast.parse(sys.stdin.read())\nexcept SyntaxError as e:\n print(f'line {e.lineno}: {e.msg}'); sys.exit(1)";
 
 /// `None` when no checker is available for `language`; otherwise the verdict.
 pub async fn check(language: &str, code: &str) -> Option<Result<(), String>> {
     match language.to_ascii_lowercase().as_str() {
         "python" | "python3" | "py" => Some(check_python(code).await?),
-        "json" => Some(serde_json::from_str::<serde_json::Value>(code).map(|_| ()).map_err(|e| e.to_string())),
+        "json" => Some(
+            serde_json::from_str::<serde_json::Value>(code)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        ),
         _ => None,
     }
 }
@@ -35,12 +38,17 @@ async fn check_python(code: &str) -> Option<Result<(), String>> {
     let writer = tokio::spawn(async move {
         let _ = stdin.write_all(code.as_bytes()).await;
     });
-    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await.ok()?.ok()?;
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .ok()?
+        .ok()?;
     let _ = writer.await;
     if output.status.success() {
         Some(Ok(()))
     } else {
-        Some(Err(String::from_utf8_lossy(&output.stdout).trim().to_owned()))
+        Some(Err(String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .to_owned()))
     }
 }
 
@@ -51,7 +59,10 @@ pub fn extract_code(text: &str) -> (String, Option<String>) {
         let (lang, body) = after.split_once('\n').unwrap_or(("", after));
         let body = body.split("```").next().unwrap_or(body);
         let lang = lang.trim();
-        return (body.trim_end().to_owned(), (!lang.is_empty()).then(|| lang.to_owned()));
+        return (
+            body.trim_end().to_owned(),
+            (!lang.is_empty()).then(|| lang.to_owned()),
+        );
     }
     (text.trim().to_owned(), None)
 }
@@ -62,7 +73,10 @@ mod tests {
 
     #[tokio::test]
     async fn python_syntax_is_checked_without_running() {
-        assert_eq!(check("python", "def f(n):\n    return n\n").await, Some(Ok(())));
+        assert_eq!(
+            check("python", "def f(n):\n    return n\n").await,
+            Some(Ok(()))
+        );
         let err = check("python", "def f(:\n").await.unwrap().unwrap_err();
         assert!(err.contains("line 1"), "{err}");
         // Would create a file if it ran.
@@ -76,7 +90,10 @@ mod tests {
 
     #[test]
     fn extracts_fenced_code() {
-        assert_eq!(extract_code("Here:\n```python\nprint(1)\n```\nDone"), ("print(1)".into(), Some("python".into())));
+        assert_eq!(
+            extract_code("Here:\n```python\nprint(1)\n```\nDone"),
+            ("print(1)".into(), Some("python".into()))
+        );
         assert_eq!(extract_code("print(2)"), ("print(2)".into(), None));
     }
 }

@@ -67,7 +67,9 @@ impl ArmKind {
             ArmKind::Retriever => {
                 "Searches the knowledge base by keyword (BM25), vector or both fused."
             }
-            ArmKind::Judge => "Checks output against acceptance criteria: deterministic checks, then an LLM verdict.",
+            ArmKind::Judge => {
+                "Checks output against acceptance criteria: deterministic checks, then an LLM verdict."
+            }
             ArmKind::Guardian => "Detects and redacts PII and secrets, flags injection attempts.",
         }
     }
@@ -75,11 +77,27 @@ impl ArmKind {
     pub fn capabilities(self) -> &'static [&'static str] {
         match self {
             ArmKind::Planner => &["task_decomposition", "planning"],
-            ArmKind::Coder => &["code_generation", "debugging", "refactoring", "explanation", "testing"],
+            ArmKind::Coder => &[
+                "code_generation",
+                "debugging",
+                "refactoring",
+                "explanation",
+                "testing",
+            ],
             ArmKind::Executor => &["command_execution", "python_execution", "sandboxing"],
-            ArmKind::Retriever => &["keyword_search", "vector_search", "hybrid_search", "ingestion"],
+            ArmKind::Retriever => &[
+                "keyword_search",
+                "vector_search",
+                "hybrid_search",
+                "ingestion",
+            ],
             ArmKind::Judge => &["validation", "acceptance_criteria", "quality_scoring"],
-            ArmKind::Guardian => &["pii_detection", "secret_detection", "injection_detection", "redaction"],
+            ArmKind::Guardian => &[
+                "pii_detection",
+                "secret_detection",
+                "injection_detection",
+                "redaction",
+            ],
         }
     }
 
@@ -136,7 +154,10 @@ mod tests {
     fn ids_round_trip() {
         for arm in ArmKind::ALL {
             assert_eq!(arm.id().parse::<ArmKind>(), Ok(arm));
-            assert_eq!(serde_json::to_string(&arm).unwrap(), format!("\"{}\"", arm.id()));
+            assert_eq!(
+                serde_json::to_string(&arm).unwrap(),
+                format!("\"{}\"", arm.id())
+            );
         }
         assert!("brain".parse::<ArmKind>().is_err());
     }

@@ -27,7 +27,11 @@ pub struct Budget {
 
 impl Default for Budget {
     fn default() -> Self {
-        Self { max_tokens: 50_000, max_time_seconds: 600, max_cost_dollars: 1.0 }
+        Self {
+            max_tokens: 50_000,
+            max_time_seconds: 600,
+            max_cost_dollars: 1.0,
+        }
     }
 }
 
@@ -35,7 +39,10 @@ impl Budget {
     pub fn validate(&self) -> Result<(), ValidationError> {
         let (lo, hi) = MAX_TOKENS_RANGE;
         if !(lo..=hi).contains(&self.max_tokens) {
-            return Err(ValidationError::new("budget.max_tokens", format!("must be {lo} to {hi}")));
+            return Err(ValidationError::new(
+                "budget.max_tokens",
+                format!("must be {lo} to {hi}"),
+            ));
         }
         let (lo, hi) = MAX_TIME_RANGE;
         if !(lo..=hi).contains(&self.max_time_seconds) {
@@ -98,7 +105,8 @@ pub struct Price {
 
 impl Price {
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
-        (prompt_tokens as f64 * self.prompt_per_1k + completion_tokens as f64 * self.completion_per_1k)
+        (prompt_tokens as f64 * self.prompt_per_1k
+            + completion_tokens as f64 * self.completion_per_1k)
             / 1000.0
     }
 }
@@ -159,17 +167,27 @@ impl BudgetTracker {
 
     pub fn check_time(&self, now_unix_ms: i64) -> Result<(), BudgetExceeded> {
         if now_unix_ms >= self.deadline_unix_ms {
-            return Err(BudgetExceeded::Time { deadline_unix_ms: self.deadline_unix_ms });
+            return Err(BudgetExceeded::Time {
+                deadline_unix_ms: self.deadline_unix_ms,
+            });
         }
         Ok(())
     }
 
     /// May a call with this worst case be made now?
-    pub fn authorize(&self, estimate: CallEstimate, now_unix_ms: i64) -> Result<(), BudgetExceeded> {
+    pub fn authorize(
+        &self,
+        estimate: CallEstimate,
+        now_unix_ms: i64,
+    ) -> Result<(), BudgetExceeded> {
         self.check_time(now_unix_ms)?;
         let used = self.used.total_tokens();
         if used.saturating_add(estimate.tokens) > self.token_limit {
-            return Err(BudgetExceeded::Tokens { limit: self.token_limit, used, needed: estimate.tokens });
+            return Err(BudgetExceeded::Tokens {
+                limit: self.token_limit,
+                used,
+                needed: estimate.tokens,
+            });
         }
         if self.used.cost_dollars + estimate.cost_dollars > self.cost_limit + 1e-12 {
             return Err(BudgetExceeded::Cost {
@@ -195,7 +213,11 @@ impl BudgetTracker {
         let prompt_cost = price.cost(prompt_tokens, 0);
         let by_cost = if price.completion_per_1k > 0.0 {
             let left = self.cost_remaining() - prompt_cost;
-            if left <= 0.0 { 0 } else { (left * 1000.0 / price.completion_per_1k).floor() as u64 }
+            if left <= 0.0 {
+                0
+            } else {
+                (left * 1000.0 / price.completion_per_1k).floor() as u64
+            }
         } else if prompt_cost > self.cost_remaining() + 1e-12 {
             0
         } else {
@@ -260,14 +282,20 @@ mod tests {
     use proptest::prelude::*;
 
     fn tracker(tokens: u64) -> BudgetTracker {
-        let budget = Budget { max_tokens: tokens, max_time_seconds: 10, max_cost_dollars: 1.0 };
+        let budget = Budget {
+            max_tokens: tokens,
+            max_time_seconds: 10,
+            max_cost_dollars: 1.0,
+        };
         BudgetTracker::new(&budget, 0, Usage::default())
     }
 
     #[test]
     fn ranges_are_enforced() {
-        let mut b = Budget::default();
-        b.max_tokens = 99;
+        let mut b = Budget {
+            max_tokens: 99,
+            ..Budget::default()
+        };
         assert_eq!(b.validate().unwrap_err().field, "budget.max_tokens");
         b.max_tokens = 100;
         b.max_time_seconds = 0;
@@ -282,10 +310,29 @@ mod tests {
     #[test]
     fn the_call_that_would_exceed_is_refused() {
         let mut t = tracker(1000);
-        t.record(Usage { prompt_tokens: 500, completion_tokens: 400, cost_dollars: 0.0 });
-        assert!(t.authorize(CallEstimate { tokens: 100, cost_dollars: 0.0 }, 1).is_ok());
+        t.record(Usage {
+            prompt_tokens: 500,
+            completion_tokens: 400,
+            cost_dollars: 0.0,
+        });
+        assert!(
+            t.authorize(
+                CallEstimate {
+                    tokens: 100,
+                    cost_dollars: 0.0
+                },
+                1
+            )
+            .is_ok()
+        );
         assert!(matches!(
-            t.authorize(CallEstimate { tokens: 101, cost_dollars: 0.0 }, 1),
+            t.authorize(
+                CallEstimate {
+                    tokens: 101,
+                    cost_dollars: 0.0
+                },
+                1
+            ),
             Err(BudgetExceeded::Tokens { .. })
         ));
     }
@@ -301,7 +348,10 @@ mod tests {
     #[test]
     fn cost_caps_completion() {
         let t = tracker(100_000);
-        let price = Price { prompt_per_1k: 0.0, completion_per_1k: 10.0 };
+        let price = Price {
+            prompt_per_1k: 0.0,
+            completion_per_1k: 10.0,
+        };
         // $1 at $10/1k = 100 tokens.
         assert_eq!(t.fit_completion(10, 512, price, 0), Ok(100));
     }
@@ -309,7 +359,10 @@ mod tests {
     #[test]
     fn deadline_refuses_everything() {
         let t = tracker(1000);
-        assert!(matches!(t.check_time(10_000), Err(BudgetExceeded::Time { .. })));
+        assert!(matches!(
+            t.check_time(10_000),
+            Err(BudgetExceeded::Time { .. })
+        ));
         assert!(t.check_time(9_999).is_ok());
         assert!(t.fit_completion(1, 100, Price::default(), 10_000).is_err());
     }

@@ -40,7 +40,11 @@ pub struct TaskError {
 
 impl TaskError {
     pub fn new(kind: TaskErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), details: None }
+        Self {
+            kind,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {

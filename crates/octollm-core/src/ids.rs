@@ -32,7 +32,10 @@ impl TaskId {
             .strip_prefix(TASK_PREFIX)
             .ok_or_else(|| InvalidId::new(raw, "must start with `task_`"))?;
         if suffix.len() != TASK_SUFFIX_LEN || !suffix.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(InvalidId::new(raw, "must be `task_` followed by 16 letters or digits"));
+            return Err(InvalidId::new(
+                raw,
+                "must be `task_` followed by 16 letters or digits",
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -78,7 +81,10 @@ impl StepId {
         if ok {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(InvalidId::new(raw, "must be 1-64 characters from [A-Za-z0-9_.-]"))
+            Err(InvalidId::new(
+                raw,
+                "must be 1-64 characters from [A-Za-z0-9_.-]",
+            ))
         }
     }
 
@@ -142,7 +148,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed_task_ids() {
-        for bad in ["", "task_", "task_abc", "TASK_aaaaaaaaaaaaaaaa", "task_aaaaaaaaaaaaaaa!", "task_aaaaaaaaaaaaaaaaa"] {
+        for bad in [
+            "",
+            "task_",
+            "task_abc",
+            "TASK_aaaaaaaaaaaaaaaa",
+            "task_aaaaaaaaaaaaaaa!",
+            "task_aaaaaaaaaaaaaaaaa",
+        ] {
             assert!(TaskId::parse(bad).is_err(), "{bad} accepted");
         }
     }

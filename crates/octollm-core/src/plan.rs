@@ -63,7 +63,9 @@ pub enum PlanError {
     BadStepId { index: usize, reason: String },
     #[error("step id {0} is used twice")]
     DuplicateStep(String),
-    #[error("step {step}: unknown arm {arm:?}; steps may use coder, executor, retriever, judge, guardian")]
+    #[error(
+        "step {step}: unknown arm {arm:?}; steps may use coder, executor, retriever, judge, guardian"
+    )]
     UnknownArm { step: String, arm: String },
     #[error("step {step}: description must be 1 to {MAX_DESCRIPTION_CHARS} characters")]
     BadDescription { step: String },
@@ -74,7 +76,11 @@ pub enum PlanError {
     #[error("the plan has a cycle through {0}")]
     Cycle(String),
     #[error("step {step}: input {input} maps from {source_ref:?}; expected `<dependency>.output`")]
-    BadInputMapping { step: String, input: String, source_ref: String },
+    BadInputMapping {
+        step: String,
+        input: String,
+        source_ref: String,
+    },
 }
 
 impl Plan {
@@ -85,8 +91,11 @@ impl Plan {
         let mut steps = Vec::with_capacity(raw.steps.len());
         let mut seen = BTreeSet::new();
         for (index, raw_step) in raw.steps.into_iter().enumerate() {
-            let step_id = StepId::parse(raw_step.step_id.trim())
-                .map_err(|e| PlanError::BadStepId { index, reason: e.reason.to_owned() })?;
+            let step_id =
+                StepId::parse(raw_step.step_id.trim()).map_err(|e| PlanError::BadStepId {
+                    index,
+                    reason: e.reason.to_owned(),
+                })?;
             if !seen.insert(step_id.clone()) {
                 return Err(PlanError::DuplicateStep(step_id.to_string()));
             }
@@ -104,7 +113,9 @@ impl Plan {
             let description = raw_step.description.trim().to_owned();
             let chars = description.chars().count();
             if chars == 0 || chars > MAX_DESCRIPTION_CHARS {
-                return Err(PlanError::BadDescription { step: step_id.to_string() });
+                return Err(PlanError::BadDescription {
+                    step: step_id.to_string(),
+                });
             }
             let mut dependencies = Vec::new();
             for dep in &raw_step.dependencies {
@@ -134,7 +145,9 @@ impl Plan {
         for (step_id, description, arm_id, dependencies, raw_step) in steps {
             let mut input_mapping = BTreeMap::new();
             for (input, source) in raw_step.input_mapping {
-                let source_step = source.strip_suffix(".output").and_then(|s| StepId::parse(s).ok());
+                let source_step = source
+                    .strip_suffix(".output")
+                    .and_then(|s| StepId::parse(s).ok());
                 match source_step {
                     Some(s) if dependencies.contains(&s) => {
                         input_mapping.insert(input, source);
@@ -187,9 +200,15 @@ impl Plan {
 
     /// Steps nothing depends on: together, they hold the plan's result.
     pub fn sinks(&self) -> Vec<&PlanStep> {
-        let depended: BTreeSet<&StepId> =
-            self.steps.iter().flat_map(|s| s.dependencies.iter()).collect();
-        self.steps.iter().filter(|s| !depended.contains(&s.step_id)).collect()
+        let depended: BTreeSet<&StepId> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.dependencies.iter())
+            .collect();
+        self.steps
+            .iter()
+            .filter(|s| !depended.contains(&s.step_id))
+            .collect()
     }
 
     /// The same plan with every step id moved into `namespace` (used for repair rounds).
@@ -222,8 +241,11 @@ impl Plan {
 
 /// Kahn's algorithm, stable with respect to the original order.
 fn topological_order(steps: Vec<PlanStep>) -> Result<Vec<PlanStep>, PlanError> {
-    let position: HashMap<StepId, usize> =
-        steps.iter().enumerate().map(|(i, s)| (s.step_id.clone(), i)).collect();
+    let position: HashMap<StepId, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.step_id.clone(), i))
+        .collect();
     let mut remaining_deps: Vec<usize> = steps.iter().map(|s| s.dependencies.len()).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
     for (i, s) in steps.iter().enumerate() {
@@ -233,8 +255,9 @@ fn topological_order(steps: Vec<PlanStep>) -> Result<Vec<PlanStep>, PlanError> {
             }
         }
     }
-    let mut ready: BTreeSet<usize> =
-        (0..steps.len()).filter(|&i| remaining_deps[i] == 0).collect();
+    let mut ready: BTreeSet<usize> = (0..steps.len())
+        .filter(|&i| remaining_deps[i] == 0)
+        .collect();
     let mut order = Vec::with_capacity(steps.len());
     while let Some(i) = ready.pop_first() {
         order.push(i);
@@ -280,14 +303,19 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(plan.steps[0].step_id.as_str(), "code");
-        assert_eq!(plan.steps[1].input_mapping.get("code").map(String::as_str), Some("code.output"));
+        assert_eq!(
+            plan.steps[1].input_mapping.get("code").map(String::as_str),
+            Some("code.output")
+        );
         assert_eq!(plan.sinks().len(), 1);
     }
 
     #[test]
     fn refusals() {
         assert_eq!(Plan::validate(raw(vec![])), Err(PlanError::StepCount(0)));
-        let eleven = (0..11).map(|i| step(&format!("s{i}"), "coder", &[])).collect();
+        let eleven = (0..11)
+            .map(|i| step(&format!("s{i}"), "coder", &[]))
+            .collect();
         assert_eq!(Plan::validate(raw(eleven)), Err(PlanError::StepCount(11)));
         assert!(matches!(
             Plan::validate(raw(vec![step("a", "brain", &[])])),
@@ -306,7 +334,10 @@ mod tests {
             Err(PlanError::SelfDependency(_))
         ));
         assert!(matches!(
-            Plan::validate(raw(vec![step("a", "coder", &["b"]), step("b", "coder", &["a"])])),
+            Plan::validate(raw(vec![
+                step("a", "coder", &["b"]),
+                step("b", "coder", &["a"])
+            ])),
             Err(PlanError::Cycle(_))
         ));
         assert!(matches!(
@@ -323,8 +354,11 @@ mod tests {
 
     #[test]
     fn namespacing_keeps_structure() {
-        let plan = Plan::validate(raw(vec![step("a", "coder", &[]), step("b", "executor", &["a"])]))
-            .unwrap();
+        let plan = Plan::validate(raw(vec![
+            step("a", "coder", &[]),
+            step("b", "executor", &["a"]),
+        ]))
+        .unwrap();
         let r = plan.namespaced("r1");
         assert_eq!(r.steps[1].dependencies[0].as_str(), "r1.a");
         assert_eq!(r.steps[1].input_mapping["a"], "r1.a.output");

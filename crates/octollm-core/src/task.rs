@@ -63,7 +63,10 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -80,7 +83,10 @@ fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), Val
 
 fn check_list(field: &str, items: &[String]) -> Result<(), ValidationError> {
     if items.len() > MAX_LIST_ITEMS {
-        return Err(ValidationError::new(field, format!("at most {MAX_LIST_ITEMS} items")));
+        return Err(ValidationError::new(
+            field,
+            format!("at most {MAX_LIST_ITEMS} items"),
+        ));
     }
     for (i, item) in items.iter().enumerate() {
         check_len(&format!("{field}[{i}]"), item.trim(), 1, MAX_ITEM_CHARS)?;
@@ -104,13 +110,20 @@ impl TaskSubmission {
         }
         Ok(TaskSpec {
             goal,
-            constraints: self.constraints.into_iter().map(|c| c.trim().to_owned()).collect(),
+            constraints: self
+                .constraints
+                .into_iter()
+                .map(|c| c.trim().to_owned())
+                .collect(),
             acceptance_criteria: self
                 .acceptance_criteria
                 .into_iter()
                 .map(|c| c.trim().to_owned())
                 .collect(),
-            context: self.context.map(|m| m.into_iter().collect()).unwrap_or_default(),
+            context: self
+                .context
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default(),
             budget,
             priority: self.priority.unwrap_or_default(),
             idempotency_key: self.idempotency_key,
@@ -118,7 +131,9 @@ impl TaskSubmission {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     Low,
@@ -163,7 +178,10 @@ impl TaskStatus {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
     }
 
     /// The allowed transitions. A worker that resumes an interrupted task moves
@@ -234,13 +252,19 @@ mod tests {
     use proptest::prelude::*;
 
     fn submission(goal: &str) -> TaskSubmission {
-        TaskSubmission { goal: goal.into(), ..Default::default() }
+        TaskSubmission {
+            goal: goal.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn goal_length_is_enforced() {
         let budget = Budget::default();
-        assert_eq!(submission("too short").validate(&budget).unwrap_err().field, "goal");
+        assert_eq!(
+            submission("too short").validate(&budget).unwrap_err().field,
+            "goal"
+        );
         assert!(submission("long enough goal").validate(&budget).is_ok());
         assert!(submission(&"x".repeat(2001)).validate(&budget).is_err());
         assert!(submission(&"é".repeat(2000)).validate(&budget).is_ok());
@@ -260,7 +284,10 @@ mod tests {
     fn empty_criteria_are_refused() {
         let mut s = submission("a valid goal here");
         s.acceptance_criteria = vec!["  ".into()];
-        assert_eq!(s.validate(&Budget::default()).unwrap_err().field, "acceptance_criteria[0]");
+        assert_eq!(
+            s.validate(&Budget::default()).unwrap_err().field,
+            "acceptance_criteria[0]"
+        );
     }
 
     const ALL: [TaskStatus; 5] = [

@@ -53,7 +53,9 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
 
 fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
     // A malformed id cannot name a task: 404 like any unknown id.
-    TaskId::parse(raw).map_err(|_| ApiError::NotFound(format!("task {}", raw.chars().take(40).collect::<String>())))
+    TaskId::parse(raw).map_err(|_| {
+        ApiError::NotFound(format!("task {}", raw.chars().take(40).collect::<String>()))
+    })
 }
 
 async fn submit_task(
@@ -62,26 +64,43 @@ async fn submit_task(
     ApiJson(mut submission): ApiJson<TaskSubmission>,
 ) -> Result<Response, ApiError> {
     if let Some(key) = headers.get("idempotency-key") {
-        let key = key.to_str().map_err(|_| ApiError::validation("Idempotency-Key must be ASCII"))?;
+        let key = key
+            .to_str()
+            .map_err(|_| ApiError::validation("Idempotency-Key must be ASCII"))?;
         match &submission.idempotency_key {
             Some(body_key) if body_key != key => {
-                return Err(ApiError::validation("Idempotency-Key header and idempotency_key field differ"));
+                return Err(ApiError::validation(
+                    "Idempotency-Key header and idempotency_key field differ",
+                ));
             }
             _ => submission.idempotency_key = Some(key.to_owned()),
         }
     }
     let submitted = state.orchestrator.submit(submission).await?;
-    let status = if submitted.created { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let status = if submitted.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     let mut response = (status, Json(Accepted::of(&submitted.task))).into_response();
     if let Ok(location) = http::HeaderValue::from_str(&format!("/tasks/{}", submitted.task.id)) {
-        response.headers_mut().insert(http::header::LOCATION, location);
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
     }
     Ok(response)
 }
 
-async fn get_task(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
+async fn get_task(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
     let id = parse_id(&id)?;
-    let (task, steps) = state.orchestrator.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("task {id}")))?;
+    let (task, steps) = state
+        .orchestrator
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("task {id}")))?;
     Ok(Json(TaskView::of(&task, Some(&steps))))
 }
 
@@ -108,14 +127,30 @@ async fn list_tasks(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::validation("limit must be 1 to 100"));
     }
-    let page = state.orchestrator.list(ListFilter { status, limit, cursor: query.cursor }).await?;
+    let page = state
+        .orchestrator
+        .list(ListFilter {
+            status,
+            limit,
+            cursor: query.cursor,
+        })
+        .await?;
     let tasks: Vec<TaskView> = page.tasks.iter().map(|t| TaskView::of(t, None)).collect();
-    Ok(Json(serde_json::json!({"tasks": tasks, "next_cursor": page.next_cursor})))
+    Ok(Json(
+        serde_json::json!({"tasks": tasks, "next_cursor": page.next_cursor}),
+    ))
 }
 
-async fn cancel_task(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
+async fn cancel_task(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
     let id = parse_id(&id)?;
-    let task = state.orchestrator.cancel(&id).await?.ok_or_else(|| ApiError::NotFound(format!("task {id}")))?;
+    let task = state
+        .orchestrator
+        .cancel(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("task {id}")))?;
     Ok(Json(TaskView::of(&task, None)))
 }
 
@@ -128,7 +163,10 @@ fn sse_event(event: &octollm_store::TaskEvent) -> Event {
 
 fn is_final(event: &octollm_store::TaskEvent) -> bool {
     event.kind == "status"
-        && matches!(event.data.get("status").and_then(|s| s.as_str()), Some("completed" | "failed" | "cancelled"))
+        && matches!(
+            event.data.get("status").and_then(|s| s.as_str()),
+            Some("completed" | "failed" | "cancelled")
+        )
 }
 
 /// Stored events after `Last-Event-ID`, then live ones, ending after the final status.
@@ -146,7 +184,10 @@ async fn task_events(
         .unwrap_or(0);
     // Subscribe before reading history so nothing falls between the two.
     let live = BroadcastStream::new(store.subscribe());
-    let task = store.get_task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("task {id}")))?;
+    let task = store
+        .get_task(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("task {id}")))?;
     let history = store.events_since(&id, after).await?;
     let mut last_seq = history.last().map(|e| e.seq).unwrap_or(after);
     let done = task.status.is_terminal() || history.iter().any(is_final);
@@ -167,14 +208,19 @@ async fn task_events(
             futures::future::ready(keep)
         })
         .boxed();
-    let live = if done { futures::stream::empty().boxed() } else { live };
+    let live = if done {
+        futures::stream::empty().boxed()
+    } else {
+        live
+    };
     let mut finished = false;
     let stream = replay.chain(live).take_while(move |e| {
         let go = !finished;
         finished = finished || is_final(e);
         futures::future::ready(go)
     });
-    Ok(Sse::new(stream.map(|e| Ok(sse_event(&e)))).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(stream.map(|e| Ok(sse_event(&e))))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 async fn capabilities(State(state): State<ApiState>) -> Json<serde_json::Value> {
@@ -183,7 +229,11 @@ async fn capabilities(State(state): State<ApiState>) -> Json<serde_json::Value> 
         .iter()
         .map(|&arm| {
             let info = ArmInfo::of(arm);
-            let status = if arm == ArmKind::Executor && executor_down.is_some() { "unavailable" } else { "healthy" };
+            let status = if arm == ArmKind::Executor && executor_down.is_some() {
+                "unavailable"
+            } else {
+                "healthy"
+            };
             serde_json::json!({
                 "arm_id": info.arm_id,
                 "name": info.name,
@@ -199,7 +249,11 @@ async fn capabilities(State(state): State<ApiState>) -> Json<serde_json::Value> 
 }
 
 async fn openapi() -> Response {
-    ([(http::header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
 }
 
 async fn live() -> Json<serde_json::Value> {

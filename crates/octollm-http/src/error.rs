@@ -14,7 +14,10 @@ use crate::request_id;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    Validation { message: String, details: Option<serde_json::Value> },
+    Validation {
+        message: String,
+        details: Option<serde_json::Value>,
+    },
     #[error("{0}")]
     Blocked(serde_json::Value),
     #[error("{0} not found")]
@@ -46,7 +49,10 @@ struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn validation(message: impl Into<String>) -> Self {
-        ApiError::Validation { message: message.into(), details: None }
+        ApiError::Validation {
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn parts(&self) -> (StatusCode, &'static str) {
@@ -55,8 +61,12 @@ impl ApiError {
             ApiError::Blocked(_) => (StatusCode::BAD_REQUEST, "input_blocked"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -75,18 +85,30 @@ impl IntoResponse for ApiError {
                 Some(matches.clone()),
                 None,
             ),
-            ApiError::RateLimited { retry_after_seconds } => (self.to_string(), None, Some(*retry_after_seconds)),
+            ApiError::RateLimited {
+                retry_after_seconds,
+            } => (self.to_string(), None, Some(*retry_after_seconds)),
             ApiError::Internal(cause) => {
                 tracing::error!(request_id = %request_id, cause = %cause, "internal error");
                 ("internal error".to_owned(), None, None)
             }
             ApiError::Unavailable(cause) => {
                 tracing::warn!(request_id = %request_id, cause = %cause, "dependency unavailable");
-                ("a dependency is unavailable; try again later".to_owned(), None, Some(5))
+                (
+                    "a dependency is unavailable; try again later".to_owned(),
+                    None,
+                    Some(5),
+                )
             }
             other => (other.to_string(), None, None),
         };
-        let body = ErrorBody { code, message, details, request_id, retry_after };
+        let body = ErrorBody {
+            code,
+            message,
+            details,
+            request_id,
+            retry_after,
+        };
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = retry_after
             && let Ok(v) = http::HeaderValue::from_str(&seconds.to_string())
@@ -102,9 +124,13 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(id) => ApiError::NotFound(format!("task {id}")),
             StoreError::InvalidCursor => ApiError::validation("invalid cursor"),
-            StoreError::LeaseLost(id) => ApiError::Conflict(format!("task {id} is owned by another worker")),
+            StoreError::LeaseLost(id) => {
+                ApiError::Conflict(format!("task {id} is owned by another worker"))
+            }
             StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
-            e @ (StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migration(_)) => ApiError::Internal(e.to_string()),
+            e @ (StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migration(_)) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
 //! A JSON extractor that answers malformed input in our error shape: 415 without a JSON
 //! content type, 413 over the body limit, 400 for bad JSON or unknown fields.
 
-use axum::extract::{FromRequest, Request};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -23,7 +23,8 @@ fn is_json(request: &Request) -> bool {
         .and_then(|v| v.split(';').next())
         .map(|mime| {
             let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
         .unwrap_or(false)
 }
@@ -39,15 +40,29 @@ where
         if !is_json(&request) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = request.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(1024 * 1024);
-        let bytes = Bytes::from_request(request, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(_) if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::PayloadTooLarge { limit }
-            }
-            other => ApiError::validation(format!("cannot read the body: {}", other.body_text())),
-        })?;
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map(|l| l.0)
+            .unwrap_or(1024 * 1024);
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| match e {
+                BytesRejection::FailedToBufferBody(_)
+                    if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE =>
+                {
+                    ApiError::PayloadTooLarge { limit }
+                }
+                other => {
+                    ApiError::validation(format!("cannot read the body: {}", other.body_text()))
+                }
+            })?;
         let value = serde_json::from_slice::<T>(&bytes).map_err(|e| {
-            let kind = if e.is_syntax() || e.is_eof() { "malformed JSON" } else { "invalid request" };
+            let kind = if e.is_syntax() || e.is_eof() {
+                "malformed JSON"
+            } else {
+                "invalid request"
+            };
             ApiError::Validation {
                 message: format!("{kind}: {e}"),
                 details: Some(serde_json::json!({"line": e.line(), "column": e.column()})),

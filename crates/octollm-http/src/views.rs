@@ -20,7 +20,12 @@ pub struct Accepted {
 
 impl Accepted {
     pub fn of(task: &TaskRecord) -> Self {
-        Self { task_id: task.id.to_string(), status: task.status, created_at: ts(task.created_at), estimated_completion: None }
+        Self {
+            task_id: task.id.to_string(),
+            status: task.status,
+            created_at: ts(task.created_at),
+            estimated_completion: None,
+        }
     }
 }
 
@@ -78,18 +83,20 @@ pub struct TaskView {
 impl TaskView {
     pub fn of(task: &TaskRecord, steps: Option<&[StepRecord]>) -> Self {
         let p = &task.progress;
-        let progress = (task.status == TaskStatus::Processing || p.total_steps > 0).then(|| ProgressView {
-            current_step: p.current_step.clone(),
-            completed_steps: p.completed_steps,
-            total_steps: p.total_steps,
-            percentage: if task.status == TaskStatus::Completed {
-                100
-            } else if p.total_steps == 0 {
-                0
-            } else {
-                (p.completed_steps.min(p.total_steps) * 100 / p.total_steps).min(99)
-            },
-        });
+        let progress =
+            (task.status == TaskStatus::Processing || p.total_steps > 0).then(|| ProgressView {
+                current_step: p.current_step.clone(),
+                completed_steps: p.completed_steps,
+                total_steps: p.total_steps,
+                percentage: if task.status == TaskStatus::Completed {
+                    100
+                } else {
+                    (p.completed_steps.min(p.total_steps) * 100)
+                        .checked_div(p.total_steps)
+                        .unwrap_or(0)
+                        .min(99)
+                },
+            });
         let end = task.finished_at.unwrap_or_else(Utc::now);
         let duration_seconds = task
             .started_at
@@ -97,7 +104,10 @@ impl TaskView {
             .unwrap_or(0.0);
         let description = |key: &str| {
             let base = key.rsplit('.').next().unwrap_or(key);
-            task.plan.as_ref().and_then(|plan| plan.steps.iter().find(|s| s.step_id.as_str() == base)).map(|s| s.description.clone())
+            task.plan
+                .as_ref()
+                .and_then(|plan| plan.steps.iter().find(|s| s.step_id.as_str() == base))
+                .map(|s| s.description.clone())
         };
         Self {
             task_id: task.id.to_string(),
@@ -114,8 +124,14 @@ impl TaskView {
             },
             created_at: ts(task.created_at),
             updated_at: ts(task.updated_at),
-            completed_at: (task.status == TaskStatus::Completed).then_some(task.finished_at).flatten().map(ts),
-            failed_at: matches!(task.status, TaskStatus::Failed | TaskStatus::Cancelled).then_some(task.finished_at).flatten().map(ts),
+            completed_at: (task.status == TaskStatus::Completed)
+                .then_some(task.finished_at)
+                .flatten()
+                .map(ts),
+            failed_at: matches!(task.status, TaskStatus::Failed | TaskStatus::Cancelled)
+                .then_some(task.finished_at)
+                .flatten()
+                .map(ts),
             steps: steps.map(|steps| {
                 steps
                     .iter()

@@ -42,15 +42,20 @@ impl MeteredLlm {
     ) -> Result<Completion, MeteredError> {
         let now = chrono::Utc::now().timestamp_millis();
         let prompt_tokens = self.provider.count_tokens(&request.prompt_text());
-        request.max_tokens = budget.fit_completion(prompt_tokens, request.max_tokens, self.price, now)?;
+        request.max_tokens =
+            budget.fit_completion(prompt_tokens, request.max_tokens, self.price, now)?;
         let time_left = Duration::from_millis(budget.time_remaining_ms(now));
         let completion = tokio::time::timeout(time_left, self.provider.complete(request))
             .await
-            .map_err(|_| BudgetExceeded::Time { deadline_unix_ms: budget.deadline_unix_ms })??;
+            .map_err(|_| BudgetExceeded::Time {
+                deadline_unix_ms: budget.deadline_unix_ms,
+            })??;
         budget.record(Usage {
             prompt_tokens: completion.prompt_tokens,
             completion_tokens: completion.completion_tokens,
-            cost_dollars: self.price.cost(completion.prompt_tokens, completion.completion_tokens),
+            cost_dollars: self
+                .price
+                .cost(completion.prompt_tokens, completion.completion_tokens),
         });
         Ok(completion)
     }
@@ -79,7 +84,8 @@ mod tests {
         }
         async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            self.seen_max_tokens.store(request.max_tokens, Ordering::SeqCst);
+            self.seen_max_tokens
+                .store(request.max_tokens, Ordering::SeqCst);
             Ok(Completion {
                 text: "ok".into(),
                 prompt_tokens: 50,
@@ -92,10 +98,27 @@ mod tests {
 
     #[tokio::test]
     async fn calls_are_capped_then_refused() {
-        let echo = Arc::new(Echo { calls: AtomicU32::new(0), seen_max_tokens: AtomicU32::new(0) });
-        let llm = MeteredLlm::new(echo.clone(), Price { prompt_per_1k: 1.0, completion_per_1k: 2.0 });
-        let budget = Budget { max_tokens: 300, max_time_seconds: 60, max_cost_dollars: 10.0 };
-        let mut tracker = BudgetTracker::new(&budget, chrono::Utc::now().timestamp_millis(), Usage::default());
+        let echo = Arc::new(Echo {
+            calls: AtomicU32::new(0),
+            seen_max_tokens: AtomicU32::new(0),
+        });
+        let llm = MeteredLlm::new(
+            echo.clone(),
+            Price {
+                prompt_per_1k: 1.0,
+                completion_per_1k: 2.0,
+            },
+        );
+        let budget = Budget {
+            max_tokens: 300,
+            max_time_seconds: 60,
+            max_cost_dollars: 10.0,
+        };
+        let mut tracker = BudgetTracker::new(
+            &budget,
+            chrono::Utc::now().timestamp_millis(),
+            Usage::default(),
+        );
         let request = CompletionRequest::new("test", vec![Message::user("hi")], 200);
         llm.complete(request.clone(), &mut tracker).await.unwrap();
         assert_eq!(echo.seen_max_tokens.load(Ordering::SeqCst), 200);
@@ -103,7 +126,10 @@ mod tests {
         assert!((tracker.used.cost_dollars - (0.05 + 0.4)).abs() < 1e-9);
         // 50 left, the prompt alone takes 50: refused without calling the provider.
         let err = llm.complete(request, &mut tracker).await.unwrap_err();
-        assert!(matches!(err, MeteredError::Budget(BudgetExceeded::Tokens { .. })));
+        assert!(matches!(
+            err,
+            MeteredError::Budget(BudgetExceeded::Tokens { .. })
+        ));
         assert_eq!(echo.calls.load(Ordering::SeqCst), 1);
     }
 }

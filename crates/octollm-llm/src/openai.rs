@@ -29,7 +29,9 @@ pub struct OpenAiProvider {
 impl OpenAiProvider {
     pub fn new(config: OpenAiConfig) -> Result<Self, LlmError> {
         if config.model.trim().is_empty() {
-            return Err(LlmError::Config("an OpenAI-compatible provider needs a model name".into()));
+            return Err(LlmError::Config(
+                "an OpenAI-compatible provider needs a model name".into(),
+            ));
         }
         let base = config.base_url.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -42,7 +44,11 @@ impl OpenAiProvider {
             .timeout(config.timeout)
             .build()
             .map_err(|e| LlmError::Config(format!("cannot build HTTP client: {e}")))?;
-        Ok(Self { config, client, endpoint })
+        Ok(Self {
+            config,
+            client,
+            endpoint,
+        })
     }
 }
 
@@ -101,7 +107,11 @@ impl LlmProvider for OpenAiProvider {
         }
         let response = http.send().await.map_err(|e| {
             // Never include the URL's query or headers: only the kind of failure.
-            LlmError::Unavailable(if e.is_timeout() { "timed out".into() } else { "connection failed".into() })
+            LlmError::Unavailable(if e.is_timeout() {
+                "timed out".into()
+            } else {
+                "connection failed".into()
+            })
         })?;
         let status = response.status();
         if status.as_u16() == 429 {
@@ -110,7 +120,9 @@ impl LlmProvider for OpenAiProvider {
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
-            return Err(LlmError::RateLimited { retry_after_seconds });
+            return Err(LlmError::RateLimited {
+                retry_after_seconds,
+            });
         }
         if status.is_server_error() {
             return Err(LlmError::Unavailable(format!("provider answered {status}")));
@@ -186,34 +198,68 @@ mod tests {
         let req = CompletionRequest::new("t", vec![Message::user("hi")], 64)
             .json(serde_json::json!({"type": "object"}), None);
         let c = p.complete(req).await.unwrap();
-        assert_eq!((c.prompt_tokens, c.completion_tokens, c.model.as_str()), (11, 2, "m-2024"));
+        assert_eq!(
+            (c.prompt_tokens, c.completion_tokens, c.model.as_str()),
+            (11, 2, "m-2024")
+        );
     }
 
     #[tokio::test]
     async fn maps_errors() {
         let router = Router::new()
-            .route("/a/v1/chat/completions", post(|| async { (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "") }))
-            .route("/b/v1/chat/completions", post(|| async { (axum::http::StatusCode::BAD_GATEWAY, "") }))
-            .route("/c/v1/chat/completions", post(|| async { (axum::http::StatusCode::BAD_REQUEST, "") }));
+            .route(
+                "/a/v1/chat/completions",
+                post(|| async {
+                    (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "7")],
+                        "",
+                    )
+                }),
+            )
+            .route(
+                "/b/v1/chat/completions",
+                post(|| async { (axum::http::StatusCode::BAD_GATEWAY, "") }),
+            )
+            .route(
+                "/c/v1/chat/completions",
+                post(|| async { (axum::http::StatusCode::BAD_REQUEST, "") }),
+            );
         let base = serve(router).await;
         let root = base.trim_end_matches("/v1");
         let req = CompletionRequest::new("t", vec![Message::user("hi")], 8);
-        let err = provider(format!("{root}/a/v1")).complete(req.clone()).await.unwrap_err();
-        assert_eq!(err, LlmError::RateLimited { retry_after_seconds: Some(7) });
-        let err = provider(format!("{root}/b/v1")).complete(req.clone()).await.unwrap_err();
+        let err = provider(format!("{root}/a/v1"))
+            .complete(req.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            LlmError::RateLimited {
+                retry_after_seconds: Some(7)
+            }
+        );
+        let err = provider(format!("{root}/b/v1"))
+            .complete(req.clone())
+            .await
+            .unwrap_err();
         assert!(err.is_retryable());
-        let err = provider(format!("{root}/c/v1")).complete(req).await.unwrap_err();
+        let err = provider(format!("{root}/c/v1"))
+            .complete(req)
+            .await
+            .unwrap_err();
         assert!(matches!(err, LlmError::Rejected(_)));
     }
 
     #[test]
     fn refuses_bad_urls() {
-        assert!(OpenAiProvider::new(OpenAiConfig {
-            base_url: "ftp://x".into(),
-            api_key: Secret::default(),
-            model: "m".into(),
-            timeout: Duration::from_secs(1),
-        })
-        .is_err());
+        assert!(
+            OpenAiProvider::new(OpenAiConfig {
+                base_url: "ftp://x".into(),
+                api_key: Secret::default(),
+                model: "m".into(),
+                timeout: Duration::from_secs(1),
+            })
+            .is_err()
+        );
     }
 }

@@ -19,10 +19,16 @@ pub struct Message {
 
 impl Message {
     pub fn system(content: impl Into<String>) -> Self {
-        Self { role: Role::System, content: content.into() }
+        Self {
+            role: Role::System,
+            content: content.into(),
+        }
     }
     pub fn user(content: impl Into<String>) -> Self {
-        Self { role: Role::User, content: content.into() }
+        Self {
+            role: Role::User,
+            content: content.into(),
+        }
     }
 }
 
@@ -33,7 +39,10 @@ pub enum OutputFormat {
     Text,
     /// JSON matching `schema`. Providers that constrain decoding with a grammar use `grammar`
     /// (GBNF, root rule `root`) when given; HTTP providers send the schema.
-    Json { schema: serde_json::Value, grammar: Option<String> },
+    Json {
+        schema: serde_json::Value,
+        grammar: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,7 +100,9 @@ pub struct Completion {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LlmError {
-    #[error("model file not found at {path}; run `octollm model pull` to fetch the default model, or set OCTOLLM_LLM_MODEL_PATH")]
+    #[error(
+        "model file not found at {path}; run `octollm model pull` to fetch the default model, or set OCTOLLM_LLM_MODEL_PATH"
+    )]
     ModelMissing { path: String },
     #[error("LLM provider misconfigured: {0}")]
     Config(String),
@@ -112,7 +123,10 @@ pub enum LlmError {
 impl LlmError {
     /// Worth trying again (possibly elsewhere)?
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LlmError::Unavailable(_) | LlmError::RateLimited { .. })
+        matches!(
+            self,
+            LlmError::Unavailable(_) | LlmError::RateLimited { .. }
+        )
     }
 }
 

@@ -88,13 +88,16 @@ impl ScriptedProvider {
             }
         }
         let used = Mutex::new(vec![false; script.responses.len()]);
-        Ok(Self { responses: script.responses, used, log_path })
+        Ok(Self {
+            responses: script.responses,
+            used,
+            log_path,
+        })
     }
 
     pub fn from_file(path: &Path, log_path: Option<PathBuf>) -> Result<Self, LlmError> {
-        let raw = std::fs::read_to_string(path).map_err(|e| {
-            LlmError::Config(format!("cannot read script {}: {e}", path.display()))
-        })?;
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| LlmError::Config(format!("cannot read script {}: {e}", path.display())))?;
         let script: Script = serde_json::from_str(&raw).map_err(|e| {
             LlmError::Config(format!("script {} is not valid: {e}", path.display()))
         })?;
@@ -111,7 +114,10 @@ impl ScriptedProvider {
             if used[i] {
                 continue;
             }
-            let purpose_ok = r.purpose.as_deref().is_none_or(|p| request.purpose.starts_with(p));
+            let purpose_ok = r
+                .purpose
+                .as_deref()
+                .is_none_or(|p| request.purpose.starts_with(p));
             let when_ok = r.when.as_deref().is_none_or(|w| prompt.contains(w));
             if purpose_ok && when_ok {
                 if !r.repeat {
@@ -120,7 +126,9 @@ impl ScriptedProvider {
                 return Ok((i, r.clone()));
             }
         }
-        Err(LlmError::ScriptExhausted { purpose: request.purpose.clone() })
+        Err(LlmError::ScriptExhausted {
+            purpose: request.purpose.clone(),
+        })
     }
 
     fn log(&self, index: usize, request: &CompletionRequest) {
@@ -151,18 +159,32 @@ impl LlmProvider for ScriptedProvider {
         }
         match response.error.as_deref() {
             Some("unavailable") => return Err(LlmError::Unavailable("scripted outage".into())),
-            Some("rate_limited") => return Err(LlmError::RateLimited { retry_after_seconds: Some(1) }),
-            Some(_) => return Err(LlmError::InvalidResponse("scripted invalid response".into())),
+            Some("rate_limited") => {
+                return Err(LlmError::RateLimited {
+                    retry_after_seconds: Some(1),
+                });
+            }
+            Some(_) => {
+                return Err(LlmError::InvalidResponse(
+                    "scripted invalid response".into(),
+                ));
+            }
             None => {}
         }
         let text = response.text();
-        let prompt_tokens =
-            response.prompt_tokens.unwrap_or_else(|| estimate_tokens(&request.prompt_text()));
-        let wanted = response.completion_tokens.unwrap_or_else(|| estimate_tokens(&text));
+        let prompt_tokens = response
+            .prompt_tokens
+            .unwrap_or_else(|| estimate_tokens(&request.prompt_text()));
+        let wanted = response
+            .completion_tokens
+            .unwrap_or_else(|| estimate_tokens(&text));
         // Like a real provider, never bill more completion tokens than the cap allowed.
         let cap = u64::from(request.max_tokens);
-        let (completion_tokens, finish_reason) =
-            if wanted > cap { (cap, FinishReason::Length) } else { (wanted, FinishReason::Stop) };
+        let (completion_tokens, finish_reason) = if wanted > cap {
+            (cap, FinishReason::Length)
+        } else {
+            (wanted, FinishReason::Stop)
+        };
         Ok(Completion {
             text,
             prompt_tokens,
@@ -193,20 +215,37 @@ mod tests {
             {"purpose": "coder", "content": "B"},
             {"purpose": "judge", "json": {"verdict": "yes"}, "repeat": true},
         ]}));
-        assert_eq!(p.complete(req("coder.generate", "other")).await.unwrap().text, "B");
-        assert_eq!(p.complete(req("coder.generate", "fib please")).await.unwrap().text, "A");
+        assert_eq!(
+            p.complete(req("coder.generate", "other"))
+                .await
+                .unwrap()
+                .text,
+            "B"
+        );
+        assert_eq!(
+            p.complete(req("coder.generate", "fib please"))
+                .await
+                .unwrap()
+                .text,
+            "A"
+        );
         assert!(matches!(
             p.complete(req("coder.generate", "fib")).await,
             Err(LlmError::ScriptExhausted { .. })
         ));
         for _ in 0..3 {
-            assert_eq!(p.complete(req("judge.criterion", "x")).await.unwrap().text, r#"{"verdict":"yes"}"#);
+            assert_eq!(
+                p.complete(req("judge.criterion", "x")).await.unwrap().text,
+                r#"{"verdict":"yes"}"#
+            );
         }
     }
 
     #[tokio::test]
     async fn completion_tokens_never_exceed_the_cap() {
-        let p = provider(serde_json::json!({"responses": [{"content": "x", "completion_tokens": 500}]}));
+        let p = provider(
+            serde_json::json!({"responses": [{"content": "x", "completion_tokens": 500}]}),
+        );
         let c = p.complete(req("any", "x")).await.unwrap();
         assert_eq!(c.completion_tokens, 100);
         assert_eq!(c.finish_reason, FinishReason::Length);
@@ -214,16 +253,24 @@ mod tests {
 
     #[test]
     fn bad_scripts_are_refused() {
-        let bad: Script = serde_json::from_value(serde_json::json!({"responses": [{"content": "a", "json": 1}]})).unwrap();
+        let bad: Script =
+            serde_json::from_value(serde_json::json!({"responses": [{"content": "a", "json": 1}]}))
+                .unwrap();
         assert!(ScriptedProvider::from_script(bad, None).is_err());
-        assert!(serde_json::from_value::<Script>(serde_json::json!({"responses": [{"contnet": "a"}]})).is_err());
+        assert!(
+            serde_json::from_value::<Script>(serde_json::json!({"responses": [{"contnet": "a"}]}))
+                .is_err()
+        );
     }
 
     #[tokio::test]
     async fn calls_are_logged() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("calls.jsonl");
-        let script = serde_json::from_value(serde_json::json!({"responses": [{"content": "a", "repeat": true}]})).unwrap();
+        let script = serde_json::from_value(
+            serde_json::json!({"responses": [{"content": "a", "repeat": true}]}),
+        )
+        .unwrap();
         let p = ScriptedProvider::from_script(script, Some(log.clone())).unwrap();
         p.complete(req("x", "y")).await.unwrap();
         p.complete(req("x", "y")).await.unwrap();

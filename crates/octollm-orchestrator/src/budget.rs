@@ -31,16 +31,27 @@ impl TaskBudget {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned lock only means another step panicked mid-update of plain numbers.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Reserves `1/share_of` of the unreserved remainder for one call.
-    pub fn reserve(&self, share_of: usize, now_unix_ms: i64) -> Result<BudgetTracker, BudgetExceeded> {
+    pub fn reserve(
+        &self,
+        share_of: usize,
+        now_unix_ms: i64,
+    ) -> Result<BudgetTracker, BudgetExceeded> {
         let mut inner = self.lock();
         inner.tracker.check_time(now_unix_ms)?;
         let share_of = share_of.max(1);
-        let tokens = inner.tracker.tokens_remaining().saturating_sub(inner.reserved_tokens) / share_of as u64;
-        let cost = (inner.tracker.cost_remaining() - inner.reserved_cost).max(0.0) / share_of as f64;
+        let tokens = inner
+            .tracker
+            .tokens_remaining()
+            .saturating_sub(inner.reserved_tokens)
+            / share_of as u64;
+        let cost =
+            (inner.tracker.cost_remaining() - inner.reserved_cost).max(0.0) / share_of as f64;
         inner.reserved_tokens += tokens;
         inner.reserved_cost += cost;
         Ok(BudgetTracker {
@@ -82,19 +93,52 @@ mod tests {
 
     #[test]
     fn parallel_reservations_never_exceed_the_remainder() {
-        let b = TaskBudget::new(&Budget { max_tokens: 1000, max_time_seconds: 60, max_cost_dollars: 1.0 }, 0, Usage::default());
+        let b = TaskBudget::new(
+            &Budget {
+                max_tokens: 1000,
+                max_time_seconds: 60,
+                max_cost_dollars: 1.0,
+            },
+            0,
+            Usage::default(),
+        );
         let a = b.reserve(2, 0).unwrap();
         let c = b.reserve(1, 0).unwrap();
         assert_eq!(a.token_limit + c.token_limit, 1000);
-        b.settle(&a, Usage { prompt_tokens: 100, completion_tokens: 0, cost_dollars: 0.0 });
-        b.settle(&c, Usage { prompt_tokens: 200, completion_tokens: 0, cost_dollars: 0.0 });
+        b.settle(
+            &a,
+            Usage {
+                prompt_tokens: 100,
+                completion_tokens: 0,
+                cost_dollars: 0.0,
+            },
+        );
+        b.settle(
+            &c,
+            Usage {
+                prompt_tokens: 200,
+                completion_tokens: 0,
+                cost_dollars: 0.0,
+            },
+        );
         assert_eq!(b.reserve(1, 0).unwrap().token_limit, 700);
     }
 
     #[test]
     fn deadline_refuses_reservations() {
-        let b = TaskBudget::new(&Budget { max_tokens: 1000, max_time_seconds: 1, max_cost_dollars: 1.0 }, 0, Usage::default());
+        let b = TaskBudget::new(
+            &Budget {
+                max_tokens: 1000,
+                max_time_seconds: 1,
+                max_cost_dollars: 1.0,
+            },
+            0,
+            Usage::default(),
+        );
         assert!(b.reserve(1, 999).is_ok());
-        assert!(matches!(b.reserve(1, 1000), Err(BudgetExceeded::Time { .. })));
+        assert!(matches!(
+            b.reserve(1, 1000),
+            Err(BudgetExceeded::Time { .. })
+        ));
     }
 }

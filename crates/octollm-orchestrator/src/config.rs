@@ -61,8 +61,12 @@ impl OrchestratorConfig {
             return Err("orchestrator.max_repairs must be 0 to 5".into());
         }
         if self.step_timeout_seconds == 0 || self.poll_interval_ms == 0 {
-            return Err("orchestrator.step_timeout_seconds and poll_interval_ms must be positive".into());
+            return Err(
+                "orchestrator.step_timeout_seconds and poll_interval_ms must be positive".into(),
+            );
         }
-        self.default_budget.validate().map_err(|e| format!("orchestrator.default_{e}"))
+        self.default_budget
+            .validate()
+            .map_err(|e| format!("orchestrator.default_{e}"))
     }
 }

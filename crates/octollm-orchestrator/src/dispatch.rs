@@ -31,7 +31,8 @@ pub struct StepInput<'a> {
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ArmError> {
-    serde_json::to_value(v).map_err(|e| ArmError::Internal(format!("cannot serialise arm output: {e}")))
+    serde_json::to_value(v)
+        .map_err(|e| ArmError::Internal(format!("cannot serialise arm output: {e}")))
 }
 
 /// The language a goal asks for; Python unless another is named.
@@ -57,7 +58,13 @@ pub fn language_of(goal: &str) -> &'static str {
 
 /// The text form of a step output, used as input to later steps and in the final answer.
 pub fn render(arm: ArmKind, value: &serde_json::Value) -> String {
-    let s = |k: &str| value.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let s = |k: &str| {
+        value
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
     match arm {
         ArmKind::Coder => {
             let mut out = format!("```{}\n{}\n```", s("language"), s("code"));
@@ -69,7 +76,10 @@ pub fn render(arm: ArmKind, value: &serde_json::Value) -> String {
             out
         }
         ArmKind::Executor => {
-            let code = value.get("exit_code").and_then(|v| v.as_i64()).unwrap_or(-1);
+            let code = value
+                .get("exit_code")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(-1);
             let mut out = format!("Ran it (exit code {code}).");
             let stdout = s("stdout");
             if !stdout.trim().is_empty() {
@@ -82,7 +92,11 @@ pub fn render(arm: ArmKind, value: &serde_json::Value) -> String {
             out
         }
         ArmKind::Retriever => {
-            let results = value.get("results").and_then(|r| r.as_array()).cloned().unwrap_or_default();
+            let results = value
+                .get("results")
+                .and_then(|r| r.as_array())
+                .cloned()
+                .unwrap_or_default();
             if results.is_empty() {
                 return "No matching knowledge found.".into();
             }
@@ -92,14 +106,19 @@ pub fn render(arm: ArmKind, value: &serde_json::Value) -> String {
                     format!(
                         "[{}] {}",
                         r.get("source").and_then(|v| v.as_str()).unwrap_or("?"),
-                        r.get("content").and_then(|v| v.as_str()).unwrap_or_default()
+                        r.get("content")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
                     )
                 })
                 .collect::<Vec<_>>()
                 .join("\n")
         }
         ArmKind::Judge => {
-            let valid = value.get("valid").and_then(|v| v.as_bool()).unwrap_or(false);
+            let valid = value
+                .get("valid")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
             format!("Check {}.", if valid { "passed" } else { "failed" })
         }
         ArmKind::Guardian => value
@@ -124,7 +143,10 @@ fn inputs_text(input: &StepInput<'_>, arms_of: &BTreeMap<String, ArmKind>) -> St
 fn code_input(input: &StepInput<'_>) -> Option<(String, String)> {
     input.inputs.values().rev().find_map(|v| {
         let code = v.get("code")?.as_str()?;
-        let language = v.get("language").and_then(|l| l.as_str()).unwrap_or("python");
+        let language = v
+            .get("language")
+            .and_then(|l| l.as_str())
+            .unwrap_or("python");
         (!code.trim().is_empty()).then(|| (code.to_owned(), language.to_owned()))
     })
 }
@@ -160,21 +182,34 @@ pub async fn dispatch(
                 prompt.push_str(&format!("\nA reviewer found these problems in the previous attempt; fix them:\n{feedback}"));
             }
             let request = CodeRequest {
-                operation: if existing.is_some() && input.feedback.is_some() { CodeOperation::Debug } else { CodeOperation::Generate },
+                operation: if existing.is_some() && input.feedback.is_some() {
+                    CodeOperation::Debug
+                } else {
+                    CodeOperation::Generate
+                },
                 prompt: prompt.chars().take(5000).collect(),
-                language: existing.as_ref().map(|(_, l)| l.clone()).unwrap_or_else(|| language_of(&input.spec.goal).to_owned()),
+                language: existing
+                    .as_ref()
+                    .map(|(_, l)| l.clone())
+                    .unwrap_or_else(|| language_of(&input.spec.goal).to_owned()),
                 existing_code: existing.map(|(c, _)| c),
                 style_guide: None,
                 include_tests: false,
                 include_docstrings: true,
             };
             let out = arms.coder.code(request, ctx).await?;
-            Ok(StepOutput { value: to_value::<CodeResponse>(&out.response)?, usage: out.usage, model: out.model })
+            Ok(StepOutput {
+                value: to_value::<CodeResponse>(&out.response)?,
+                usage: out.usage,
+                model: out.model,
+            })
         }
         ArmKind::Executor => {
             let request = if let Some((code, language)) = code_input(&input) {
                 if !matches!(language.as_str(), "python" | "python3" | "py") {
-                    return Err(ArmError::InvalidRequest(format!("the executor runs Python code; the code is {language}")));
+                    return Err(ArmError::InvalidRequest(format!(
+                        "the executor runs Python code; the code is {language}"
+                    )));
                 }
                 ExecuteRequest {
                     command: code,
@@ -203,30 +238,67 @@ pub async fn dispatch(
                 ));
             };
             let out = arms.executor.execute(request, ctx).await?;
-            Ok(StepOutput { value: to_value::<ExecuteResponse>(&out.response)?, usage: out.usage, model: None })
+            Ok(StepOutput {
+                value: to_value::<ExecuteResponse>(&out.response)?,
+                usage: out.usage,
+                model: None,
+            })
         }
         ArmKind::Retriever => {
             let query: String = step.description.chars().take(500).collect();
-            let request = SearchRequest { query, method: SearchMethod::Hybrid, max_results: 5, min_score: 0.0, filters: None };
+            let request = SearchRequest {
+                query,
+                method: SearchMethod::Hybrid,
+                max_results: 5,
+                min_score: 0.0,
+                filters: None,
+            };
             let out = arms.retriever.search(request, ctx).await?;
-            Ok(StepOutput { value: to_value(&out.response)?, usage: out.usage, model: None })
+            Ok(StepOutput {
+                value: to_value(&out.response)?,
+                usage: out.usage,
+                model: None,
+            })
         }
         ArmKind::Judge => {
             let mut criteria = input.spec.acceptance_criteria.clone();
             if let Some(expected) = &step.expected_output {
                 criteria.push(expected.clone());
             }
-            let request = ValidateRequest { output: inputs_text(&input, arms_of), acceptance_criteria: criteria, output_type: None, context: None };
+            let request = ValidateRequest {
+                output: inputs_text(&input, arms_of),
+                acceptance_criteria: criteria,
+                output_type: None,
+                context: None,
+            };
             let out = arms.judge.validate(request, ctx).await?;
-            Ok(StepOutput { value: to_value(&out.response)?, usage: out.usage, model: out.model })
+            Ok(StepOutput {
+                value: to_value(&out.response)?,
+                usage: out.usage,
+                model: out.model,
+            })
         }
         ArmKind::Guardian => {
-            let content = if input.inputs.is_empty() { input.spec.goal.clone() } else { inputs_text(&input, arms_of) };
-            let request = CheckRequest { content, check_types: vec![CheckType::Pii, CheckType::Injection], sanitize: true };
+            let content = if input.inputs.is_empty() {
+                input.spec.goal.clone()
+            } else {
+                inputs_text(&input, arms_of)
+            };
+            let request = CheckRequest {
+                content,
+                check_types: vec![CheckType::Pii, CheckType::Injection],
+                sanitize: true,
+            };
             let out = arms.guardian.check(request, ctx).await?;
-            Ok(StepOutput { value: to_value(&out.response)?, usage: out.usage, model: None })
+            Ok(StepOutput {
+                value: to_value(&out.response)?,
+                usage: out.usage,
+                model: None,
+            })
         }
-        ArmKind::Planner => Err(ArmError::InvalidRequest("the planner is not a plan step".into())),
+        ArmKind::Planner => Err(ArmError::InvalidRequest(
+            "the planner is not a plan step".into(),
+        )),
     }
 }
 
@@ -236,7 +308,10 @@ mod tests {
 
     #[test]
     fn commands_come_only_from_backticks() {
-        assert_eq!(backticked_command("run `ls -la /workspace` now"), Some(vec!["ls".into(), "-la".into(), "/workspace".into()]));
+        assert_eq!(
+            backticked_command("run `ls -la /workspace` now"),
+            Some(vec!["ls".into(), "-la".into(), "/workspace".into()])
+        );
         assert_eq!(backticked_command("run ls"), None);
         assert_eq!(backticked_command("run `  `"), None);
     }
@@ -246,7 +321,10 @@ mod tests {
         let code = serde_json::json!({"language": "python", "code": "print(1)", "explanation": ""});
         assert_eq!(render(ArmKind::Coder, &code), "```python\nprint(1)\n```");
         let run = serde_json::json!({"exit_code": 0, "stdout": "1\n", "stderr": ""});
-        assert_eq!(render(ArmKind::Executor, &run), "Ran it (exit code 0).\nOutput:\n```\n1\n```");
+        assert_eq!(
+            render(ArmKind::Executor, &run),
+            "Ran it (exit code 0).\nOutput:\n```\n1\n```"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! repair rounds) → synthesise, every unit of work persisted before the next one starts.
 //!
 //! # Layout
-//! - [`config`]: [`OrchestratorConfig`].
+//! - [`config`]: the orchestrator's settings, [`OrchestratorConfig`].
 //! - [`submit`]: validation, reflex screening and redaction of a submission.
 //! - [`pipeline`]: one task's run, resumable from its last completed step.
 //! - [`dispatch`]: a plan step → the right arm call → the step's output.
@@ -47,7 +47,11 @@ pub struct Orchestrator {
 impl Orchestrator {
     pub fn new(store: Arc<dyn TaskStore>, arms: Arms, config: OrchestratorConfig) -> Arc<Self> {
         metrics::describe();
-        let instance = format!("{}-{}", std::process::id(), &TaskId::generate().as_str()[5..13]);
+        let instance = format!(
+            "{}-{}",
+            std::process::id(),
+            &TaskId::generate().as_str()[5..13]
+        );
         Arc::new(Self {
             store,
             arms,
@@ -71,8 +75,13 @@ impl Orchestrator {
         &self.config
     }
 
-    pub async fn get(&self, id: &TaskId) -> Result<Option<(TaskRecord, Vec<StepRecord>)>, StoreError> {
-        let Some(task) = self.store.get_task(id).await? else { return Ok(None) };
+    pub async fn get(
+        &self,
+        id: &TaskId,
+    ) -> Result<Option<(TaskRecord, Vec<StepRecord>)>, StoreError> {
+        let Some(task) = self.store.get_task(id).await? else {
+            return Ok(None);
+        };
         let steps = self.store.steps(id).await?;
         Ok(Some((task, steps)))
     }
@@ -84,7 +93,9 @@ impl Orchestrator {
     /// Cancels a task that has not finished; a running step is aborted at its next await.
     pub async fn cancel(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         let task = self.store.cancel(id, chrono::Utc::now()).await?;
-        if task.as_ref().is_some_and(|t| t.status == TaskStatus::Cancelled)
+        if task
+            .as_ref()
+            .is_some_and(|t| t.status == TaskStatus::Cancelled)
             && let Some(token) = self.running_tasks().get(id)
         {
             token.cancel();
@@ -93,6 +104,8 @@ impl Orchestrator {
     }
 
     fn running_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, CancellationToken>> {
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

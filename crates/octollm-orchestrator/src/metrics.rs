@@ -16,14 +16,34 @@ pub const TASK_DURATION: &str = "octollm_task_duration_seconds";
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(TASKS_SUBMITTED, "Tasks accepted for processing.");
-    describe_counter!(TASKS_FINISHED, "Tasks that reached a final status, by status.");
+    describe_counter!(
+        TASKS_FINISHED,
+        "Tasks that reached a final status, by status."
+    );
     describe_counter!(TASKS_BLOCKED, "Submissions refused by the reflex layer.");
-    describe_histogram!(STEP_DURATION, Unit::Seconds, "Step latency by arm and outcome.");
+    describe_histogram!(
+        STEP_DURATION,
+        Unit::Seconds,
+        "Step latency by arm and outcome."
+    );
     describe_counter!(STEP_RETRIES, "Step retries by arm.");
-    describe_counter!(LLM_TOKENS, "LLM tokens by model and kind (prompt, completion).");
+    describe_counter!(
+        LLM_TOKENS,
+        "LLM tokens by model and kind (prompt, completion)."
+    );
     describe_counter!(LLM_COST, "LLM cost in dollars by model.");
-    describe_counter!(LEASE_RESUMPTIONS, "Tasks resumed after another worker's lease expired.");
+    describe_counter!(
+        LEASE_RESUMPTIONS,
+        "Tasks resumed after another worker's lease expired."
+    );
     describe_gauge!(QUEUE_DEPTH, "Tasks waiting to be claimed.");
-    describe_counter!(REFLEX_DETECTIONS, "Reflex detections on submitted tasks by kind and type.");
-    describe_histogram!(TASK_DURATION, Unit::Seconds, "Task wall time from first claim to finish.");
+    describe_counter!(
+        REFLEX_DETECTIONS,
+        "Reflex detections on submitted tasks by kind and type."
+    );
+    describe_histogram!(
+        TASK_DURATION,
+        Unit::Seconds,
+        "Task wall time from first claim to finish."
+    );
 }

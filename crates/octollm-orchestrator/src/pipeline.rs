@@ -104,7 +104,9 @@ impl<'a> Run<'a> {
     }
 
     fn done_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StepRecord>> {
-        self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn completed(&self, key: &str) -> Option<StepRecord> {
@@ -115,7 +117,10 @@ impl<'a> Run<'a> {
         if self.task.phase == Some(phase) {
             return Ok(());
         }
-        self.orch.store.set_phase(&self.task.id, &self.owner, phase, Utc::now()).await?;
+        self.orch
+            .store
+            .set_phase(&self.task.id, &self.owner, phase, Utc::now())
+            .await?;
         Ok(())
     }
 
@@ -131,7 +136,12 @@ impl<'a> Run<'a> {
         let mut round = 0;
         while !verdict.valid && round < self.orch.config.max_repairs {
             round += 1;
-            let feedback = verdict.issues.iter().map(|i| format!("- {}", i.message)).collect::<Vec<_>>().join("\n");
+            let feedback = verdict
+                .issues
+                .iter()
+                .map(|i| format!("- {}", i.message))
+                .collect::<Vec<_>>()
+                .join("\n");
             let repair = plan.namespaced(&format!("r{round}"));
             self.add_total(repair.steps.len() as u32 + 1);
             self.phase(Phase::Execution).await?;
@@ -148,16 +158,26 @@ impl<'a> Run<'a> {
                 "partial_output": output,
             });
             return Err(Stop::Failed(
-                TaskError::new(TaskErrorKind::ValidationFailed, "the result did not pass validation")
-                    .with_details(details),
+                TaskError::new(
+                    TaskErrorKind::ValidationFailed,
+                    "the result did not pass validation",
+                )
+                .with_details(details),
             ));
         }
         self.phase(Phase::Synthesis).await?;
-        Ok(TaskResult { output, confidence: verdict.confidence, validation_passed: true })
+        Ok(TaskResult {
+            output,
+            confidence: verdict.confidence,
+            validation_passed: true,
+        })
     }
 
     fn add_total(&self, n: u32) {
-        *self.total_steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += n;
+        *self
+            .total_steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += n;
     }
 
     /// The stored plan, or a new one from the planner (re-asked once if invalid).
@@ -166,7 +186,10 @@ impl<'a> Run<'a> {
             let plan: Plan = serde_json::from_value(record.output)
                 .map_err(|e| Stop::Store(StoreError::Corrupt(format!("stored plan: {e}"))))?;
             if self.task.plan.is_none() {
-                self.orch.store.save_plan(&self.task.id, &self.owner, &plan, Utc::now()).await?;
+                self.orch
+                    .store
+                    .save_plan(&self.task.id, &self.owner, &plan, Utc::now())
+                    .await?;
             }
             return Ok(plan);
         }
@@ -183,40 +206,66 @@ impl<'a> Run<'a> {
             };
             let planner = &self.orch.arms.planner;
             let result = self
-                .run_unit(PLAN_KEY, ArmKind::Planner, 1, |ctx: CallContext| {
-                    let request = request.clone();
-                    Box::pin(async move {
-                    let out = planner.plan(request, ctx).await?;
-                    let raw = octollm_core::plan::RawPlan { steps: out.response.steps.clone() };
-                    match Plan::validate(raw) {
-                        Ok(plan) => {
-                            let value = serde_json::to_value(&plan).map_err(|e| ArmError::Internal(e.to_string()))?;
-                            Ok(StepOutput { value, usage: out.usage, model: out.model })
-                        }
-                        Err(e) => Err(ArmError::InvalidRequest(format!("invalid plan: {e}"))),
-                    }
-                    })
-                }, ask == 2)
+                .run_unit(
+                    PLAN_KEY,
+                    ArmKind::Planner,
+                    1,
+                    |ctx: CallContext| {
+                        let request = request.clone();
+                        Box::pin(async move {
+                            let out = planner.plan(request, ctx).await?;
+                            let raw = octollm_core::plan::RawPlan {
+                                steps: out.response.steps.clone(),
+                            };
+                            match Plan::validate(raw) {
+                                Ok(plan) => {
+                                    let value = serde_json::to_value(&plan)
+                                        .map_err(|e| ArmError::Internal(e.to_string()))?;
+                                    Ok(StepOutput {
+                                        value,
+                                        usage: out.usage,
+                                        model: out.model,
+                                    })
+                                }
+                                Err(e) => {
+                                    Err(ArmError::InvalidRequest(format!("invalid plan: {e}")))
+                                }
+                            }
+                        })
+                    },
+                    ask == 2,
+                )
                 .await;
             match result {
                 Ok(record) => {
                     let plan: Plan = serde_json::from_value(record.output)
                         .map_err(|e| Stop::Store(StoreError::Corrupt(e.to_string())))?;
                     self.add_total(plan.steps.len() as u32 + 2);
-                    self.orch.store.save_plan(&self.task.id, &self.owner, &plan, Utc::now()).await?;
+                    self.orch
+                        .store
+                        .save_plan(&self.task.id, &self.owner, &plan, Utc::now())
+                        .await?;
                     return Ok(plan);
                 }
-                Err(UnitError::Arm(e)) if ask == 1 && matches!(e, ArmError::InvalidRequest(_) | ArmError::Llm(_)) => {
+                Err(UnitError::Arm(e))
+                    if ask == 1 && matches!(e, ArmError::InvalidRequest(_) | ArmError::Llm(_)) =>
+                {
                     warn!(error = %e, "plan refused; asking the planner once more");
                     feedback = Some(e.to_string());
                 }
                 Err(UnitError::Arm(e)) => {
-                    return Err(Stop::Failed(TaskError::new(TaskErrorKind::PlanningFailed, format!("no valid plan: {e}"))));
+                    return Err(Stop::Failed(TaskError::new(
+                        TaskErrorKind::PlanningFailed,
+                        format!("no valid plan: {e}"),
+                    )));
                 }
                 Err(UnitError::Stop(stop)) => return Err(stop),
             }
         }
-        Err(Stop::Failed(TaskError::new(TaskErrorKind::PlanningFailed, "no valid plan")))
+        Err(Stop::Failed(TaskError::new(
+            TaskErrorKind::PlanningFailed,
+            "no valid plan",
+        )))
     }
 
     /// Runs every step of `plan` not already completed, in dependency order, independent
@@ -226,7 +275,17 @@ impl<'a> Run<'a> {
             .steps
             .iter()
             .map(|s| (s.step_id.to_string(), s.arm_id))
-            .chain(plan.steps.iter().map(|s| (s.step_id.as_str().rsplit('.').next().unwrap_or_default().to_owned(), s.arm_id)))
+            .chain(plan.steps.iter().map(|s| {
+                (
+                    s.step_id
+                        .as_str()
+                        .rsplit('.')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    s.arm_id,
+                )
+            }))
             .collect();
         let mut running = FuturesUnordered::new();
         let mut in_flight: BTreeSet<StepId> = BTreeSet::new();
@@ -234,7 +293,11 @@ impl<'a> Run<'a> {
         loop {
             let done: BTreeSet<StepId> = {
                 let map = self.done_map();
-                plan.steps.iter().filter(|s| map.contains_key(s.step_id.as_str())).map(|s| s.step_id.clone()).collect()
+                plan.steps
+                    .iter()
+                    .filter(|s| map.contains_key(s.step_id.as_str()))
+                    .map(|s| s.step_id.clone())
+                    .collect()
             };
             if done.len() == plan.steps.len() {
                 return Ok(());
@@ -243,8 +306,16 @@ impl<'a> Run<'a> {
                 stopping = Some(Stop::Shutdown);
             }
             if stopping.is_none() {
-                let room = self.orch.config.max_parallel_steps.saturating_sub(in_flight.len());
-                let ready: Vec<&PlanStep> = plan.ready(&done, &in_flight).into_iter().take(room).collect();
+                let room = self
+                    .orch
+                    .config
+                    .max_parallel_steps
+                    .saturating_sub(in_flight.len());
+                let ready: Vec<&PlanStep> = plan
+                    .ready(&done, &in_flight)
+                    .into_iter()
+                    .take(room)
+                    .collect();
                 let share = ready.len();
                 for step in ready {
                     in_flight.insert(step.step_id.clone());
@@ -257,7 +328,10 @@ impl<'a> Run<'a> {
             }
             if running.is_empty() {
                 return Err(stopping.unwrap_or_else(|| {
-                    Stop::Failed(TaskError::new(TaskErrorKind::Internal, "the plan cannot make progress"))
+                    Stop::Failed(TaskError::new(
+                        TaskErrorKind::Internal,
+                        "the plan cannot make progress",
+                    ))
                 }));
             }
             let next = tokio::select! {
@@ -266,10 +340,8 @@ impl<'a> Run<'a> {
             };
             if let Some((step_id, result)) = next {
                 in_flight.remove(&step_id);
-                if let Err(stop) = result {
-                    // A failed step ends the run; steps still in flight are dropped (aborted).
-                    return Err(stop);
-                }
+                // A failed step ends the run; steps still in flight are dropped (aborted).
+                result?;
             }
         }
     }
@@ -298,18 +370,31 @@ impl<'a> Run<'a> {
         let spec = &self.task.spec;
         let arms = &self.orch.arms;
         let result = self
-            .run_unit(step.step_id.as_str(), step.arm_id, share, |ctx: CallContext| {
-                let input = StepInput { spec, inputs: inputs.clone(), feedback };
-                Box::pin(dispatch::dispatch(arms, step, input, arms_of, ctx))
-            }, true)
+            .run_unit(
+                step.step_id.as_str(),
+                step.arm_id,
+                share,
+                |ctx: CallContext| {
+                    let input = StepInput {
+                        spec,
+                        inputs: inputs.clone(),
+                        feedback,
+                    };
+                    Box::pin(dispatch::dispatch(arms, step, input, arms_of, ctx))
+                },
+                true,
+            )
             .instrument(info_span!("step", step_id = %step.step_id, arm = %step.arm_id))
             .await;
         match result {
             Ok(_) => Ok(()),
             Err(UnitError::Stop(stop)) => Err(stop),
             Err(UnitError::Arm(e)) => Err(Stop::Failed(
-                TaskError::new(TaskErrorKind::StepFailed, format!("step {} ({}) failed: {e}", step.step_id, step.arm_id))
-                    .with_details(serde_json::json!({"step_id": step.step_id, "arm_id": step.arm_id})),
+                TaskError::new(
+                    TaskErrorKind::StepFailed,
+                    format!("step {} ({}) failed: {e}", step.step_id, step.arm_id),
+                )
+                .with_details(serde_json::json!({"step_id": step.step_id, "arm_id": step.arm_id})),
             )),
         }
     }
@@ -319,24 +404,39 @@ impl<'a> Run<'a> {
         let judge = &self.orch.arms.judge;
         let criteria = self.task.spec.acceptance_criteria.clone();
         let result = self
-            .run_unit(&key, ArmKind::Judge, 1, |ctx: CallContext| {
-                let request = octollm_arms::judge::ValidateRequest {
-                    output: output.to_owned(),
-                    acceptance_criteria: criteria.clone(),
-                    output_type: None,
-                    context: None,
-                };
-                Box::pin(async move {
-                    let out = judge.validate(request, ctx).await?;
-                    let value = serde_json::to_value(&out.response).map_err(|e| ArmError::Internal(e.to_string()))?;
-                    Ok(StepOutput { value, usage: out.usage, model: out.model })
-                })
-            }, true)
+            .run_unit(
+                &key,
+                ArmKind::Judge,
+                1,
+                |ctx: CallContext| {
+                    let request = octollm_arms::judge::ValidateRequest {
+                        output: output.to_owned(),
+                        acceptance_criteria: criteria.clone(),
+                        output_type: None,
+                        context: None,
+                    };
+                    Box::pin(async move {
+                        let out = judge.validate(request, ctx).await?;
+                        let value = serde_json::to_value(&out.response)
+                            .map_err(|e| ArmError::Internal(e.to_string()))?;
+                        Ok(StepOutput {
+                            value,
+                            usage: out.usage,
+                            model: out.model,
+                        })
+                    })
+                },
+                true,
+            )
             .await;
         match result {
-            Ok(record) => serde_json::from_value(record.output).map_err(|e| Stop::Store(StoreError::Corrupt(e.to_string()))),
+            Ok(record) => serde_json::from_value(record.output)
+                .map_err(|e| Stop::Store(StoreError::Corrupt(e.to_string()))),
             Err(UnitError::Stop(stop)) => Err(stop),
-            Err(UnitError::Arm(e)) => Err(Stop::Failed(TaskError::new(TaskErrorKind::StepFailed, format!("validation failed to run: {e}")))),
+            Err(UnitError::Arm(e)) => Err(Stop::Failed(TaskError::new(
+                TaskErrorKind::StepFailed,
+                format!("validation failed to run: {e}"),
+            ))),
         }
     }
 
@@ -345,7 +445,10 @@ impl<'a> Run<'a> {
         let map = self.done_map();
         plan.steps
             .iter()
-            .filter_map(|s| map.get(s.step_id.as_str()).map(|r| dispatch::render(s.arm_id, &r.output)))
+            .filter_map(|s| {
+                map.get(s.step_id.as_str())
+                    .map(|r| dispatch::render(s.arm_id, &r.output))
+            })
             .filter(|t| !t.trim().is_empty())
             .collect::<Vec<_>>()
             .join("\n\n")
@@ -369,11 +472,19 @@ impl<'a> Run<'a> {
         loop {
             attempt += 1;
             let now_ms = Utc::now().timestamp_millis();
-            let allowance = self.budget.reserve(share, now_ms).map_err(|e| UnitError::Stop(budget_error(&e)))?;
+            let allowance = self
+                .budget
+                .reserve(share, now_ms)
+                .map_err(|e| UnitError::Stop(budget_error(&e)))?;
             let _ = self
                 .orch
                 .store
-                .append_event(&self.task.id, "step_started", serde_json::json!({"step_id": key, "arm_id": arm, "attempt": attempt}), Utc::now())
+                .append_event(
+                    &self.task.id,
+                    "step_started",
+                    serde_json::json!({"step_id": key, "arm_id": arm, "attempt": attempt}),
+                    Utc::now(),
+                )
                 .await;
             let ctx = CallContext {
                 task_id: Some(self.task.id.clone()),
@@ -398,19 +509,25 @@ impl<'a> Run<'a> {
                 }
                 Err(_) if timeout >= time_left => {
                     self.budget.settle(&allowance, Default::default());
-                    return Err(UnitError::Stop(budget_error(&BudgetExceeded::Time { deadline_unix_ms: allowance.deadline_unix_ms })));
+                    return Err(UnitError::Stop(budget_error(&BudgetExceeded::Time {
+                        deadline_unix_ms: allowance.deadline_unix_ms,
+                    })));
                 }
                 Err(_) => (Err(ArmError::Timeout), Default::default()),
             };
             self.budget.settle(&allowance, spent);
             let outcome_label = if result.is_ok() { "ok" } else { "error" };
-            metrics::histogram!(m::STEP_DURATION, "arm" => arm.id(), "outcome" => outcome_label).record(elapsed.as_secs_f64());
+            metrics::histogram!(m::STEP_DURATION, "arm" => arm.id(), "outcome" => outcome_label)
+                .record(elapsed.as_secs_f64());
             let model = result.as_ref().ok().and_then(|o| o.model.clone());
             if spent.total_tokens() > 0 {
                 let label = model.clone().unwrap_or_else(|| "unknown".into());
-                metrics::counter!(m::LLM_TOKENS, "model" => label.clone(), "kind" => "prompt").increment(spent.prompt_tokens);
-                metrics::counter!(m::LLM_TOKENS, "model" => label.clone(), "kind" => "completion").increment(spent.completion_tokens);
-                metrics::counter!(m::LLM_COST, "model" => label).increment((spent.cost_dollars * 1e6) as u64);
+                metrics::counter!(m::LLM_TOKENS, "model" => label.clone(), "kind" => "prompt")
+                    .increment(spent.prompt_tokens);
+                metrics::counter!(m::LLM_TOKENS, "model" => label.clone(), "kind" => "completion")
+                    .increment(spent.completion_tokens);
+                metrics::counter!(m::LLM_COST, "model" => label)
+                    .increment((spent.cost_dollars * 1e6) as u64);
             }
             let provenance = Provenance {
                 arm_id: arm,
@@ -438,7 +555,9 @@ impl<'a> Run<'a> {
                     self.persist(&record).await.map_err(UnitError::Stop)?;
                     return Ok(record);
                 }
-                Err(ArmError::BudgetExceeded(e, _)) => return Err(UnitError::Stop(budget_error(&e))),
+                Err(ArmError::BudgetExceeded(e, _)) => {
+                    return Err(UnitError::Stop(budget_error(&e)));
+                }
                 Err(e) if e.is_retryable() && attempt < config.step_attempts => {
                     metrics::counter!(m::STEP_RETRIES, "arm" => arm.id()).increment(1);
                     let backoff = backoff(config.retry_base_ms, config.retry_max_ms, attempt);
@@ -468,7 +587,10 @@ impl<'a> Run<'a> {
 
     async fn persist(&self, record: &StepRecord) -> Result<(), Stop> {
         let arms_used: Vec<ArmKind> = {
-            let mut arms = self.arms_used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut arms = self
+                .arms_used
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if record.status == StepStatus::Completed {
                 arms.insert(record.arm_id);
             }
@@ -476,9 +598,13 @@ impl<'a> Run<'a> {
         };
         let completed = {
             let map = self.done_map();
-            u32::try_from(map.len()).unwrap_or(u32::MAX) + u32::from(record.status == StepStatus::Completed)
+            u32::try_from(map.len()).unwrap_or(u32::MAX)
+                + u32::from(record.status == StepStatus::Completed)
         };
-        let total = *self.total_steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total = *self
+            .total_steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let progress = Progress {
             current_step: Some(record.step_key.clone()),
             completed_steps: completed,
@@ -486,10 +612,19 @@ impl<'a> Run<'a> {
         };
         self.orch
             .store
-            .save_step(&self.task.id, &self.owner, record, self.budget.used(), &arms_used, &progress, Utc::now())
+            .save_step(
+                &self.task.id,
+                &self.owner,
+                record,
+                self.budget.used(),
+                &arms_used,
+                &progress,
+                Utc::now(),
+            )
             .await?;
         if record.status == StepStatus::Completed {
-            self.done_map().insert(record.step_key.clone(), record.clone());
+            self.done_map()
+                .insert(record.step_key.clone(), record.clone());
         }
         Ok(())
     }
@@ -499,7 +634,11 @@ impl<'a> Run<'a> {
 fn previous_attempt_key(key: &str) -> Option<String> {
     let (round, base) = key.split_once('.')?;
     let n: u32 = round.strip_prefix('r')?.parse().ok()?;
-    Some(if n <= 1 { base.to_owned() } else { format!("r{}.{base}", n - 1) })
+    Some(if n <= 1 {
+        base.to_owned()
+    } else {
+        format!("r{}.{base}", n - 1)
+    })
 }
 
 pub(crate) enum UnitError {
@@ -509,9 +648,15 @@ pub(crate) enum UnitError {
 
 /// Exponential backoff with full jitter: uniform in [base·2^(n-1) / 2, base·2^(n-1)], capped.
 fn backoff(base_ms: u64, max_ms: u64, attempt: u32) -> Duration {
-    let exp = base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(16)).min(max_ms);
+    let exp = base_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(16))
+        .min(max_ms);
     let low = exp / 2;
-    let ms = if exp > low { rand::rng().random_range(low..=exp) } else { exp };
+    let ms = if exp > low {
+        rand::rng().random_range(low..=exp)
+    } else {
+        exp
+    };
     Duration::from_millis(ms)
 }
 

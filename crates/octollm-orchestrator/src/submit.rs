@@ -17,7 +17,10 @@ pub enum SubmitError {
     #[error("invalid task: {0}")]
     Invalid(#[from] ValidationError),
     #[error("the input was blocked as a prompt injection")]
-    Blocked { field: String, matches: Vec<Finding> },
+    Blocked {
+        field: String,
+        matches: Vec<Finding>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -40,16 +43,27 @@ impl Orchestrator {
         let spec = self.screen(spec)?;
         let outcome = self
             .store
-            .create_task(NewTask { id: TaskId::generate(), spec, raw_input, created_at: Utc::now() })
+            .create_task(NewTask {
+                id: TaskId::generate(),
+                spec,
+                raw_input,
+                created_at: Utc::now(),
+            })
             .await?;
         let submitted = match outcome {
             CreateOutcome::Created(task) => {
                 metrics::counter!(m::TASKS_SUBMITTED).increment(1);
                 self.wake.notify_waiters();
                 self.wake.notify_one();
-                Submitted { task, created: true }
+                Submitted {
+                    task,
+                    created: true,
+                }
             }
-            CreateOutcome::Existing(task) => Submitted { task, created: false },
+            CreateOutcome::Existing(task) => Submitted {
+                task,
+                created: false,
+            },
         };
         Ok(submitted)
     }
@@ -67,13 +81,21 @@ impl Orchestrator {
                     FindingKind::Secret => "secret",
                     FindingKind::Injection => "injection",
                 };
-                metrics::counter!(m::REFLEX_DETECTIONS, "kind" => kind, "type" => f.label).increment(1);
+                metrics::counter!(m::REFLEX_DETECTIONS, "kind" => kind, "type" => f.label)
+                    .increment(1);
             }
             if report.should_block {
                 metrics::counter!(m::TASKS_BLOCKED).increment(1);
-                return Err(SubmitError::Blocked { field: field.to_owned(), matches: report.injections().cloned().collect() });
+                return Err(SubmitError::Blocked {
+                    field: field.to_owned(),
+                    matches: report.injections().cloned().collect(),
+                });
             }
-            Ok(if report.pii_detected { redactor.redact(text, &report.findings) } else { text.to_owned() })
+            Ok(if report.pii_detected {
+                redactor.redact(text, &report.findings)
+            } else {
+                text.to_owned()
+            })
         };
         spec.goal = screen_one("goal", &spec.goal)?;
         for (i, c) in spec.constraints.iter_mut().enumerate() {
@@ -84,7 +106,10 @@ impl Orchestrator {
         }
         let mut context = BTreeMap::new();
         for (key, value) in std::mem::take(&mut spec.context) {
-            context.insert(key.clone(), screen_value(&format!("context.{key}"), value, &mut screen_one)?);
+            context.insert(
+                key.clone(),
+                screen_value(&format!("context.{key}"), value, &mut screen_one)?,
+            );
         }
         spec.context = context;
         Ok(spec)

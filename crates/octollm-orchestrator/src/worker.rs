@@ -61,7 +61,10 @@ impl Orchestrator {
     }
 
     /// Claims and runs tasks until none is left. For one-shot runs (`octollm run`).
-    pub async fn drain(&self, shutdown: &CancellationToken) -> Result<usize, octollm_store::StoreError> {
+    pub async fn drain(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<usize, octollm_store::StoreError> {
         let owner = format!("{}-drain", self.instance);
         let lease = Duration::from_secs(self.config.lease_seconds);
         let mut n = 0;

@@ -30,9 +30,15 @@ fn luhn(digits: &str) -> Option<f32> {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+            } else {
+                d
+            }
+        })
         .sum();
-    (sum % 10 == 0).then_some(0.95)
+    sum.is_multiple_of(10).then_some(0.95)
 }
 
 /// US SSN rules: area not 000, 666 or 9xx; group not 00; serial not 0000.
@@ -42,7 +48,11 @@ fn ssn(text: &str) -> Option<f32> {
         return None;
     }
     let (area, group, serial) = (&digits[0..3], &digits[3..5], &digits[5..9]);
-    let bad = area == "000" || area == "666" || area.starts_with('9') || group == "00" || serial == "0000";
+    let bad = area == "000"
+        || area == "666"
+        || area.starts_with('9')
+        || group == "00"
+        || serial == "0000";
     (!bad).then_some(0.9)
 }
 
@@ -117,7 +127,8 @@ fn isolated(text: &str, start: usize, end: usize) -> bool {
     let before = text[..start].trim_end_matches([' ', '-', '.']);
     let after = text[end..].trim_start_matches([' ', '-', '.']);
     let joined_before = before.len() + 1 >= start && before.ends_with(|c: char| c.is_ascii_digit());
-    let joined_after = after.len() + 1 >= text.len() - end && after.starts_with(|c: char| c.is_ascii_digit());
+    let joined_after =
+        after.len() + 1 >= text.len() - end && after.starts_with(|c: char| c.is_ascii_digit());
     !joined_before && !joined_after
 }
 
@@ -126,17 +137,27 @@ pub fn detect(text: &str) -> Vec<Finding> {
     let mut findings: Vec<Finding> = Vec::new();
     for pattern in patterns() {
         for caps in pattern.regex.captures_iter(text) {
-            let (Some(whole), target) = (caps.get(0), caps.get(1).or(caps.get(0))) else { continue };
+            let (Some(whole), target) = (caps.get(0), caps.get(1).or(caps.get(0))) else {
+                continue;
+            };
             let Some(target) = target else { continue };
-            let Some(confidence) = (pattern.validate)(target.as_str()) else { continue };
+            let Some(confidence) = (pattern.validate)(target.as_str()) else {
+                continue;
+            };
             if matches!(pattern.label, "phone" | "ssn" | "credit_card" | "ipv4")
                 && !isolated(text, whole.start(), whole.end())
             {
                 continue;
             }
             // Secrets after `key=` are redacted value-only, so the key name stays readable.
-            let span = if pattern.label == "credential" { target } else { whole };
-            let overlaps = findings.iter().any(|f| span.start() < f.end && f.start < span.end());
+            let span = if pattern.label == "credential" {
+                target
+            } else {
+                whole
+            };
+            let overlaps = findings
+                .iter()
+                .any(|f| span.start() < f.end && f.start < span.end());
             if !overlaps {
                 findings.push(Finding {
                     kind: pattern.kind,
@@ -168,14 +189,20 @@ mod tests {
         assert_eq!(labels("ssn 123-45-6789"), ["ssn"]);
         assert_eq!(labels("call +1 415 555 2671"), ["phone"]);
         assert_eq!(labels("host 192.168.1.20 down"), ["ipv4"]);
-        assert_eq!(labels("key sk-proj-abcdefghijklmnopqrstuvwx"), ["openai_key"]);
+        assert_eq!(
+            labels("key sk-proj-abcdefghijklmnopqrstuvwx"),
+            ["openai_key"]
+        );
         assert_eq!(labels("AKIAIOSFODNN7EXAMPLE"), ["aws_access_key"]);
         assert_eq!(labels("password=Xk9#mQ2$vL7pR4"), ["credential"]);
     }
 
     #[test]
     fn validators_cut_false_positives() {
-        assert!(labels("order 4111 1111 1111 1112").is_empty(), "Luhn failure");
+        assert!(
+            labels("order 4111 1111 1111 1112").is_empty(),
+            "Luhn failure"
+        );
         assert!(labels("ssn 000-12-3456").is_empty());
         assert!(labels("ssn 666-12-3456").is_empty());
         assert!(labels("order number 123456789").is_empty());

@@ -35,7 +35,11 @@ pub trait KnowledgeStore: Send + Sync {
     async fn keyword_search(&self, query: &str, limit: u32) -> Result<Vec<ChunkHit>, StoreError>;
 
     /// Cosine similarity over chunk embeddings.
-    async fn vector_search(&self, embedding: &[f32], limit: u32) -> Result<Vec<ChunkHit>, StoreError>;
+    async fn vector_search(
+        &self,
+        embedding: &[f32],
+        limit: u32,
+    ) -> Result<Vec<ChunkHit>, StoreError>;
 
     async fn document_count(&self) -> Result<u64, StoreError>;
 }
@@ -80,7 +84,11 @@ pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
         na += x * x;
         nb += y * y;
     }
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na.sqrt() * nb.sqrt()) }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    }
 }
 
 pub(crate) fn encode_vector(v: &[f32]) -> Vec<u8> {

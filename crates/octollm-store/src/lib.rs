@@ -7,7 +7,7 @@
 //! - [`tasks`]: the [`TaskStore`] trait: tasks, leases, steps, events.
 //! - [`knowledge`]: the [`KnowledgeStore`] trait (documents, chunks, BM25) and the [`VectorStore`] trait.
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend for all of them.
-//! - [`error`]: [`StoreError`].
+//! - [`error`]: the store error, [`StoreError`].
 
 pub mod error;
 pub mod knowledge;

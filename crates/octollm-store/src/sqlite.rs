@@ -13,13 +13,18 @@ use chrono::{DateTime, TimeZone, Utc};
 use octollm_core::budget::Usage;
 use octollm_core::plan::Plan;
 use octollm_core::{ArmKind, Phase, TaskError, TaskErrorKind, TaskId, TaskSpec, TaskStatus};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{RwLock, broadcast};
 use tracing::instrument;
 
 use crate::error::StoreError;
-use crate::knowledge::{ChunkHit, KnowledgeStore, NewChunk, VectorHit, VectorStore, cosine, decode_vector, encode_vector};
+use crate::knowledge::{
+    ChunkHit, KnowledgeStore, NewChunk, VectorHit, VectorStore, cosine, decode_vector,
+    encode_vector,
+};
 use crate::model::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
     TaskEvent, TaskPage, TaskRecord, TaskResult,
@@ -73,11 +78,17 @@ impl SqliteStore {
 
     pub fn from_pool(pool: SqlitePool) -> Self {
         let (events, _) = broadcast::channel(1024);
-        Self { pool, events, vectors: Arc::new(RwLock::new(None)) }
+        Self {
+            pool,
+            events,
+            vectors: Arc::new(RwLock::new(None)),
+        }
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -107,7 +118,13 @@ impl SqliteStore {
         .bind(now.timestamp_millis())
         .fetch_one(&mut *conn)
         .await?;
-        Ok(TaskEvent { seq, task_id: id.clone(), kind: kind.to_owned(), data: data.clone(), created_at: now })
+        Ok(TaskEvent {
+            seq,
+            task_id: id.clone(),
+            kind: kind.to_owned(),
+            data: data.clone(),
+            created_at: now,
+        })
     }
 
     async fn load_vectors(&self) -> Result<(), StoreError> {
@@ -123,7 +140,11 @@ impl SqliteStore {
             let id: String = row.try_get("id")?;
             let vector: Vec<u8> = row.try_get("vector")?;
             let payload: String = row.try_get("payload")?;
-            cache.entry(collection).or_default().push((id, decode_vector(&vector), serde_json::from_str(&payload)?));
+            cache.entry(collection).or_default().push((
+                id,
+                decode_vector(&vector),
+                serde_json::from_str(&payload)?,
+            ));
         }
         let mut guard = self.vectors.write().await;
         if guard.is_none() {
@@ -144,7 +165,9 @@ fn from_ms(v: i64) -> Result<DateTime<Utc>, StoreError> {
 }
 
 fn opt_json<T: serde::de::DeserializeOwned>(v: Option<String>) -> Result<Option<T>, StoreError> {
-    v.map(|s| serde_json::from_str(&s)).transpose().map_err(StoreError::from)
+    v.map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(StoreError::from)
 }
 
 fn task_from_row(row: &SqliteRow) -> Result<TaskRecord, StoreError> {
@@ -217,10 +240,14 @@ impl TaskStore for SqliteStore {
                 .bind(now - IDEMPOTENCY_WINDOW_MS)
                 .execute(&mut *tx)
                 .await?;
-            let existing = sqlx::query(concat!("SELECT ", task_columns!(), " FROM tasks WHERE idempotency_key = ?"))
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let existing = sqlx::query(concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM tasks WHERE idempotency_key = ?"
+            ))
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
             if let Some(row) = existing {
                 tx.commit().await?;
                 return Ok(CreateOutcome::Existing(task_from_row(&row)?));
@@ -239,7 +266,13 @@ impl TaskStore for SqliteStore {
         .await?;
         let record = task_from_row(&row)?;
         let event = self
-            .insert_event(&mut tx, &task.id, "status", &serde_json::json!({"status": "queued"}), task.created_at)
+            .insert_event(
+                &mut tx,
+                &task.id,
+                "status",
+                &serde_json::json!({"status": "queued"}),
+                task.created_at,
+            )
             .await?;
         tx.commit().await?;
         self.publish(event);
@@ -247,10 +280,14 @@ impl TaskStore for SqliteStore {
     }
 
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ?"))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(task_from_row).transpose()
     }
 
@@ -263,20 +300,29 @@ impl TaskStore for SqliteStore {
             }
             None => (None, None),
         };
-        let rows = sqlx::query(concat!("SELECT ", task_columns!(), " FROM tasks \
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks \
              WHERE (?1 IS NULL OR status = ?1) \
                AND (?2 IS NULL OR created_at < ?2 OR (created_at = ?2 AND id < ?3)) \
-             ORDER BY created_at DESC, id DESC LIMIT ?4"))
+             ORDER BY created_at DESC, id DESC LIMIT ?4"
+        ))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(cursor_ts)
         .bind(cursor_id)
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await?;
-        let mut tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>, _>>()?;
+        let mut tasks = rows
+            .iter()
+            .map(task_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if tasks.len() > limit as usize {
             tasks.truncate(limit as usize);
-            tasks.last().map(|t| encode_cursor(ms(t.created_at), t.id.as_str()))
+            tasks
+                .last()
+                .map(|t| encode_cursor(ms(t.created_at), t.id.as_str()))
         } else {
             None
         };
@@ -347,7 +393,11 @@ impl TaskStore for SqliteStore {
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(if status.as_deref() == Some("cancelled") { LeaseState::Cancelled } else { LeaseState::Lost })
+        Ok(if status.as_deref() == Some("cancelled") {
+            LeaseState::Cancelled
+        } else {
+            LeaseState::Lost
+        })
     }
 
     async fn release(&self, id: &TaskId, owner: &str) -> Result<(), StoreError> {
@@ -359,7 +409,13 @@ impl TaskStore for SqliteStore {
         Ok(())
     }
 
-    async fn save_plan(&self, id: &TaskId, owner: &str, plan: &Plan, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn save_plan(
+        &self,
+        id: &TaskId,
+        owner: &str,
+        plan: &Plan,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE tasks SET plan = ?, total_steps = ?, updated_at = ? \
@@ -381,13 +437,27 @@ impl TaskStore for SqliteStore {
             .iter()
             .map(|s| serde_json::json!({"step_id": s.step_id, "arm_id": s.arm_id, "dependencies": s.dependencies}))
             .collect();
-        let event = self.insert_event(&mut tx, id, "plan", &serde_json::json!({"steps": steps}), now).await?;
+        let event = self
+            .insert_event(
+                &mut tx,
+                id,
+                "plan",
+                &serde_json::json!({"steps": steps}),
+                now,
+            )
+            .await?;
         tx.commit().await?;
         self.publish(event);
         Ok(())
     }
 
-    async fn set_phase(&self, id: &TaskId, owner: &str, phase: Phase, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn set_phase(
+        &self,
+        id: &TaskId,
+        owner: &str,
+        phase: Phase,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE tasks SET phase = ?, updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'processing'",
@@ -402,7 +472,15 @@ impl TaskStore for SqliteStore {
         if updated != 1 {
             return Err(StoreError::LeaseLost(id.clone()));
         }
-        let event = self.insert_event(&mut tx, id, "phase", &serde_json::json!({"phase": phase}), now).await?;
+        let event = self
+            .insert_event(
+                &mut tx,
+                id,
+                "phase",
+                &serde_json::json!({"phase": phase}),
+                now,
+            )
+            .await?;
         tx.commit().await?;
         self.publish(event);
         Ok(())
@@ -495,8 +573,14 @@ impl TaskStore for SqliteStore {
                 let provenance: String = row.try_get("provenance")?;
                 Ok(StepRecord {
                     step_key: row.try_get("step_key")?,
-                    arm_id: arm.parse().map_err(|e: octollm_core::arm::UnknownArm| StoreError::Corrupt(e.to_string()))?,
-                    status: if status == "completed" { StepStatus::Completed } else { StepStatus::Failed },
+                    arm_id: arm.parse().map_err(|e: octollm_core::arm::UnknownArm| {
+                        StoreError::Corrupt(e.to_string())
+                    })?,
+                    status: if status == "completed" {
+                        StepStatus::Completed
+                    } else {
+                        StepStatus::Failed
+                    },
                     output: serde_json::from_str(&output)?,
                     provenance: serde_json::from_str(&provenance)?,
                     error: row.try_get("error")?,
@@ -551,7 +635,11 @@ impl TaskStore for SqliteStore {
         Ok(())
     }
 
-    async fn cancel(&self, id: &TaskId, now: DateTime<Utc>) -> Result<Option<TaskRecord>, StoreError> {
+    async fn cancel(
+        &self,
+        id: &TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TaskRecord>, StoreError> {
         let error = TaskError::new(TaskErrorKind::Cancelled, "cancelled by request");
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
@@ -567,14 +655,27 @@ impl TaskStore for SqliteStore {
         .await?
         .rows_affected();
         let event = if updated == 1 {
-            Some(self.insert_event(&mut tx, id, "status", &serde_json::json!({"status": "cancelled"}), now).await?)
+            Some(
+                self.insert_event(
+                    &mut tx,
+                    id,
+                    "status",
+                    &serde_json::json!({"status": "cancelled"}),
+                    now,
+                )
+                .await?,
+            )
         } else {
             None
         };
-        let row = sqlx::query(concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ?"))
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
         if let Some(event) = event {
             self.publish(event);
@@ -595,7 +696,11 @@ impl TaskStore for SqliteStore {
         Ok(event)
     }
 
-    async fn events_since(&self, id: &TaskId, after_seq: i64) -> Result<Vec<TaskEvent>, StoreError> {
+    async fn events_since(
+        &self,
+        id: &TaskId,
+        after_seq: i64,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
         let rows = sqlx::query("SELECT seq, kind, data, created_at FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq")
             .bind(id.as_str())
             .bind(after_seq)
@@ -653,22 +758,31 @@ fn fts_query(query: &str) -> Option<String> {
 
 #[async_trait]
 impl KnowledgeStore for SqliteStore {
-    async fn add_document(&self, source: &str, metadata: serde_json::Value, chunks: Vec<NewChunk>) -> Result<i64, StoreError> {
+    async fn add_document(
+        &self,
+        source: &str,
+        metadata: serde_json::Value,
+        chunks: Vec<NewChunk>,
+    ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let doc_id: i64 = sqlx::query_scalar("INSERT INTO documents (source, metadata, created_at) VALUES (?, ?, ?) RETURNING id")
-            .bind(source)
-            .bind(metadata.to_string())
-            .bind(Utc::now().timestamp_millis())
-            .fetch_one(&mut *tx)
-            .await?;
+        let doc_id: i64 = sqlx::query_scalar(
+            "INSERT INTO documents (source, metadata, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(source)
+        .bind(metadata.to_string())
+        .bind(Utc::now().timestamp_millis())
+        .fetch_one(&mut *tx)
+        .await?;
         let mut vectors = Vec::with_capacity(chunks.len());
         for (ord, chunk) in chunks.into_iter().enumerate() {
-            let chunk_id: i64 = sqlx::query_scalar("INSERT INTO chunks (document_id, ord, content) VALUES (?, ?, ?) RETURNING id")
-                .bind(doc_id)
-                .bind(i64::try_from(ord).unwrap_or(0))
-                .bind(&chunk.content)
-                .fetch_one(&mut *tx)
-                .await?;
+            let chunk_id: i64 = sqlx::query_scalar(
+                "INSERT INTO chunks (document_id, ord, content) VALUES (?, ?, ?) RETURNING id",
+            )
+            .bind(doc_id)
+            .bind(i64::try_from(ord).unwrap_or(0))
+            .bind(&chunk.content)
+            .fetch_one(&mut *tx)
+            .await?;
             let payload = serde_json::json!({"chunk_id": chunk_id, "document_id": doc_id});
             sqlx::query("INSERT OR REPLACE INTO vectors (collection, id, vector, payload) VALUES (?, ?, ?, ?)")
                 .bind(KNOWLEDGE_COLLECTION)
@@ -682,13 +796,18 @@ impl KnowledgeStore for SqliteStore {
         tx.commit().await?;
         self.load_vectors().await?;
         if let Some(cache) = self.vectors.write().await.as_mut() {
-            cache.entry(KNOWLEDGE_COLLECTION.to_owned()).or_default().extend(vectors);
+            cache
+                .entry(KNOWLEDGE_COLLECTION.to_owned())
+                .or_default()
+                .extend(vectors);
         }
         Ok(doc_id)
     }
 
     async fn keyword_search(&self, query: &str, limit: u32) -> Result<Vec<ChunkHit>, StoreError> {
-        let Some(fts) = fts_query(query) else { return Ok(Vec::new()) };
+        let Some(fts) = fts_query(query) else {
+            return Ok(Vec::new());
+        };
         // bm25() is lower-is-better and negative; negate so higher is better.
         let rows = sqlx::query(
             "SELECT c.id, c.content, d.source, d.metadata, -bm25(chunks_fts) AS score \
@@ -702,7 +821,11 @@ impl KnowledgeStore for SqliteStore {
         rows.iter().map(chunk_hit).collect()
     }
 
-    async fn vector_search(&self, embedding: &[f32], limit: u32) -> Result<Vec<ChunkHit>, StoreError> {
+    async fn vector_search(
+        &self,
+        embedding: &[f32],
+        limit: u32,
+    ) -> Result<Vec<ChunkHit>, StoreError> {
         let hits = self.search(KNOWLEDGE_COLLECTION, embedding, limit).await?;
         let mut out = Vec::with_capacity(hits.len());
         for hit in hits {
@@ -710,7 +833,11 @@ impl KnowledgeStore for SqliteStore {
                 "SELECT c.id, c.content, d.source, d.metadata, 0.0 AS score FROM chunks c \
                  JOIN documents d ON d.id = c.document_id WHERE c.id = ?",
             )
-            .bind(hit.id.parse::<i64>().map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .bind(
+                hit.id
+                    .parse::<i64>()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )
             .fetch_optional(&self.pool)
             .await?;
             if let Some(row) = row {
@@ -723,7 +850,9 @@ impl KnowledgeStore for SqliteStore {
     }
 
     async fn document_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents").fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }
@@ -741,15 +870,23 @@ fn chunk_hit(row: &SqliteRow) -> Result<ChunkHit, StoreError> {
 
 #[async_trait]
 impl VectorStore for SqliteStore {
-    async fn upsert(&self, collection: &str, id: &str, vector: &[f32], payload: serde_json::Value) -> Result<(), StoreError> {
+    async fn upsert(
+        &self,
+        collection: &str,
+        id: &str,
+        vector: &[f32],
+        payload: serde_json::Value,
+    ) -> Result<(), StoreError> {
         self.load_vectors().await?;
-        sqlx::query("INSERT OR REPLACE INTO vectors (collection, id, vector, payload) VALUES (?, ?, ?, ?)")
-            .bind(collection)
-            .bind(id)
-            .bind(encode_vector(vector))
-            .bind(payload.to_string())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO vectors (collection, id, vector, payload) VALUES (?, ?, ?, ?)",
+        )
+        .bind(collection)
+        .bind(id)
+        .bind(encode_vector(vector))
+        .bind(payload.to_string())
+        .execute(&self.pool)
+        .await?;
         if let Some(cache) = self.vectors.write().await.as_mut() {
             let entries = cache.entry(collection.to_owned()).or_default();
             entries.retain(|(existing, _, _)| existing != id);
@@ -758,13 +895,24 @@ impl VectorStore for SqliteStore {
         Ok(())
     }
 
-    async fn search(&self, collection: &str, vector: &[f32], limit: u32) -> Result<Vec<VectorHit>, StoreError> {
+    async fn search(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        limit: u32,
+    ) -> Result<Vec<VectorHit>, StoreError> {
         self.load_vectors().await?;
         let guard = self.vectors.read().await;
-        let Some(entries) = guard.as_ref().and_then(|c| c.get(collection)) else { return Ok(Vec::new()) };
+        let Some(entries) = guard.as_ref().and_then(|c| c.get(collection)) else {
+            return Ok(Vec::new());
+        };
         let mut scored: Vec<VectorHit> = entries
             .iter()
-            .map(|(id, v, payload)| VectorHit { id: id.clone(), score: cosine(vector, v), payload: payload.clone() })
+            .map(|(id, v, payload)| VectorHit {
+                id: id.clone(),
+                score: cosine(vector, v),
+                payload: payload.clone(),
+            })
             .collect();
         scored.sort_by(|a, b| b.score.total_cmp(&a.score));
         scored.truncate(limit as usize);

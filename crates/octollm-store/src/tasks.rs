@@ -90,7 +90,11 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Cancels a task that has not finished. Returns the task as it now is.
-    async fn cancel(&self, id: &TaskId, now: DateTime<Utc>) -> Result<Option<TaskRecord>, StoreError>;
+    async fn cancel(
+        &self,
+        id: &TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TaskRecord>, StoreError>;
 
     async fn append_event(
         &self,
@@ -100,7 +104,8 @@ pub trait TaskStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<TaskEvent, StoreError>;
 
-    async fn events_since(&self, id: &TaskId, after_seq: i64) -> Result<Vec<TaskEvent>, StoreError>;
+    async fn events_since(&self, id: &TaskId, after_seq: i64)
+    -> Result<Vec<TaskEvent>, StoreError>;
 
     /// Live events of every task, as they are appended.
     fn subscribe(&self) -> broadcast::Receiver<TaskEvent>;

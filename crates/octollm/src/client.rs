@@ -36,14 +36,19 @@ pub enum TaskCommand {
 }
 
 fn http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?)
+    Ok(reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()?)
 }
 
 async fn answer(response: reqwest::Response) -> anyhow::Result<serde_json::Value> {
     let status = response.status();
     let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
-        let message = body.get("message").and_then(|m| m.as_str()).unwrap_or("no message");
+        let message = body
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("no message");
         let code = body.get("code").and_then(|m| m.as_str()).unwrap_or("error");
         anyhow::bail!("server answered {status}: {code}: {message}");
     }
@@ -55,7 +60,12 @@ pub async fn task(server: &str, command: TaskCommand) -> anyhow::Result<ExitCode
     let client = http()?;
     let mut out = std::io::stdout().lock();
     match command {
-        TaskCommand::Submit { goal, criteria, max_tokens, idempotency_key } => {
+        TaskCommand::Submit {
+            goal,
+            criteria,
+            max_tokens,
+            idempotency_key,
+        } => {
             let mut body = serde_json::json!({"goal": goal, "acceptance_criteria": criteria});
             if let Some(t) = max_tokens {
                 body["budget"] = serde_json::json!({"max_tokens": t});
@@ -63,32 +73,96 @@ pub async fn task(server: &str, command: TaskCommand) -> anyhow::Result<ExitCode
             if let Some(k) = idempotency_key {
                 body["idempotency_key"] = serde_json::Value::String(k);
             }
-            let v = answer(client.post(format!("{base}/tasks")).json(&body).send().await.context("cannot reach the server")?).await?;
-            writeln!(out, "{}", v.get("task_id").and_then(|t| t.as_str()).unwrap_or_default())?;
+            let v = answer(
+                client
+                    .post(format!("{base}/tasks"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .context("cannot reach the server")?,
+            )
+            .await?;
+            writeln!(
+                out,
+                "{}",
+                v.get("task_id")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or_default()
+            )?;
         }
         TaskCommand::Status { id } => {
-            let v = answer(client.get(format!("{base}/tasks/{id}")).send().await.context("cannot reach the server")?).await?;
+            let v = answer(
+                client
+                    .get(format!("{base}/tasks/{id}"))
+                    .send()
+                    .await
+                    .context("cannot reach the server")?,
+            )
+            .await?;
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
             let completed = v.get("status").and_then(|s| s.as_str()) == Some("completed");
-            return Ok(if completed { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if completed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         TaskCommand::Cancel { id } => {
-            let v = answer(client.delete(format!("{base}/tasks/{id}")).send().await.context("cannot reach the server")?).await?;
-            writeln!(out, "{}", v.get("status").and_then(|s| s.as_str()).unwrap_or_default())?;
+            let v = answer(
+                client
+                    .delete(format!("{base}/tasks/{id}"))
+                    .send()
+                    .await
+                    .context("cannot reach the server")?,
+            )
+            .await?;
+            writeln!(
+                out,
+                "{}",
+                v.get("status").and_then(|s| s.as_str()).unwrap_or_default()
+            )?;
         }
         TaskCommand::List { status, limit } => {
             let mut url = format!("{base}/tasks?limit={limit}");
             if let Some(s) = status {
                 url.push_str(&format!("&status={s}"));
             }
-            let v = answer(client.get(url).send().await.context("cannot reach the server")?).await?;
-            for t in v.get("tasks").and_then(|t| t.as_array()).cloned().unwrap_or_default() {
-                let s = |k: &str| t.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-                writeln!(out, "{}  {:<10}  {}  {}", s("task_id"), s("status"), s("created_at"), s("goal").chars().take(60).collect::<String>())?;
+            let v = answer(
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .context("cannot reach the server")?,
+            )
+            .await?;
+            for t in v
+                .get("tasks")
+                .and_then(|t| t.as_array())
+                .cloned()
+                .unwrap_or_default()
+            {
+                let s = |k: &str| {
+                    t.get(k)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                writeln!(
+                    out,
+                    "{}  {:<10}  {}  {}",
+                    s("task_id"),
+                    s("status"),
+                    s("created_at"),
+                    s("goal").chars().take(60).collect::<String>()
+                )?;
             }
         }
         TaskCommand::Watch { id } => {
-            let response = client.get(format!("{base}/tasks/{id}/events")).send().await.context("cannot reach the server")?;
+            let response = client
+                .get(format!("{base}/tasks/{id}/events"))
+                .send()
+                .await
+                .context("cannot reach the server")?;
             if !response.status().is_success() {
                 answer(response).await?;
                 return Ok(ExitCode::from(1));
@@ -100,8 +174,16 @@ pub async fn task(server: &str, command: TaskCommand) -> anyhow::Result<ExitCode
                 buffer.push_str(&String::from_utf8_lossy(&chunk?));
                 while let Some(end) = buffer.find("\n\n") {
                     let frame: String = buffer.drain(..end + 2).collect();
-                    let kind = frame.lines().find_map(|l| l.strip_prefix("event:")).map(str::trim).unwrap_or("");
-                    let data = frame.lines().find_map(|l| l.strip_prefix("data:")).map(str::trim).unwrap_or("");
+                    let kind = frame
+                        .lines()
+                        .find_map(|l| l.strip_prefix("event:"))
+                        .map(str::trim)
+                        .unwrap_or("");
+                    let data = frame
+                        .lines()
+                        .find_map(|l| l.strip_prefix("data:"))
+                        .map(str::trim)
+                        .unwrap_or("");
                     if kind.is_empty() {
                         continue;
                     }
@@ -114,14 +196,22 @@ pub async fn task(server: &str, command: TaskCommand) -> anyhow::Result<ExitCode
                     }
                 }
             }
-            return Ok(if last_status == "completed" { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if last_status == "completed" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
-    let response = http()?.get(url).timeout(Duration::from_secs(5)).send().await;
+    let response = http()?
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
     Ok(match response {
         Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
         _ => ExitCode::from(1),

@@ -27,22 +27,32 @@ pub struct System {
 
 pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     let path = config.database_path();
-    SqliteStore::open(&path).await.with_context(|| format!("cannot open the database at {}", path.display()))
+    SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("cannot open the database at {}", path.display()))
 }
 
 pub async fn provider(config: &Config) -> anyhow::Result<Arc<dyn LlmProvider>> {
     let llm = &config.llm;
     Ok(match llm.provider {
         ProviderKind::Scripted => {
-            let path = llm.script_path.clone().context("llm.script_path is required for the scripted provider")?;
-            Arc::new(octollm_llm::scripted::ScriptedProvider::from_file(&path, llm.script_log.clone())?)
+            let path = llm
+                .script_path
+                .clone()
+                .context("llm.script_path is required for the scripted provider")?;
+            Arc::new(octollm_llm::scripted::ScriptedProvider::from_file(
+                &path,
+                llm.script_log.clone(),
+            )?)
         }
-        ProviderKind::Openai => Arc::new(octollm_llm::openai::OpenAiProvider::new(octollm_llm::openai::OpenAiConfig {
-            base_url: llm.base_url.clone(),
-            api_key: llm.api_key.clone(),
-            model: llm.model.clone(),
-            timeout: Duration::from_secs(llm.timeout_seconds),
-        })?),
+        ProviderKind::Openai => Arc::new(octollm_llm::openai::OpenAiProvider::new(
+            octollm_llm::openai::OpenAiConfig {
+                base_url: llm.base_url.clone(),
+                api_key: llm.api_key.clone(),
+                model: llm.model.clone(),
+                timeout: Duration::from_secs(llm.timeout_seconds),
+            },
+        )?),
         ProviderKind::Local => local_provider(config).await?,
     })
 }
@@ -54,13 +64,16 @@ async fn local_provider(config: &Config) -> anyhow::Result<Arc<dyn LlmProvider>>
         threads: config.llm.threads,
         context_tokens: config.llm.context_tokens,
     };
-    let llm = tokio::task::spawn_blocking(move || octollm_llm::local::LocalLlm::load(local)).await??;
+    let llm =
+        tokio::task::spawn_blocking(move || octollm_llm::local::LocalLlm::load(local)).await??;
     Ok(Arc::new(llm))
 }
 
 #[cfg(not(feature = "local"))]
 async fn local_provider(_config: &Config) -> anyhow::Result<Arc<dyn LlmProvider>> {
-    anyhow::bail!("this build has no local model support (feature `local`); set OCTOLLM_LLM_PROVIDER=openai")
+    anyhow::bail!(
+        "this build has no local model support (feature `local`); set OCTOLLM_LLM_PROVIDER=openai"
+    )
 }
 
 /// Loads the embedding model on first use, so a process that never searches never pays for it,
@@ -72,7 +85,10 @@ pub struct LazyEmbedder {
 
 impl LazyEmbedder {
     pub fn new(path: PathBuf) -> Self {
-        Self { path, inner: OnceCell::new() }
+        Self {
+            path,
+            inner: OnceCell::new(),
+        }
     }
 
     async fn get(&self) -> Result<&Arc<dyn Embedder>, LlmError> {
@@ -87,15 +103,19 @@ impl LazyEmbedder {
 
 #[cfg(feature = "embed")]
 async fn load_embedder(path: PathBuf) -> Result<Arc<dyn Embedder>, LlmError> {
-    let model = tokio::task::spawn_blocking(move || octollm_llm::embed::minilm::MiniLmEmbedder::load(&path))
-        .await
-        .map_err(|e| LlmError::Inference(e.to_string()))??;
+    let model = tokio::task::spawn_blocking(move || {
+        octollm_llm::embed::minilm::MiniLmEmbedder::load(&path)
+    })
+    .await
+    .map_err(|e| LlmError::Inference(e.to_string()))??;
     Ok(Arc::new(model))
 }
 
 #[cfg(not(feature = "embed"))]
 async fn load_embedder(_path: PathBuf) -> Result<Arc<dyn Embedder>, LlmError> {
-    Err(LlmError::Config("this build has no embedding support (feature `embed`)".into()))
+    Err(LlmError::Config(
+        "this build has no embedding support (feature `embed`)".into(),
+    ))
 }
 
 #[async_trait]
@@ -116,7 +136,12 @@ impl Embedder for LazyEmbedder {
 pub async fn build(config: &Config) -> anyhow::Result<System> {
     let store = open_store(config).await?;
     let provider = provider(config).await?;
-    let price = config.llm.prices.get(provider.model()).copied().unwrap_or_default();
+    let price = config
+        .llm
+        .prices
+        .get(provider.model())
+        .copied()
+        .unwrap_or_default();
     let llm = MeteredLlm::new(provider, price);
     let executor: Arc<dyn ExecutorArm> = Arc::new(LocalExecutor::new(config.executor.clone()));
     let embedder: Arc<dyn Embedder> = Arc::new(LazyEmbedder::new(config.embedding_model_path()));
@@ -129,6 +154,7 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
         judge: Arc::new(Judge::new(llm, Some(executor))),
         guardian: Arc::new(Guardian::new()),
     };
-    let orchestrator = Orchestrator::new(Arc::new(store.clone()), arms, config.orchestrator.clone());
+    let orchestrator =
+        Orchestrator::new(Arc::new(store.clone()), arms, config.orchestrator.clone());
     Ok(System { orchestrator })
 }

@@ -56,7 +56,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Pretty }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
     }
 }
 
@@ -103,7 +106,11 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data_dir: default_data_dir(), database_url: Secret::default(), retention_days: 30 }
+        Self {
+            data_dir: default_data_dir(),
+            database_url: Secret::default(),
+            retention_days: 30,
+        }
     }
 }
 
@@ -168,17 +175,11 @@ impl Default for LlmConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddingConfig {
     /// The all-MiniLM-L6-v2 directory; empty means the default in the model directory.
     pub model_path: Option<PathBuf>,
-}
-
-impl Default for EmbeddingConfig {
-    fn default() -> Self {
-        Self { model_path: None }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,9 +197,15 @@ impl Default for CoderConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not valid TOML: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("environment variable {name}: {message}")]
     Env { name: String, message: String },
     #[error("invalid configuration: {0}")]
@@ -215,8 +222,14 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_DATA_DIR", "storage.data_dir"),
     ("OCTOLLM_BIND", "server.bind"),
     ("OCTOLLM_BODY_LIMIT_BYTES", "server.body_limit_bytes"),
-    ("OCTOLLM_ALLOW_UNAUTHENTICATED", "server.allow_unauthenticated"),
-    ("OCTOLLM_SHUTDOWN_GRACE_SECONDS", "server.shutdown_grace_seconds"),
+    (
+        "OCTOLLM_ALLOW_UNAUTHENTICATED",
+        "server.allow_unauthenticated",
+    ),
+    (
+        "OCTOLLM_SHUTDOWN_GRACE_SECONDS",
+        "server.shutdown_grace_seconds",
+    ),
     ("OCTOLLM_RETENTION_DAYS", "storage.retention_days"),
     ("OCTOLLM_LLM_PROVIDER", "llm.provider"),
     ("OCTOLLM_MODEL_DIR", "llm.model_dir"),
@@ -229,7 +242,10 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_EMBEDDING_MODEL_PATH", "embedding.model_path"),
     ("OCTOLLM_WORKERS", "orchestrator.workers"),
     ("OCTOLLM_LEASE_SECONDS", "orchestrator.lease_seconds"),
-    ("OCTOLLM_STEP_TIMEOUT_SECONDS", "orchestrator.step_timeout_seconds"),
+    (
+        "OCTOLLM_STEP_TIMEOUT_SECONDS",
+        "orchestrator.step_timeout_seconds",
+    ),
     ("OCTOLLM_MAX_REPAIRS", "orchestrator.max_repairs"),
     ("OCTOLLM_STORE_RAW_INPUT", "orchestrator.store_raw_input"),
     ("OCTOLLM_BWRAP_PATH", "executor.bwrap_path"),
@@ -239,14 +255,22 @@ impl Config {
     /// Loads defaults, then the file (`OCTOLLM_CONFIG`, else `./octollm.toml` if present),
     /// then the environment, then validates.
     pub fn load(env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
-        let mut value = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut value = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let file = env.get("OCTOLLM_CONFIG").map(PathBuf::from).or_else(|| {
             let local = PathBuf::from("octollm.toml");
             local.exists().then_some(local)
         });
         if let Some(path) = file {
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            let overlay: toml::Value = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let overlay: toml::Value =
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?;
             merge(&mut value, overlay);
         }
         for (name, path) in ENV_PATHS {
@@ -254,7 +278,11 @@ impl Config {
                 set_path(&mut value, path, raw, name)?;
             }
         }
-        if let Some(level) = env.get("RUST_LOG").or_else(|| env.get("LOG_LEVEL")).filter(|v| !v.is_empty()) {
+        if let Some(level) = env
+            .get("RUST_LOG")
+            .or_else(|| env.get("LOG_LEVEL"))
+            .filter(|v| !v.is_empty())
+        {
             set_path(&mut value, "log.level", &level.to_lowercase(), "LOG_LEVEL")?;
         }
         for (name, raw) in env {
@@ -263,7 +291,9 @@ impl Config {
                 set_path(&mut value, &path, raw, name)?;
             }
         }
-        let config: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let config: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -271,17 +301,26 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.orchestrator.validate().map_err(ConfigError::Invalid)?;
         if self.server.body_limit_bytes < 1024 {
-            return Err(ConfigError::Invalid("server.body_limit_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "server.body_limit_bytes must be at least 1024".into(),
+            ));
         }
         if !(1..=60).contains(&self.server.shutdown_grace_seconds) {
-            return Err(ConfigError::Invalid("server.shutdown_grace_seconds must be 1 to 60".into()));
+            return Err(ConfigError::Invalid(
+                "server.shutdown_grace_seconds must be 1 to 60".into(),
+            ));
         }
         match self.llm.provider {
             ProviderKind::Openai if self.llm.model.trim().is_empty() => {
-                return Err(ConfigError::Invalid("llm.model (OCTOLLM_LLM_MODEL) is required for the openai provider".into()));
+                return Err(ConfigError::Invalid(
+                    "llm.model (OCTOLLM_LLM_MODEL) is required for the openai provider".into(),
+                ));
             }
             ProviderKind::Scripted if self.llm.script_path.is_none() => {
-                return Err(ConfigError::Invalid("llm.script_path (OCTOLLM_LLM_SCRIPT) is required for the scripted provider".into()));
+                return Err(ConfigError::Invalid(
+                    "llm.script_path (OCTOLLM_LLM_SCRIPT) is required for the scripted provider"
+                        .into(),
+                ));
             }
             _ => {}
         }
@@ -300,18 +339,27 @@ impl Config {
     /// The SQLite file to use.
     pub fn database_path(&self) -> PathBuf {
         let url = self.storage.database_url.expose();
-        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             return PathBuf::from(path);
         }
         self.storage.data_dir.join("octollm.db")
     }
 
     pub fn llm_model_path(&self) -> PathBuf {
-        self.llm.model_path.clone().unwrap_or_else(|| octollm_llm::models::default_llm_path(&self.llm.model_dir))
+        self.llm
+            .model_path
+            .clone()
+            .unwrap_or_else(|| octollm_llm::models::default_llm_path(&self.llm.model_dir))
     }
 
     pub fn embedding_model_path(&self) -> PathBuf {
-        self.embedding.model_path.clone().unwrap_or_else(|| octollm_llm::models::embedding_path(&self.llm.model_dir))
+        self.embedding
+            .model_path
+            .clone()
+            .unwrap_or_else(|| octollm_llm::models::embedding_path(&self.llm.model_dir))
     }
 
     /// The effective configuration as TOML, secrets masked.
@@ -342,26 +390,47 @@ fn set_path(root: &mut toml::Value, path: &str, raw: &str, name: &str) -> Result
     let mut node = root;
     let parts: Vec<&str> = path.split('.').collect();
     for part in &parts[..parts.len() - 1] {
-        let table = node.as_table_mut().ok_or_else(|| ConfigError::Env { name: name.into(), message: format!("{path} is not a section") })?;
-        node = table.entry((*part).to_owned()).or_insert_with(|| toml::Value::Table(Default::default()));
+        let table = node.as_table_mut().ok_or_else(|| ConfigError::Env {
+            name: name.into(),
+            message: format!("{path} is not a section"),
+        })?;
+        node = table
+            .entry((*part).to_owned())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
     }
-    let table = node.as_table_mut().ok_or_else(|| ConfigError::Env { name: name.into(), message: format!("{path} is not a section") })?;
+    let table = node.as_table_mut().ok_or_else(|| ConfigError::Env {
+        name: name.into(),
+        message: format!("{path} is not a section"),
+    })?;
     let leaf = parts[parts.len() - 1];
     let typed = match table.get(leaf) {
-        Some(toml::Value::Integer(_)) => raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| "must be an integer".to_owned()),
-        Some(toml::Value::Float(_)) => raw.trim().parse::<f64>().map(toml::Value::Float).map_err(|_| "must be a number".to_owned()),
+        Some(toml::Value::Integer(_)) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| "must be an integer".to_owned()),
+        Some(toml::Value::Float(_)) => raw
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| "must be a number".to_owned()),
         Some(toml::Value::Boolean(_)) => match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
             "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
             _ => Err("must be true or false".to_owned()),
         },
-        Some(toml::Value::Array(_)) | Some(toml::Value::Table(_)) => toml::from_str::<toml::Value>(&format!("v = {raw}"))
-            .ok()
-            .and_then(|v| v.get("v").cloned())
-            .ok_or_else(|| "must be a TOML array or table".to_owned()),
+        Some(toml::Value::Array(_)) | Some(toml::Value::Table(_)) => {
+            toml::from_str::<toml::Value>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|v| v.get("v").cloned())
+                .ok_or_else(|| "must be a TOML array or table".to_owned())
+        }
         _ => Ok(toml::Value::String(raw.to_owned())),
     }
-    .map_err(|message| ConfigError::Env { name: name.into(), message })?;
+    .map_err(|message| ConfigError::Env {
+        name: name.into(),
+        message,
+    })?;
     table.insert(leaf.to_owned(), typed);
     Ok(())
 }
@@ -370,11 +439,20 @@ fn set_path(root: &mut toml::Value, path: &str, raw: &str, name: &str) -> Result
 pub fn expand_file_secrets(env: &mut BTreeMap<String, String>) -> Result<(), ConfigError> {
     let file_vars: Vec<(String, String)> = env
         .iter()
-        .filter_map(|(k, v)| k.strip_suffix("_FILE").map(|base| (base.to_owned(), v.clone())))
-        .filter(|(base, _)| ["DATABASE_URL", "LLM_API_KEY", "OPENAI_API_KEY"].contains(&base.as_str()))
+        .filter_map(|(k, v)| {
+            k.strip_suffix("_FILE")
+                .map(|base| (base.to_owned(), v.clone()))
+        })
+        .filter(|(base, _)| {
+            ["DATABASE_URL", "LLM_API_KEY", "OPENAI_API_KEY"].contains(&base.as_str())
+        })
         .collect();
     for (base, path) in file_vars {
-        let value = std::fs::read_to_string(Path::new(&path)).map_err(|source| ConfigError::Read { path: PathBuf::from(&path), source })?;
+        let value =
+            std::fs::read_to_string(Path::new(&path)).map_err(|source| ConfigError::Read {
+                path: PathBuf::from(&path),
+                source,
+            })?;
         env.insert(base, value.trim().to_owned());
     }
     Ok(())
@@ -385,7 +463,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -404,7 +485,10 @@ mod tests {
         assert!(c.orchestrator.store_raw_input);
         assert_eq!(c.llm.api_key.expose(), "sk-secret");
         let printed = c.to_masked_toml().unwrap();
-        assert!(!printed.contains("sk-secret") && printed.contains("***"), "{printed}");
+        assert!(
+            !printed.contains("sk-secret") && printed.contains("***"),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -412,19 +496,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "[orchestrator]\nworkers = 3\nlease_seconds = 9\n").unwrap();
-        let c = Config::load(&env(&[("OCTOLLM_CONFIG", file.to_str().unwrap()), ("OCTOLLM_WORKERS", "5")])).unwrap();
-        assert_eq!((c.orchestrator.workers, c.orchestrator.lease_seconds), (5, 9));
+        let c = Config::load(&env(&[
+            ("OCTOLLM_CONFIG", file.to_str().unwrap()),
+            ("OCTOLLM_WORKERS", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.orchestrator.workers, c.orchestrator.lease_seconds),
+            (5, 9)
+        );
     }
 
     #[test]
     fn refusals_are_clear() {
-        let err = Config::load(&env(&[("OCTOLLM_WORKERS", "many")])).unwrap_err().to_string();
-        assert!(err.contains("OCTOLLM_WORKERS") && err.contains("integer"), "{err}");
-        let err = Config::load(&env(&[("OCTOLLM__ORCHESTRATOR__NOPE", "1")])).unwrap_err().to_string();
+        let err = Config::load(&env(&[("OCTOLLM_WORKERS", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("OCTOLLM_WORKERS") && err.contains("integer"),
+            "{err}"
+        );
+        let err = Config::load(&env(&[("OCTOLLM__ORCHESTRATOR__NOPE", "1")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nope"), "{err}");
-        let err = Config::load(&env(&[("OCTOLLM_LLM_PROVIDER", "scripted")])).unwrap_err().to_string();
+        let err = Config::load(&env(&[("OCTOLLM_LLM_PROVIDER", "scripted")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("OCTOLLM_LLM_SCRIPT"), "{err}");
-        let err = Config::load(&env(&[("OCTOLLM_WORKERS", "0")])).unwrap_err().to_string();
+        let err = Config::load(&env(&[("OCTOLLM_WORKERS", "0")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("workers"), "{err}");
     }
 }

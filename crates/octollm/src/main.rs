@@ -23,7 +23,11 @@ mod telemetry;
 mod tools;
 
 #[derive(Debug, Parser)]
-#[command(name = "octollm", version, about = "A self-hosted multi-agent LLM system")]
+#[command(
+    name = "octollm",
+    version,
+    about = "A self-hosted multi-agent LLM system"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -115,8 +119,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::serve(config).await
         }
         Command::Migrate => tools::migrate(&config).await,
-        Command::Model { command: ModelCommand::Pull } => tools::model_pull(&config).await,
-        Command::Kb { command: KbCommand::Add { path, source } } => tools::kb_add(&config, &path, source).await,
+        Command::Model {
+            command: ModelCommand::Pull,
+        } => tools::model_pull(&config).await,
+        Command::Kb {
+            command: KbCommand::Add { path, source },
+        } => tools::kb_add(&config, &path, source).await,
         Command::Task { server, command } => client::task(&server, command).await,
         Command::CheckConfig | Command::Healthcheck { .. } => Ok(ExitCode::SUCCESS),
     }

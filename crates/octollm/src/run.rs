@@ -46,17 +46,22 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<ExitCode> {
     let context = match &args.context_file {
         None => None,
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
             match value {
                 serde_json::Value::Object(map) => Some(map),
                 _ => anyhow::bail!("{} must hold a JSON object", path.display()),
             }
         }
     };
-    let budget = (args.max_tokens.is_some() || args.max_time.is_some() || args.max_cost.is_some()).then(|| {
-        octollm_core::task::BudgetSubmission { max_tokens: args.max_tokens, max_time_seconds: args.max_time, max_cost_dollars: args.max_cost }
-    });
+    let budget = (args.max_tokens.is_some() || args.max_time.is_some() || args.max_cost.is_some())
+        .then_some(octollm_core::task::BudgetSubmission {
+            max_tokens: args.max_tokens,
+            max_time_seconds: args.max_time,
+            max_cost_dollars: args.max_cost,
+        });
     let submission = TaskSubmission {
         goal: args.goal.clone(),
         constraints: args.constraints.clone(),
@@ -67,7 +72,10 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<ExitCode> {
         idempotency_key: None,
     };
     // Refuse bad input before loading a model.
-    submission.clone().validate(&Budget::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    submission
+        .clone()
+        .validate(&Budget::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let clock = Instant::now();
     let mut err = std::io::stderr().lock();
@@ -79,7 +87,10 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<ExitCode> {
     let system = compose::build(&config).await?;
     let orchestrator = system.orchestrator.clone();
     let mut events = orchestrator.store().subscribe();
-    let submitted = orchestrator.submit(submission).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let submitted = orchestrator
+        .submit(submission)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let id = submitted.task.id.clone();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -104,7 +115,11 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<ExitCode> {
                     progress(&e, clock, live)?;
                 }
                 if e.kind == "status"
-                    && let Some(s) = e.data.get("status").and_then(|s| s.as_str()).and_then(|s| s.parse::<TaskStatus>().ok())
+                    && let Some(s) = e
+                        .data
+                        .get("status")
+                        .and_then(|s| s.as_str())
+                        .and_then(|s| s.parse::<TaskStatus>().ok())
                 {
                     seen_status = s;
                     if s.is_terminal() {
@@ -122,7 +137,10 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<ExitCode> {
     tracker.close();
     tracker.wait().await;
 
-    let (task, steps) = orchestrator.get(&id).await?.context("the task vanished from the store")?;
+    let (task, steps) = orchestrator
+        .get(&id)
+        .await?
+        .context("the task vanished from the store")?;
     let view = TaskView::of(&task, Some(&steps));
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -130,11 +148,18 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         summary(&mut out, &view)?;
         if !task.status.is_terminal() {
-            writeln!(out, "interrupted; the task stays queued and resumes on the next `octollm serve` (task {id})")?;
+            writeln!(
+                out,
+                "interrupted; the task stays queued and resumes on the next `octollm serve` (task {id})"
+            )?;
         }
     }
     let _ = seen_status;
-    Ok(if task.status == TaskStatus::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if task.status == TaskStatus::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn progress(event: &TaskEvent, clock: Instant, _live: bool) -> std::io::Result<()> {
@@ -145,14 +170,29 @@ fn progress(event: &TaskEvent, clock: Instant, _live: bool) -> std::io::Result<(
         "status" => format!("status {}", s("status")),
         "phase" => format!("phase  {}", s("phase")),
         "plan" => {
-            let steps = d.get("steps").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+            let steps = d
+                .get("steps")
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default();
             let list: Vec<String> = steps
                 .iter()
-                .map(|st| format!("{}→{}", st.get("step_id").and_then(|v| v.as_str()).unwrap_or("?"), st.get("arm_id").and_then(|v| v.as_str()).unwrap_or("?")))
+                .map(|st| {
+                    format!(
+                        "{}→{}",
+                        st.get("step_id").and_then(|v| v.as_str()).unwrap_or("?"),
+                        st.get("arm_id").and_then(|v| v.as_str()).unwrap_or("?")
+                    )
+                })
                 .collect();
             format!("plan   {} steps: {}", steps.len(), list.join(", "))
         }
-        "step_started" => format!("step   {} on {} (attempt {})", s("step_id"), s("arm_id"), d.get("attempt").and_then(|v| v.as_u64()).unwrap_or(1)),
+        "step_started" => format!(
+            "step   {} on {} (attempt {})",
+            s("step_id"),
+            s("arm_id"),
+            d.get("attempt").and_then(|v| v.as_u64()).unwrap_or(1)
+        ),
         "step_completed" => format!(
             "done   {} on {} in {} ms, {} tokens",
             s("step_id"),
@@ -167,7 +207,15 @@ fn progress(event: &TaskEvent, clock: Instant, _live: bool) -> std::io::Result<(
 }
 
 fn summary(out: &mut impl Write, view: &TaskView) -> std::io::Result<()> {
-    writeln!(out, "task {}  status {}", view.task_id, serde_json::to_value(view.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())?;
+    writeln!(
+        out,
+        "task {}  status {}",
+        view.task_id,
+        serde_json::to_value(view.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    )?;
     if let Some(steps) = &view.steps {
         writeln!(out, "\nsteps:")?;
         for s in steps {
@@ -176,11 +224,18 @@ fn summary(out: &mut impl Write, view: &TaskView) -> std::io::Result<()> {
                 "  {:<12} {:<9} {:<9} {:>7} ms {:>6} tokens  ${:.6}{}",
                 s.step_id,
                 s.arm_id.id(),
-                if s.status == octollm_store::StepStatus::Completed { "completed" } else { "failed" },
+                if s.status == octollm_store::StepStatus::Completed {
+                    "completed"
+                } else {
+                    "failed"
+                },
                 s.provenance.duration_ms,
                 s.provenance.tokens,
                 s.provenance.cost,
-                s.description.as_ref().map(|d| format!("  {}", d.chars().take(60).collect::<String>())).unwrap_or_default()
+                s.description
+                    .as_ref()
+                    .map(|d| format!("  {}", d.chars().take(60).collect::<String>()))
+                    .unwrap_or_default()
             )?;
         }
     }
@@ -188,20 +243,37 @@ fn summary(out: &mut impl Write, view: &TaskView) -> std::io::Result<()> {
     writeln!(
         out,
         "\narms used: {}  tokens: {}  cost: ${:.6}  time: {:.2} s",
-        m.arms_used.iter().map(|a| a.id()).collect::<Vec<_>>().join(", "),
+        m.arms_used
+            .iter()
+            .map(|a| a.id())
+            .collect::<Vec<_>>()
+            .join(", "),
         m.tokens_used,
         m.cost_dollars,
         m.duration_seconds
     )?;
     if let Some(result) = &view.result {
-        writeln!(out, "\nresult (confidence {:.2}):\n{}", result.confidence, result.output)?;
+        writeln!(
+            out,
+            "\nresult (confidence {:.2}):\n{}",
+            result.confidence, result.output
+        )?;
     }
     if let Some(error) = &view.error {
         writeln!(out, "\nerror {}: {}", error.kind.as_str(), error.message)?;
-        if let Some(partial) = error.details.as_ref().and_then(|d| d.get("partial_output")).and_then(|p| p.as_str()) {
+        if let Some(partial) = error
+            .details
+            .as_ref()
+            .and_then(|d| d.get("partial_output"))
+            .and_then(|p| p.as_str())
+        {
             writeln!(out, "\npartial result:\n{partial}")?;
         }
-        if let Some(failed) = error.details.as_ref().and_then(|d| d.get("failed_criteria")) {
+        if let Some(failed) = error
+            .details
+            .as_ref()
+            .and_then(|d| d.get("failed_criteria"))
+        {
             writeln!(out, "failed criteria: {failed}")?;
         }
     }

@@ -23,17 +23,29 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         );
     }
     let system = compose::build(&config).await?;
-    let listener = TcpListener::bind(bind).await.map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
     let local = listener.local_addr()?;
     info!(addr = %local, "listening");
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     tracker.spawn(signals(shutdown.clone()));
-    system.orchestrator.spawn_workers(&tracker, shutdown.clone());
-    tracker.spawn(retention(system.orchestrator.clone(), config.storage.retention_days, shutdown.clone()));
+    system
+        .orchestrator
+        .spawn_workers(&tracker, shutdown.clone());
+    tracker.spawn(retention(
+        system.orchestrator.clone(),
+        config.storage.retention_days,
+        shutdown.clone(),
+    ));
 
-    let state = ApiState { orchestrator: system.orchestrator.clone(), started: Instant::now(), version: env!("CARGO_PKG_VERSION") };
+    let state = ApiState {
+        orchestrator: system.orchestrator.clone(),
+        started: Instant::now(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
     let app = router(state, config.server.body_limit_bytes);
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let server = octollm_http::server::serve(listener, app, shutdown.clone());
@@ -46,7 +58,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        warn!("grace period over with steps still running; their leases will expire and another worker resumes them");
+        warn!(
+            "grace period over with steps still running; their leases will expire and another worker resumes them"
+        );
     }
     info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -76,7 +90,11 @@ async fn signals(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-async fn retention(orchestrator: std::sync::Arc<octollm_orchestrator::Orchestrator>, days: u32, shutdown: CancellationToken) {
+async fn retention(
+    orchestrator: std::sync::Arc<octollm_orchestrator::Orchestrator>,
+    days: u32,
+    shutdown: CancellationToken,
+) {
     loop {
         let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(i64::from(days));
         match orchestrator.store().prune_finished(cutoff).await {

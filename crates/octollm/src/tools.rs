@@ -20,7 +20,11 @@ pub fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
 
 pub async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
     compose::open_store(config).await?;
-    writeln!(std::io::stdout().lock(), "database at {} is up to date", config.database_path().display())?;
+    writeln!(
+        std::io::stdout().lock(),
+        "database at {} is up to date",
+        config.database_path().display()
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -48,14 +52,21 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let p = entry.path();
         if p.is_dir() {
             collect_files(&p, out)?;
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("md" | "txt" | "rst")) {
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("md" | "txt" | "rst")
+        ) {
             out.push(p);
         }
     }
     Ok(())
 }
 
-pub async fn kb_add(config: &Config, path: &Path, source: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn kb_add(
+    config: &Config,
+    path: &Path,
+    source: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let mut files = Vec::new();
     collect_files(path, &mut files).with_context(|| format!("cannot read {}", path.display()))?;
     if files.is_empty() {
@@ -66,7 +77,8 @@ pub async fn kb_add(config: &Config, path: &Path, source: Option<String>) -> any
     let retriever = octollm_arms::retriever::Retriever::new(std::sync::Arc::new(store), embedder);
     let mut out = std::io::stdout().lock();
     for file in files {
-        let content = std::fs::read_to_string(&file).with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+        let content = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
         let request = DocumentRequest {
             content,
             source: source.clone().unwrap_or_else(|| file.display().to_string()),
@@ -74,10 +86,23 @@ pub async fn kb_add(config: &Config, path: &Path, source: Option<String>) -> any
         };
         let ctx = octollm_arms::CallContext::standalone(
             "kb-add",
-            octollm_core::budget::BudgetTracker::new(&Default::default(), chrono::Utc::now().timestamp_millis(), Default::default()),
+            octollm_core::budget::BudgetTracker::new(
+                &Default::default(),
+                chrono::Utc::now().timestamp_millis(),
+                Default::default(),
+            ),
         );
-        let added = retriever.ingest(request, ctx).await.with_context(|| format!("cannot add {}", file.display()))?;
-        writeln!(out, "added {} ({} chunks, document {})", file.display(), added.response.chunks, added.response.document_id)?;
+        let added = retriever
+            .ingest(request, ctx)
+            .await
+            .with_context(|| format!("cannot add {}", file.display()))?;
+        writeln!(
+            out,
+            "added {} ({} chunks, document {})",
+            file.display(),
+            added.response.chunks,
+            added.response.document_id
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,12 +2,23 @@
 //! task resumes from its last completed step; no completed step runs again. And SIGTERM
 //! stops the server gracefully with exit code 0.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server {
@@ -31,10 +42,19 @@ impl Server {
             .env("OCTOLLM__ORCHESTRATOR__POLL_INTERVAL_MS", "50")
             .env("LOG_LEVEL", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.join(format!("server-{}.log", Instant::now().elapsed().as_nanos()))).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join(format!(
+                    "server-{}.log",
+                    Instant::now().elapsed().as_nanos()
+                )))
+                .unwrap(),
+            ))
             .spawn()
             .unwrap();
-        let server = Server { child, base: format!("http://127.0.0.1:{port}") };
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
         server.wait_ready();
         server
     }
@@ -59,7 +79,10 @@ impl Drop for Server {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn get(url: &str) -> Option<(u16, serde_json::Value)> {
@@ -72,7 +95,12 @@ fn get(url: &str) -> Option<(u16, serde_json::Value)> {
 
 fn post(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     runtime().block_on(async {
-        let r = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+        let r = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     })
 }
@@ -81,7 +109,11 @@ fn calls(path: &Path) -> Vec<u64> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["entry"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["entry"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -118,31 +150,51 @@ fn a_killed_server_resumes_the_task_without_rerunning_completed_steps() {
     let log = dir.path().join("calls.jsonl");
     let port = free_port();
     let mut first = Server::start(dir.path(), port);
-    let (status, accepted) = post(&format!("{}/tasks", first.base), serde_json::json!({
-        "goal": "Write a two part Python program",
-        "acceptance_criteria": ["The output must contain \"two\""]
-    }));
+    let (status, accepted) = post(
+        &format!("{}/tasks", first.base),
+        serde_json::json!({
+            "goal": "Write a two part Python program",
+            "acceptance_criteria": ["The output must contain \"two\""]
+        }),
+    );
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["task_id"].as_str().unwrap().to_owned();
     // Part two is in flight (its call is logged, its answer takes 4 s): kill now.
-    poll("part two to start", Duration::from_secs(20), || (calls(&log).len() >= 3).then_some(()));
+    poll("part two to start", Duration::from_secs(20), || {
+        (calls(&log).len() >= 3).then_some(())
+    });
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
 
     let second = Server::start(dir.path(), port);
-    let task = poll("the task to finish after restart", Duration::from_secs(40), || {
-        let (_, t) = get(&format!("{}/tasks/{id}", second.base))?;
-        matches!(t["status"].as_str(), Some("completed" | "failed")).then_some(t)
-    });
+    let task = poll(
+        "the task to finish after restart",
+        Duration::from_secs(40),
+        || {
+            let (_, t) = get(&format!("{}/tasks/{id}", second.base))?;
+            matches!(t["status"].as_str(), Some("completed" | "failed")).then_some(t)
+        },
+    );
     assert_eq!(task["status"], "completed", "{task}");
     // Entry 0 = plan, 1 = part one: served once across both processes. Entry 2 = part two:
     // interrupted by the kill, so it ran again (it had not completed).
     let served = calls(&log);
-    assert_eq!(served.iter().filter(|&&e| e == 0).count(), 1, "plan re-ran: {served:?}");
-    assert_eq!(served.iter().filter(|&&e| e == 1).count(), 1, "completed step s1 re-ran: {served:?}");
+    assert_eq!(
+        served.iter().filter(|&&e| e == 0).count(),
+        1,
+        "plan re-ran: {served:?}"
+    );
+    assert_eq!(
+        served.iter().filter(|&&e| e == 1).count(),
+        1,
+        "completed step s1 re-ran: {served:?}"
+    );
     assert_eq!(served.iter().filter(|&&e| e == 2).count(), 2, "{served:?}");
     let steps = task["steps"].as_array().unwrap();
-    let keys: Vec<&str> = steps.iter().map(|s| s["step_id"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = steps
+        .iter()
+        .map(|s| s["step_id"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, ["plan", "s1", "s2", "s3", "validate.0"]);
     assert!(task["result"]["output"].as_str().unwrap().contains("two"));
 }
@@ -159,7 +211,9 @@ fn sigterm_stops_the_server_gracefully() {
     assert_eq!(sent, 0);
     let mut server = server;
     let clock = Instant::now();
-    let status = poll("exit after SIGTERM", Duration::from_secs(30), || server.child.try_wait().unwrap());
+    let status = poll("exit after SIGTERM", Duration::from_secs(30), || {
+        server.child.try_wait().unwrap()
+    });
     assert!(status.success(), "{status:?}");
     assert!(clock.elapsed() < Duration::from_secs(26));
 }

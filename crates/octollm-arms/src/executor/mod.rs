@@ -87,7 +87,10 @@ impl ExecuteRequest {
 
     /// Runs `source` as `python3 main.py`; everything else defaulted.
     pub fn python(source: impl Into<String>) -> Self {
-        Self { command_type: CommandType::Python, ..Self::shell(source, Vec::new()) }
+        Self {
+            command_type: CommandType::Python,
+            ..Self::shell(source, Vec::new())
+        }
     }
 }
 
@@ -185,7 +188,10 @@ pub struct ProgramPolicy {
 
 impl ProgramPolicy {
     fn forbidding(flags: &[&str]) -> Self {
-        Self { forbidden_flags: flags.iter().map(|f| (*f).to_owned()).collect(), ..Self::default() }
+        Self {
+            forbidden_flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            ..Self::default()
+        }
     }
 }
 
@@ -205,10 +211,15 @@ impl Default for ExecutorConfig {
             "echo", "printf", "cat", "ls", "wc", "head", "tail", "grep", "uniq", "tr", "cut",
             "true", "false", "sleep", "seq",
         ];
-        let mut programs: BTreeMap<String, ProgramPolicy> =
-            plain.iter().map(|p| ((*p).to_owned(), ProgramPolicy::default())).collect();
+        let mut programs: BTreeMap<String, ProgramPolicy> = plain
+            .iter()
+            .map(|p| ((*p).to_owned(), ProgramPolicy::default()))
+            .collect();
         programs.insert("python3".into(), ProgramPolicy::forbidding(&["-c"]));
-        programs.insert("sort".into(), ProgramPolicy::forbidding(&["--compress-program"]));
+        programs.insert(
+            "sort".into(),
+            ProgramPolicy::forbidding(&["--compress-program"]),
+        );
         programs.insert("date".into(), ProgramPolicy::forbidding(&["-s", "--set"]));
         Self {
             bwrap_path: None,
@@ -235,10 +246,16 @@ pub struct ExecutorConfigError {
 impl ExecutorConfig {
     pub fn validate(&self) -> Result<(), ExecutorConfigError> {
         let err = |field: &str, message: String| {
-            Err(ExecutorConfigError { field: field.to_owned(), message })
+            Err(ExecutorConfigError {
+                field: field.to_owned(),
+                message,
+            })
         };
         if !(1..=MAX_TIMEOUT_SECONDS).contains(&self.max_timeout_seconds) {
-            return err("max_timeout_seconds", format!("must be 1 to {MAX_TIMEOUT_SECONDS}"));
+            return err(
+                "max_timeout_seconds",
+                format!("must be 1 to {MAX_TIMEOUT_SECONDS}"),
+            );
         }
         if !(1..=64 * 1024 * 1024).contains(&self.max_output_bytes) {
             return err("max_output_bytes", "must be 1 byte to 64 MiB".into());
@@ -260,10 +277,15 @@ impl ExecutorConfig {
             if !policy::is_bare_program_name(name) {
                 return err("programs", format!("`{name}` is not a bare program name"));
             }
-            if let Some(flag) =
-                policy.forbidden_flags.iter().find(|f| f.len() < 2 || !f.starts_with('-'))
+            if let Some(flag) = policy
+                .forbidden_flags
+                .iter()
+                .find(|f| f.len() < 2 || !f.starts_with('-'))
             {
-                return err("programs", format!("{name}: forbidden flag `{flag}` is not a flag"));
+                return err(
+                    "programs",
+                    format!("{name}: forbidden flag `{flag}` is not a flag"),
+                );
             }
         }
         Ok(())
@@ -329,9 +351,14 @@ impl LocalExecutor {
         request: ExecuteRequest,
         ctx: CallContext,
     ) -> Result<ArmOutcome<ExecuteResponse>, ArmError> {
-        let sandbox = self.sandbox.as_ref().map_err(|reason| ArmError::Refused(reason.clone()))?;
+        let sandbox = self
+            .sandbox
+            .as_ref()
+            .map_err(|reason| ArmError::Refused(reason.clone()))?;
         let now = chrono::Utc::now().timestamp_millis();
-        ctx.budget.check_time(now).map_err(|e| ArmError::BudgetExceeded(e, Usage::default()))?;
+        ctx.budget
+            .check_time(now)
+            .map_err(|e| ArmError::BudgetExceeded(e, Usage::default()))?;
 
         let invocation = policy::validate(&self.config, request).inspect_err(|e| {
             tracing::info!(error = %e, "execute request refused");
@@ -343,7 +370,9 @@ impl LocalExecutor {
 
         // The task's wall-time budget is a hard limit too.
         let budget_left = Duration::from_millis(ctx.budget.time_remaining_ms(now));
-        let result = sandbox.run(&invocation, invocation.timeout.min(budget_left)).await?;
+        let result = sandbox
+            .run(&invocation, invocation.timeout.min(budget_left))
+            .await?;
         let response = respond(&invocation, result);
 
         span.record("exit_code", response.exit_code);
@@ -409,7 +438,11 @@ impl ExecutorArm for LocalExecutor {
     fn unavailable_reason(&self) -> Option<String> {
         match &self.sandbox {
             Err(reason) => Some(reason.clone()),
-            Ok(_) => self.probe_failure.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            Ok(_) => self
+                .probe_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }

@@ -70,12 +70,21 @@ pub(crate) fn validate_with(
     request: ExecuteRequest,
     resolve: impl Fn(&str) -> Option<PathBuf>,
 ) -> Result<Invocation, ArmError> {
-    let ExecuteRequest { command, command_type, args, env, timeout_seconds, allow_network, files } =
-        request;
+    let ExecuteRequest {
+        command,
+        command_type,
+        args,
+        env,
+        timeout_seconds,
+        allow_network,
+        files,
+    } = request;
 
     let max = config.max_timeout_seconds;
     if timeout_seconds == 0 || timeout_seconds > max {
-        return Err(invalid(format!("timeout_seconds must be 1 to {max}, got {timeout_seconds}")));
+        return Err(invalid(format!(
+            "timeout_seconds must be 1 to {max}, got {timeout_seconds}"
+        )));
     }
     if allow_network && !config.allow_network_grants {
         return Err(ArmError::Refused(
@@ -85,14 +94,19 @@ pub(crate) fn validate_with(
         ));
     }
     if args.len() > MAX_ARGS {
-        return Err(invalid(format!("at most {MAX_ARGS} args, got {}", args.len())));
+        return Err(invalid(format!(
+            "at most {MAX_ARGS} args, got {}",
+            args.len()
+        )));
     }
 
     let (program, mut file_list, mut argv) = match command_type {
         CommandType::Shell => (command, Vec::new(), Vec::new()),
         CommandType::Python => {
             if command.trim().is_empty() {
-                return Err(invalid("command_type python needs the source code in `command`"));
+                return Err(invalid(
+                    "command_type python needs the source code in `command`",
+                ));
             }
             if !config.programs.contains_key(PYTHON_PROGRAM) {
                 return Err(ArmError::Refused(format!(
@@ -110,10 +124,18 @@ pub(crate) fn validate_with(
                 return Err(invalid(format!("python source is over {file_limit} bytes")));
             }
             let main = vec![(PathBuf::from(PYTHON_MAIN), command)];
-            (PYTHON_PROGRAM.to_owned(), main, vec![PYTHON_MAIN.to_owned()])
+            (
+                PYTHON_PROGRAM.to_owned(),
+                main,
+                vec![PYTHON_MAIN.to_owned()],
+            )
         }
         CommandType::Http | CommandType::Tool => {
-            let kind = if command_type == CommandType::Http { "http" } else { "tool" };
+            let kind = if command_type == CommandType::Http {
+                "http"
+            } else {
+                "tool"
+            };
             return Err(invalid(format!(
                 "command_type {kind} is not supported by the executor yet; \
                  use shell (a program and its args) or python"
@@ -139,7 +161,10 @@ pub(crate) fn validate_with(
     let mut argv_bytes = program.len() + args.iter().map(String::len).sum::<usize>();
 
     if env.len() > MAX_ENV_VARS {
-        return Err(invalid(format!("at most {MAX_ENV_VARS} env variables, got {}", env.len())));
+        return Err(invalid(format!(
+            "at most {MAX_ENV_VARS} env variables, got {}",
+            env.len()
+        )));
     }
     for (key, value) in &env {
         check_env(key, value)?;
@@ -152,7 +177,10 @@ pub(crate) fn validate_with(
     }
 
     if files.len() > MAX_FILES {
-        return Err(invalid(format!("at most {MAX_FILES} files, got {}", files.len())));
+        return Err(invalid(format!(
+            "at most {MAX_FILES} files, got {}",
+            files.len()
+        )));
     }
     let file_limit = config.max_file_size_bytes();
     let mut total = file_list.iter().map(|(_, c)| c.len() as u64).sum::<u64>();
@@ -160,7 +188,9 @@ pub(crate) fn validate_with(
         let path = check_file_path(&key)?;
         total += contents.len() as u64;
         if total > file_limit {
-            return Err(invalid(format!("files are over {file_limit} bytes in total")));
+            return Err(invalid(format!(
+                "files are over {file_limit} bytes in total"
+            )));
         }
         file_list.push((path, contents));
     }
@@ -179,9 +209,13 @@ pub(crate) fn validate_with(
 
 /// The first existing, executable regular file named `name` in [`SYSTEM_BIN_DIRS`].
 pub(crate) fn resolve_program(name: &str) -> Option<PathBuf> {
-    SYSTEM_BIN_DIRS.iter().map(|dir| Path::new(dir).join(name)).find(|path| {
-        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    SYSTEM_BIN_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| {
+            std::fs::metadata(path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// A bare program name: what the allowlist is keyed by and what `command` must be.
@@ -192,7 +226,10 @@ pub(crate) fn is_bare_program_name(name: &str) -> bool {
         && name.len() <= 64
 }
 
-fn check_program<'c>(config: &'c ExecutorConfig, program: &str) -> Result<&'c ProgramPolicy, ArmError> {
+fn check_program<'c>(
+    config: &'c ExecutorConfig,
+    program: &str,
+) -> Result<&'c ProgramPolicy, ArmError> {
     if program.is_empty() {
         return Err(invalid("command (the program to run) is empty"));
     }
@@ -210,7 +247,9 @@ fn check_program<'c>(config: &'c ExecutorConfig, program: &str) -> Result<&'c Pr
         )));
     }
     config.programs.get(program).ok_or_else(|| {
-        ArmError::Refused(format!("program `{program}` is not on the executor's allowlist"))
+        ArmError::Refused(format!(
+            "program `{program}` is not on the executor's allowlist"
+        ))
     })
 }
 
@@ -221,7 +260,10 @@ fn check_arg(arg: &str, policy: &ProgramPolicy) -> Result<(), ArmError> {
         return Err(invalid("an argument contains a NUL byte"));
     }
     let candidates = path_candidates(arg);
-    if candidates.iter().any(|c| c.split(['/', '=']).any(|part| part == "..")) {
+    if candidates
+        .iter()
+        .any(|c| c.split(['/', '=']).any(|part| part == ".."))
+    {
         return Err(ArmError::Refused(format!(
             "argument `{}` has a `..` path component; paths must stay inside the workspace",
             shorten(arg)
@@ -253,7 +295,11 @@ fn path_candidates(arg: &str) -> Vec<&str> {
 }
 
 fn check_flags(program: &str, arg: &str, policy: &ProgramPolicy) -> Result<(), ArmError> {
-    match policy.forbidden_flags.iter().find(|flag| flag_matches(arg, flag)) {
+    match policy
+        .forbidden_flags
+        .iter()
+        .find(|flag| flag_matches(arg, flag))
+    {
         Some(flag) => Err(ArmError::Refused(format!(
             "flag `{flag}` is forbidden for `{program}` (argument `{}`)",
             shorten(arg)
@@ -286,7 +332,9 @@ pub(crate) fn flag_matches(arg: &str, flag: &str) -> bool {
 
 fn check_env(key: &str, value: &str) -> Result<(), ArmError> {
     let mut chars = key.chars();
-    let well_formed = chars.next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+    let well_formed = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
         && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
     if !well_formed {
         return Err(invalid(format!(
@@ -295,7 +343,9 @@ fn check_env(key: &str, value: &str) -> Result<(), ArmError> {
         )));
     }
     if key.starts_with("LD_") || RESERVED_ENV.contains(&key) {
-        return Err(ArmError::Refused(format!("env variable {key} may not be set by a request")));
+        return Err(ArmError::Refused(format!(
+            "env variable {key} may not be set by a request"
+        )));
     }
     if value.contains('\0') {
         return Err(invalid(format!("env variable {key} contains a NUL byte")));
@@ -306,7 +356,10 @@ fn check_env(key: &str, value: &str) -> Result<(), ArmError> {
 /// A `files` key: relative, no `..`, no NUL, at least one normal component.
 fn check_file_path(key: &str) -> Result<PathBuf, ArmError> {
     if key.contains('\0') || key.len() > MAX_PATH_BYTES {
-        return Err(invalid(format!("file path `{}` is malformed or too long", shorten(key))));
+        return Err(invalid(format!(
+            "file path `{}` is malformed or too long",
+            shorten(key)
+        )));
     }
     let mut clean = PathBuf::new();
     for component in Path::new(key).components() {
@@ -328,7 +381,10 @@ fn check_file_path(key: &str) -> Result<PathBuf, ArmError> {
         }
     }
     if clean.as_os_str().is_empty() {
-        return Err(invalid(format!("file path `{}` names no file", shorten(key))));
+        return Err(invalid(format!(
+            "file path `{}` names no file",
+            shorten(key)
+        )));
     }
     Ok(clean)
 }
@@ -389,12 +445,17 @@ mod tests {
 
     #[test]
     fn programs_off_the_allowlist_or_given_as_paths_are_refused() {
-        assert!(refused(check(shell("bash", &["-c", "id"]))).contains("not on the executor's allowlist"));
+        assert!(
+            refused(check(shell("bash", &["-c", "id"])))
+                .contains("not on the executor's allowlist")
+        );
         assert!(refused(check(shell("/usr/bin/echo", &["x"]))).contains("is a path"));
         assert!(refused(check(shell("./echo", &[]))).contains("is a path"));
         invalid_msg(check(shell("", &[])));
         invalid_msg(check(shell("echo hi", &[])));
-        for runner in ["sh", "bash", "env", "find", "xargs", "git", "timeout", "nice", "nohup"] {
+        for runner in [
+            "sh", "bash", "env", "find", "xargs", "git", "timeout", "nice", "nohup",
+        ] {
             refused(check(shell(runner, &[])));
         }
     }
@@ -417,20 +478,45 @@ mod tests {
     #[test]
     fn absolute_paths_need_the_policy_to_allow_them() {
         for arg in ["/etc/passwd", "--file=/etc/passwd", "-f/etc/passwd"] {
-            assert!(refused(check(shell("cat", &[arg]))).contains("absolute"), "{arg}");
+            assert!(
+                refused(check(shell("cat", &[arg]))).contains("absolute"),
+                "{arg}"
+            );
         }
         let mut config = ExecutorConfig::default();
-        config.programs.insert("cat".into(), ProgramPolicy { allow_absolute_paths: true, ..Default::default() });
-        validate_with(&config, shell("cat", &["/usr/share/dict/words"]), fake_resolve).unwrap();
+        config.programs.insert(
+            "cat".into(),
+            ProgramPolicy {
+                allow_absolute_paths: true,
+                ..Default::default()
+            },
+        );
+        validate_with(
+            &config,
+            shell("cat", &["/usr/share/dict/words"]),
+            fake_resolve,
+        )
+        .unwrap();
     }
 
     #[test]
     fn forbidden_flags_are_refused_in_every_spelling() {
-        for arg in ["--compress-program=gzip", "--compress-program", "--compress=gzip", "--comp"] {
-            assert!(refused(check(shell("sort", &[arg]))).contains("--compress-program"), "{arg}");
+        for arg in [
+            "--compress-program=gzip",
+            "--compress-program",
+            "--compress=gzip",
+            "--comp",
+        ] {
+            assert!(
+                refused(check(shell("sort", &[arg]))).contains("--compress-program"),
+                "{arg}"
+            );
         }
         for arg in ["-c", "-cprint(1)", "-Bc", "-Ic"] {
-            assert!(refused(check(shell("python3", &[arg, "x"]))).contains("`-c`"), "{arg}");
+            assert!(
+                refused(check(shell("python3", &[arg, "x"]))).contains("`-c`"),
+                "{arg}"
+            );
         }
         check(shell("sort", &["-r", "--reverse", "data.txt"])).unwrap();
         check(shell("python3", &["-m", "py_compile", "main.py"])).unwrap();
@@ -443,7 +529,10 @@ mod tests {
         let inv = check(req).unwrap();
         assert_eq!(inv.program, "python3");
         assert_eq!(inv.args, ["main.py", "-c"]);
-        assert_eq!(inv.files, vec![(PathBuf::from("main.py"), "print(1)".to_owned())]);
+        assert_eq!(
+            inv.files,
+            vec![(PathBuf::from("main.py"), "print(1)".to_owned())]
+        );
 
         let mut req = ExecuteRequest::python("print(1)");
         req.files.insert("main.py".into(), "x".into());
@@ -472,7 +561,14 @@ mod tests {
             req.env.insert(key.into(), "v".into());
             invalid_msg(check(req));
         }
-        for key in ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PATH", "HOME", "GLIBC_TUNABLES"] {
+        for key in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "LD_AUDIT",
+            "PATH",
+            "HOME",
+            "GLIBC_TUNABLES",
+        ] {
             let mut req = shell("echo", &[]);
             req.env.insert(key.into(), "v".into());
             assert!(refused(check(req)).contains(key));
@@ -498,7 +594,10 @@ mod tests {
         let mut req = shell("cat", &["src/a.txt"]);
         req.files.insert("./src/a.txt".into(), "x".into());
         let inv = check(req).unwrap();
-        assert_eq!(inv.files, vec![(PathBuf::from("src/a.txt"), "x".to_owned())]);
+        assert_eq!(
+            inv.files,
+            vec![(PathBuf::from("src/a.txt"), "x".to_owned())]
+        );
     }
 
     #[test]
@@ -515,7 +614,10 @@ mod tests {
         let mut req = shell("echo", &[]);
         req.allow_network = true;
         assert!(refused(check(req.clone())).contains("network"));
-        let config = ExecutorConfig { allow_network_grants: true, ..Default::default() };
+        let config = ExecutorConfig {
+            allow_network_grants: true,
+            ..Default::default()
+        };
         assert!(validate_with(&config, req, fake_resolve).unwrap().network);
     }
 

@@ -48,8 +48,11 @@ const SANDBOX_ID: &str = "1000";
 const UNPRIVILEGED_HOST_ID: u32 = 65534;
 const SANDBOX_HOSTNAME: &str = "octollm-sandbox";
 const WORKSPACE: &str = "/workspace";
-const BASE_ENV: [(&str, &str); 3] =
-    [("PATH", "/usr/bin:/bin"), ("HOME", WORKSPACE), ("LANG", "C.UTF-8")];
+const BASE_ENV: [(&str, &str); 3] = [
+    ("PATH", "/usr/bin:/bin"),
+    ("HOME", WORKSPACE),
+    ("LANG", "C.UTF-8"),
+];
 /// Top-level host entries that are symlinks into `/usr` on merged-usr systems, or real
 /// directories to bind read-only on others. Those missing on the host are skipped.
 const SYSTEM_ENTRIES: [&str; 6] = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
@@ -57,8 +60,13 @@ const SYSTEM_ENTRIES: [&str; 6] = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", 
 /// (some programs in /usr/bin point through them).
 const ETC_ALWAYS: [&str; 2] = ["/etc/ld.so.cache", "/etc/alternatives"];
 /// Read-only, if present, only when network is granted: name resolution and CA certificates.
-const ETC_NETWORK: [&str; 5] =
-    ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates"];
+const ETC_NETWORK: [&str; 5] = [
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+];
 const MAX_OPEN_FILES: u64 = 256;
 /// After a kill, how long to wait for the pipes to close before giving up on the rest.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -138,7 +146,10 @@ impl Sandbox {
                 open_files: MAX_OPEN_FILES,
             },
             max_output_bytes: config.max_output_bytes,
-            workspace_root: config.workspace_root.clone().unwrap_or_else(std::env::temp_dir),
+            workspace_root: config
+                .workspace_root
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
             run_as: running_as_root.then_some((UNPRIVILEGED_HOST_ID, UNPRIVILEGED_HOST_ID)),
         }
     }
@@ -156,8 +167,21 @@ impl Sandbox {
         if invocation.network {
             args.push(["--share-net"]);
         }
-        args.push(["--uid", SANDBOX_ID, "--gid", SANDBOX_ID, "--hostname", SANDBOX_HOSTNAME]);
-        args.push(["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]);
+        args.push([
+            "--uid",
+            SANDBOX_ID,
+            "--gid",
+            SANDBOX_ID,
+            "--hostname",
+            SANDBOX_HOSTNAME,
+        ]);
+        args.push([
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--clearenv",
+        ]);
         let env: BTreeMap<&str, &str> = BASE_ENV
             .into_iter()
             .chain(invocation.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -176,7 +200,11 @@ impl Sandbox {
                 }
             }
         }
-        let etc = ETC_ALWAYS.iter().chain(if invocation.network { &ETC_NETWORK[..] } else { &[] });
+        let etc = ETC_ALWAYS.iter().chain(if invocation.network {
+            &ETC_NETWORK[..]
+        } else {
+            &[]
+        });
         for path in etc {
             args.push(["--ro-bind-try", path, path]);
         }
@@ -198,11 +226,14 @@ impl Sandbox {
         let root = self.workspace_root.clone();
         let files = invocation.files.clone();
         let owner = self.run_as;
-        let workspace = tokio::task::spawn_blocking(move || prepare_workspace(&root, &files, owner))
-            .await
-            .map_err(|e| ArmError::Internal(format!("workspace setup task failed: {e}")))??;
+        let workspace =
+            tokio::task::spawn_blocking(move || prepare_workspace(&root, &files, owner))
+                .await
+                .map_err(|e| ArmError::Internal(format!("workspace setup task failed: {e}")))??;
 
-        let result = self.spawn_and_wait(workspace.path(), invocation, timeout).await;
+        let result = self
+            .spawn_and_wait(workspace.path(), invocation, timeout)
+            .await;
 
         let path = workspace.path().to_path_buf();
         let removed = tokio::task::spawn_blocking(move || remove_workspace(workspace)).await;
@@ -265,6 +296,7 @@ impl Sandbox {
                 () = overflow.notified() => killed = true,
             }
             if killed {
+                kill(&mut child);
                 // The pipes close once every process in the sandbox is gone.
                 let _ = tokio::time::timeout(DRAIN_GRACE, &mut reading).await;
             }
@@ -352,9 +384,21 @@ async fn read_capped(
 fn set_rlimits_in_child(command: &mut Command, limits: Limits) {
     // CPU gets a hard limit one second above the soft one: SIGXCPU first, then SIGKILL.
     let table = [
-        (libc::RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds.saturating_add(1)),
-        (libc::RLIMIT_AS, limits.address_space_bytes, limits.address_space_bytes),
-        (libc::RLIMIT_FSIZE, limits.file_size_bytes, limits.file_size_bytes),
+        (
+            libc::RLIMIT_CPU,
+            limits.cpu_seconds,
+            limits.cpu_seconds.saturating_add(1),
+        ),
+        (
+            libc::RLIMIT_AS,
+            limits.address_space_bytes,
+            limits.address_space_bytes,
+        ),
+        (
+            libc::RLIMIT_FSIZE,
+            limits.file_size_bytes,
+            limits.file_size_bytes,
+        ),
         (libc::RLIMIT_NPROC, limits.processes, limits.processes),
         (libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
         (libc::RLIMIT_CORE, 0, 0),
@@ -367,7 +411,10 @@ fn set_rlimits_in_child(command: &mut Command, limits: Limits) {
     unsafe {
         command.pre_exec(move || {
             for (resource, soft, hard) in table {
-                let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
                 if libc::setrlimit(resource, &limit) != 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -404,7 +451,8 @@ fn prepare_workspace(
         })?;
     }
     if let Some((uid, gid)) = owner {
-        chown_tree(dir.path(), uid, gid).map_err(|e| internal("handing it to the sandbox user", e))?;
+        chown_tree(dir.path(), uid, gid)
+            .map_err(|e| internal("handing it to the sandbox user", e))?;
     }
     Ok(dir)
 }
@@ -436,7 +484,9 @@ fn remove_workspace(workspace: tempfile::TempDir) -> io::Result<()> {
 
 fn restore_dir_access(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
     if !meta.is_dir() {
         return;
     }
@@ -467,7 +517,10 @@ mod tests {
     fn sandbox() -> Sandbox {
         let mut sandbox = Sandbox::new(PathBuf::from("/usr/bin/bwrap"), &ExecutorConfig::default());
         sandbox.system = vec![
-            SystemEntry::Symlink { target: "usr/bin".into(), path: "/bin".into() },
+            SystemEntry::Symlink {
+                target: "usr/bin".into(),
+                path: "/bin".into(),
+            },
             SystemEntry::ReadOnly("/lib64".into()),
         ];
         sandbox
@@ -498,7 +551,11 @@ mod tests {
     #[test]
     fn network_is_shared_only_when_granted_and_brings_resolver_files() {
         let without = strings(sandbox().bwrap_args(Path::new("/w"), &invocation(false)));
-        assert!(!without.iter().any(|a| a == "--share-net" || a == "/etc/resolv.conf"));
+        assert!(
+            !without
+                .iter()
+                .any(|a| a == "--share-net" || a == "/etc/resolv.conf")
+        );
         let with = strings(sandbox().bwrap_args(Path::new("/w"), &invocation(true)));
         assert!(with.iter().any(|a| a == "--share-net"));
         assert!(with.iter().any(|a| a == "/etc/resolv.conf"));
@@ -509,11 +566,23 @@ mod tests {
         let overflow = Notify::new();
         let mut capture = Capture::default();
         read_capped(Some(&b"0123456789"[..]), 4, &mut capture, &overflow).await;
-        assert_eq!(capture, Capture { bytes: b"0123".to_vec(), truncated: true });
+        assert_eq!(
+            capture,
+            Capture {
+                bytes: b"0123".to_vec(),
+                truncated: true
+            }
+        );
         overflow.notified().await; // the permit was stored
 
         let mut capture = Capture::default();
         read_capped(Some(&b"0123"[..]), 4, &mut capture, &overflow).await;
-        assert_eq!(capture, Capture { bytes: b"0123".to_vec(), truncated: false });
+        assert_eq!(
+            capture,
+            Capture {
+                bytes: b"0123".to_vec(),
+                truncated: false
+            }
+        );
     }
 }

@@ -15,7 +15,10 @@ static PROCESS_COUNT: RwLock<()> = RwLock::const_new(());
 
 fn ctx() -> CallContext {
     let now = chrono::Utc::now().timestamp_millis();
-    CallContext::standalone("req-test", BudgetTracker::new(&Budget::default(), now, Usage::default()))
+    CallContext::standalone(
+        "req-test",
+        BudgetTracker::new(&Budget::default(), now, Usage::default()),
+    )
 }
 
 fn executor() -> LocalExecutor {
@@ -26,9 +29,16 @@ fn shell(program: &str, args: &[&str]) -> ExecuteRequest {
     ExecuteRequest::shell(program, args.iter().map(|a| (*a).to_owned()).collect())
 }
 
-async fn try_run(exec: &LocalExecutor, request: ExecuteRequest) -> Result<ExecuteResponse, ArmError> {
+async fn try_run(
+    exec: &LocalExecutor,
+    request: ExecuteRequest,
+) -> Result<ExecuteResponse, ArmError> {
     let _shared = PROCESS_COUNT.read().await;
-    exec.execute(request, ctx()).await.map(|outcome| outcome.response)
+    // A broken kill path shows up as a failure, not as a test run that never ends.
+    tokio::time::timeout(Duration::from_secs(30), exec.execute(request, ctx()))
+        .await
+        .expect("the executor did not return within 30 s")
+        .map(|outcome| outcome.response)
 }
 
 async fn run(exec: &LocalExecutor, request: ExecuteRequest) -> ExecuteResponse {
@@ -49,7 +59,10 @@ fn refusal(result: Result<ExecuteResponse, ArmError>) -> String {
 #[tokio::test]
 async fn a_program_off_the_allowlist_is_refused() {
     let message = refusal(try_run(&executor(), shell("bash", &["-c", "id"])).await);
-    assert!(message.contains("`bash` is not on the executor's allowlist"), "{message}");
+    assert!(
+        message.contains("`bash` is not on the executor's allowlist"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -60,7 +73,9 @@ async fn a_path_as_program_is_refused() {
 
 #[tokio::test]
 async fn shell_metacharacters_are_passed_literally() {
-    let args = ["$(id)", ";", "ls", "&&", "`id`", "|", ">", "out.txt", "*", "$HOME"];
+    let args = [
+        "$(id)", ";", "ls", "&&", "`id`", "|", ">", "out.txt", "*", "$HOME",
+    ];
     let r = run(&executor(), shell("echo", &args)).await;
     assert!(r.success, "{r:?}");
     assert_eq!(r.exit_code, 0);
@@ -81,7 +96,8 @@ async fn python_runs_as_an_unprivileged_user_in_the_workspace() {
 
 #[tokio::test]
 async fn python_gets_its_args_and_request_env() {
-    let mut request = ExecuteRequest::python("import os, sys\nprint(sys.argv[1:], os.environ['GREETING'])");
+    let mut request =
+        ExecuteRequest::python("import os, sys\nprint(sys.argv[1:], os.environ['GREETING'])");
     request.args = vec!["a b".into(), "-c".into()];
     request.env.insert("GREETING".into(), "hello".into());
     let r = run(&executor(), request).await;
@@ -110,7 +126,10 @@ async fn python_cannot_reach_the_network() {
     assert!(r.stdout.contains("1.1.1.1 blocked"), "{}", r.stdout);
     assert!(r.stdout.ends_with("['lo']\n"), "{}", r.stdout);
     // Nothing reached the host's listener either.
-    assert_eq!(listener.accept().unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    assert_eq!(
+        listener.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
 }
 
 #[tokio::test]
@@ -132,20 +151,49 @@ async fn python_cannot_write_outside_the_workspace_and_sees_little_of_the_host()
     assert!(r.success, "{r:?}");
     let lines: Vec<&str> = r.stdout.lines().collect();
     for refused in ["/usr/x", "/etc/x", "/x", "/bin/x"] {
-        assert!(lines.iter().any(|l| l.starts_with(&format!("{refused} refused"))), "{refused}: {}", r.stdout);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{refused} refused"))),
+            "{refused}: {}",
+            r.stdout
+        );
     }
-    assert!(r.stdout.contains(&format!("/tmp/{marker} written")), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("/tmp/{marker} written")),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("/workspace/x written"), "{}", r.stdout);
     assert!(!host_tmp.exists(), "the sandbox's /tmp leaked to the host");
 
-    let allowed_root = ["bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr", "workspace"];
+    let allowed_root = [
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "proc",
+        "sbin",
+        "tmp",
+        "usr",
+        "workspace",
+    ];
     let root = lines[lines.len() - 2];
     for name in root.trim_matches(['[', ']']).split(", ") {
-        assert!(allowed_root.contains(&name.trim_matches('\'')), "unexpected /{name} in {root}");
+        assert!(
+            allowed_root.contains(&name.trim_matches('\'')),
+            "unexpected /{name} in {root}"
+        );
     }
     let etc = lines[lines.len() - 1];
     for name in etc.trim_matches(['[', ']']).split(", ") {
-        assert!(["'alternatives'", "'ld.so.cache'"].contains(&name), "unexpected /etc/{name}");
+        assert!(
+            ["'alternatives'", "'ld.so.cache'"].contains(&name),
+            "unexpected /etc/{name}"
+        );
     }
 }
 
@@ -171,7 +219,11 @@ async fn the_workspace_lives_for_one_call_only() {
     assert!(!r.success);
     assert_ne!(r.exit_code, 0);
     assert!(r.stderr.contains("No such file"), "{r:?}");
-    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0, "workspaces were not removed");
+    assert_eq!(
+        std::fs::read_dir(root.path()).unwrap().count(),
+        0,
+        "workspaces were not removed"
+    );
 }
 
 #[tokio::test]
@@ -183,8 +235,12 @@ async fn args_with_dotdot_are_refused() {
 #[tokio::test]
 async fn forbidden_flags_are_refused() {
     let message = refusal(try_run(&executor(), shell("python3", &["-c", "print(1)"])).await);
-    assert!(message.contains("flag `-c` is forbidden for `python3`"), "{message}");
-    let message = refusal(try_run(&executor(), shell("sort", &["--compress-program=sh", "x"])).await);
+    assert!(
+        message.contains("flag `-c` is forbidden for `python3`"),
+        "{message}"
+    );
+    let message =
+        refusal(try_run(&executor(), shell("sort", &["--compress-program=sh", "x"])).await);
     assert!(message.contains("--compress-program"), "{message}");
 }
 
@@ -197,7 +253,11 @@ async fn the_timeout_kills_the_sandbox() {
     assert!(!r.success);
     assert_eq!(r.exit_code, -1);
     assert_eq!(r.sandbox_info.killed_by_signal, Some(9));
-    assert!(r.duration_seconds >= 1.0 && r.duration_seconds < 5.0, "{}", r.duration_seconds);
+    assert!(
+        r.duration_seconds >= 1.0 && r.duration_seconds < 5.0,
+        "{}",
+        r.duration_seconds
+    );
 }
 
 /// A process that left the session (`setsid`) is outside any process group we could kill;
@@ -226,21 +286,31 @@ async fn the_timeout_kills_detached_grandchildren_too() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while survivors() > 0 {
-        assert!(std::time::Instant::now() < deadline, "sandboxed processes outlived the timeout");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sandboxed processes outlived the timeout"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test]
 async fn endless_output_is_truncated_and_the_program_killed() {
-    let exec = LocalExecutor::new(ExecutorConfig { max_output_bytes: 64 * 1024, ..ExecutorConfig::default() });
+    let exec = LocalExecutor::new(ExecutorConfig {
+        max_output_bytes: 64 * 1024,
+        ..ExecutorConfig::default()
+    });
     let mut request = ExecuteRequest::python("while True:\n    print('x' * 100)\n");
     request.timeout_seconds = 20;
     let r = run(&exec, request).await;
     assert!(r.sandbox_info.stdout_truncated, "{:?}", r.sandbox_info);
     assert!(!r.sandbox_info.stderr_truncated);
     assert!(!r.sandbox_info.timed_out);
-    assert_eq!(r.sandbox_info.killed_by_signal, Some(9), "killed by us, not by a broken pipe");
+    assert_eq!(
+        r.sandbox_info.killed_by_signal,
+        Some(9),
+        "killed by us, not by a broken pipe"
+    );
     assert_eq!(r.exit_code, -1);
     assert!(!r.success);
     assert_eq!(r.stdout.len(), 64 * 1024);
@@ -274,7 +344,10 @@ async fn the_service_environment_is_not_visible() {
 
 #[tokio::test]
 async fn memory_is_limited() {
-    let exec = LocalExecutor::new(ExecutorConfig { memory_limit_mb: 256, ..ExecutorConfig::default() });
+    let exec = LocalExecutor::new(ExecutorConfig {
+        memory_limit_mb: 256,
+        ..ExecutorConfig::default()
+    });
     let r = run(&exec, ExecuteRequest::python("try:\n    b = bytearray(1024 ** 3)\n    print('allocated')\nexcept MemoryError:\n    print('MemoryError')\n")).await;
     assert_eq!(r.stdout, "MemoryError\n", "{r:?}");
 }
@@ -282,7 +355,10 @@ async fn memory_is_limited() {
 #[tokio::test]
 async fn processes_are_limited() {
     let _alone = PROCESS_COUNT.write().await;
-    let exec = LocalExecutor::new(ExecutorConfig { max_processes: 16, ..ExecutorConfig::default() });
+    let exec = LocalExecutor::new(ExecutorConfig {
+        max_processes: 16,
+        ..ExecutorConfig::default()
+    });
     let source = "import os, time\n\
                   n = 0\n\
                   for _ in range(64):\n\
@@ -295,9 +371,19 @@ async fn processes_are_limited() {
                   \x20       os._exit(0)\n\
                   \x20   n += 1\n\
                   print('forked', n)\n";
-    let r = exec.execute(ExecuteRequest::python(source), ctx()).await.unwrap().response;
+    let r = exec
+        .execute(ExecuteRequest::python(source), ctx())
+        .await
+        .unwrap()
+        .response;
     assert!(r.success, "{r:?}");
-    let forked: u32 = r.stdout.trim().strip_prefix("forked ").unwrap().parse().unwrap();
+    let forked: u32 = r
+        .stdout
+        .trim()
+        .strip_prefix("forked ")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(forked < 16, "forked {forked} processes");
 }
 
@@ -327,10 +413,15 @@ async fn an_available_executor_says_so() {
 #[test]
 fn an_invalid_config_makes_the_executor_unavailable() {
     let mut config = ExecutorConfig::default();
-    config.programs.insert("/bin/sh".into(), ProgramPolicy::default());
+    config
+        .programs
+        .insert("/bin/sh".into(), ProgramPolicy::default());
     assert!(config.validate().is_err());
     let reason = LocalExecutor::new(config).unavailable_reason().unwrap();
-    assert!(reason.starts_with("invalid executor configuration"), "{reason}");
+    assert!(
+        reason.starts_with("invalid executor configuration"),
+        "{reason}"
+    );
     ExecutorConfig::default().validate().unwrap();
 }
 
@@ -346,12 +437,20 @@ fn requests_parse_with_defaults_and_reject_unknown_fields() {
     )
     .unwrap();
     assert_eq!(r.command_type, CommandType::Python);
-    assert_eq!(r.files, BTreeMap::from([("x.txt".to_owned(), "y".to_owned())]));
-    assert!(serde_json::from_str::<ExecuteRequest>(
-        r#"{"command": "echo", "command_type": "shell", "shell": true}"#
-    )
-    .is_err());
-    assert!(serde_json::from_str::<ExecuteRequest>(r#"{"command": "x", "command_type": "Shell"}"#).is_err());
+    assert_eq!(
+        r.files,
+        BTreeMap::from([("x.txt".to_owned(), "y".to_owned())])
+    );
+    assert!(
+        serde_json::from_str::<ExecuteRequest>(
+            r#"{"command": "echo", "command_type": "shell", "shell": true}"#
+        )
+        .is_err()
+    );
+    assert!(
+        serde_json::from_str::<ExecuteRequest>(r#"{"command": "x", "command_type": "Shell"}"#)
+            .is_err()
+    );
     let config: ExecutorConfig = serde_json::from_str(r#"{"max_processes": 8}"#).unwrap();
     assert_eq!(config.max_processes, 8);
     assert!(config.programs.contains_key("python3"));
@@ -361,10 +460,16 @@ fn requests_parse_with_defaults_and_reject_unknown_fields() {
 #[test]
 fn the_default_allowlist_holds_no_program_runners() {
     let config = ExecutorConfig::default();
-    for runner in ["sh", "bash", "dash", "env", "find", "xargs", "git", "timeout", "nice", "nohup", "su", "sudo"] {
+    for runner in [
+        "sh", "bash", "dash", "env", "find", "xargs", "git", "timeout", "nice", "nohup", "su",
+        "sudo",
+    ] {
         assert!(!config.programs.contains_key(runner), "{runner}");
     }
     for program in config.programs.keys() {
-        assert!(policy::resolve_program(program).is_some(), "{program} is not installed here");
+        assert!(
+            policy::resolve_program(program).is_some(),
+            "{program} is not installed here"
+        );
     }
 }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what OctoLLM needs to build, test and run on a fresh Debian machine, idempotently:
+# the C toolchain for llama.cpp (cmake, clang, libclang-dev), bubblewrap for the executor's
+# sandbox, Debian's python3 (the sandbox runs /usr/bin/python3), and pip for `model pull`.
+set -euo pipefail
+
+need=()
+for pkg in cmake clang libclang-dev bubblewrap python3 python3-pip pkg-config; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+command -v cargo >/dev/null || { echo "setup: cargo is required (https://rustup.rs)"; exit 1; }
