@@ -71,11 +71,15 @@ pub struct LlmPlanner {
 }
 
 const SYSTEM_PROMPT: &str = "You are the planner of a team of specialist arms. Break the user's goal into a short plan. \
-Arms: coder (writes code), executor (runs the code the coder wrote, in a sandbox), retriever (searches the knowledge base), \
-judge (checks a result), guardian (checks text for private data). Answer with JSON only. \
-Example for \"Write a Python script that prints the first 5 squares\": \
-{\"steps\":[{\"step_id\":\"s1\",\"arm_id\":\"coder\",\"description\":\"Write a Python script that prints the first 5 squares\",\"dependencies\":[]},\
-{\"step_id\":\"s2\",\"arm_id\":\"executor\",\"description\":\"Run the script and capture its output\",\"dependencies\":[\"s1\"]}]}";
+Arms: coder (writes code), executor (runs the code an earlier coder step wrote, in a sandbox), \
+retriever (searches the knowledge base), judge (checks a result), guardian (checks text for private data). \
+An executor step must depend on the coder step whose code it runs. Answer with JSON only.";
+
+/// One worked example, given as a previous turn: small models follow a shown answer far
+/// better than a described one.
+const EXAMPLE_GOAL: &str = "Goal: Write a Python script that prints the first 5 square numbers";
+const EXAMPLE_PLAN: &str = "{\"steps\":[{\"step_id\":\"s1\",\"arm_id\":\"coder\",\"description\":\"Write a Python script that prints the first 5 square numbers\",\"dependencies\":[]},\
+{\"step_id\":\"s2\",\"arm_id\":\"executor\",\"description\":\"Run the script and capture what it prints\",\"dependencies\":[\"s1\"]}]}";
 
 impl LlmPlanner {
     pub fn new(llm: MeteredLlm, mut config: PlannerConfig) -> Self {
@@ -133,34 +137,41 @@ pub fn plan_schema(max_steps: usize) -> serde_json::Value {
     })
 }
 
-/// GBNF for a plan of 1..=`max_steps` steps that is a DAG by construction.
+/// GBNF for a plan of 1..=`max_steps` steps that is a DAG by construction: step `sK` may
+/// depend only on `s1..s(K-1)`, and an executor step must depend on something (it runs what
+/// an earlier step produced), so the first step is never an executor.
 pub fn plan_grammar(max_steps: usize) -> String {
     let max_steps = max_steps.max(1);
     let mut g = String::new();
-    // root ::= "{\"steps\":[" s1 ("," s2 ("," s3)?)? "]}"
     let mut tail = String::new();
     for k in (2..=max_steps).rev() {
         tail = format!("(\",\" s{k} {tail})?");
     }
     let _ = writeln!(g, "root ::= \"{{\\\"steps\\\":[\" s1 {tail} \"]}}\"");
+    let head = |k: usize| format!("\"{{\\\"step_id\\\":\\\"s{k}\\\",\\\"arm_id\\\":\"");
+    let body = "\",\\\"description\\\":\" desc \",\\\"dependencies\\\":\"";
     for k in 1..=max_steps {
+        if k == 1 {
+            let _ = writeln!(g, "s1 ::= {} other {body} \"[]\" \"}}\"", head(1));
+            continue;
+        }
         let _ = writeln!(
             g,
-            "s{k} ::= \"{{\\\"step_id\\\":\\\"s{k}\\\",\\\"arm_id\\\":\" arm \",\\\"description\\\":\" desc \",\\\"dependencies\\\":\" deps{k} \"}}\""
+            "s{k} ::= {} (exec {body} needs{k} | other {body} deps{k}) \"}}\"",
+            head(k)
         );
-        if k == 1 {
-            let _ = writeln!(g, "deps1 ::= \"[]\"");
-        } else {
-            let choices: Vec<String> = (1..k).map(|j| format!("\"\\\"s{j}\\\"\"")).collect();
-            let _ = writeln!(g, "dep{k} ::= {}", choices.join(" | "));
-            let _ = writeln!(g, "deps{k} ::= \"[]\" | \"[\" dep{k} (\",\" dep{k})* \"]\"");
-        }
+        let choices: Vec<String> = (1..k).map(|j| format!("\"\\\"s{j}\\\"\"")).collect();
+        let _ = writeln!(g, "dep{k} ::= {}", choices.join(" | "));
+        let _ = writeln!(g, "needs{k} ::= \"[\" dep{k} (\",\" dep{k})* \"]\"");
+        let _ = writeln!(g, "deps{k} ::= \"[]\" | needs{k}");
     }
-    let arms: Vec<String> = ArmKind::STEP_ARMS
+    let others: Vec<String> = ArmKind::STEP_ARMS
         .iter()
+        .filter(|a| **a != ArmKind::Executor)
         .map(|a| format!("\"\\\"{}\\\"\"", a.id()))
         .collect();
-    let _ = writeln!(g, "arm ::= {}", arms.join(" | "));
+    let _ = writeln!(g, "exec ::= \"\\\"executor\\\"\"");
+    let _ = writeln!(g, "other ::= {}", others.join(" | "));
     let _ = writeln!(g, "desc ::= \"\\\"\" [^\"\\\\\\n]{{3,160}} \"\\\"\"");
     g
 }
@@ -179,6 +190,11 @@ impl PlannerArm for LlmPlanner {
             "planner.plan",
             vec![
                 Message::system(SYSTEM_PROMPT),
+                Message::user(EXAMPLE_GOAL),
+                Message {
+                    role: octollm_llm::Role::Assistant,
+                    content: EXAMPLE_PLAN.to_owned(),
+                },
                 Message::user(Self::user_prompt(&request)),
             ],
             self.config.max_tokens,
@@ -233,8 +249,15 @@ mod tests {
         assert!(g.contains("s3 ::="));
         assert!(g.contains("dep3 ::= \"\\\"s1\\\"\" | \"\\\"s2\\\"\""));
         assert!(!g.contains("s4 ::="));
-        assert!(g.contains("\"\\\"executor\\\"\""));
+        assert!(g.contains("exec ::= \"\\\"executor\\\"\""));
         assert!(!g.contains("planner"));
+        // The first step cannot be an executor; later executors need a dependency.
+        let s1 = g.lines().find(|l| l.starts_with("s1 ::=")).unwrap();
+        assert!(s1.contains(" other ") && !s1.contains("exec"), "{s1}");
+        assert!(
+            g.lines()
+                .any(|l| l.starts_with("s2 ::=") && l.contains("exec") && l.contains("needs2"))
+        );
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub enum PlanError {
     SelfDependency(String),
     #[error("the plan has a cycle through {0}")]
     Cycle(String),
+    #[error(
+        "step {0} (executor) has nothing to run: it must depend on a coder step, or name a command in backticks"
+    )]
+    NothingToExecute(String),
     #[error("step {step}: input {input} maps from {source_ref:?}; expected `<dependency>.output`")]
     BadInputMapping {
         step: String,
@@ -176,6 +180,18 @@ impl Plan {
                 input_mapping,
                 expected_output: raw_step.expected_output.filter(|s| !s.trim().is_empty()),
             });
+        }
+        // An executor runs code a coder wrote, or a command the step names; nothing else.
+        for step in &plan_steps {
+            let names_command = step.description.matches('`').count() >= 2;
+            let has_code = step.dependencies.iter().any(|d| {
+                plan_steps
+                    .iter()
+                    .any(|s| &s.step_id == d && s.arm_id == ArmKind::Coder)
+            });
+            if step.arm_id == ArmKind::Executor && !names_command && !has_code {
+                return Err(PlanError::NothingToExecute(step.step_id.to_string()));
+            }
         }
         let ordered = topological_order(plan_steps)?;
         Ok(Plan { steps: ordered })
@@ -344,6 +360,13 @@ mod tests {
             Plan::validate(raw(vec![step("a", "coder", &[]), step("a", "coder", &[])])),
             Err(PlanError::DuplicateStep(_))
         ));
+        assert_eq!(
+            Plan::validate(raw(vec![step("a", "executor", &[])])),
+            Err(PlanError::NothingToExecute("a".into()))
+        );
+        let mut named = step("a", "executor", &[]);
+        named.description = "run `ls -l`".into();
+        assert!(Plan::validate(raw(vec![named])).is_ok());
         let mut bad_map = step("b", "coder", &["a"]);
         bad_map.input_mapping.insert("x".into(), "c.output".into());
         assert!(matches!(

@@ -217,3 +217,56 @@ fn sigterm_stops_the_server_gracefully() {
     assert!(status.success(), "{status:?}");
     assert!(clock.elapsed() < Duration::from_secs(26));
 }
+
+fn cli(server: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_octollm"))
+        .arg("task")
+        .args(["--server", server])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_task_client_submits_watches_lists_and_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    write_script(dir.path());
+    let server = Server::start(dir.path(), free_port());
+    let (ok, id) = cli(
+        &server.base,
+        &[
+            "submit",
+            "Write a two part Python program",
+            "--criterion",
+            "The output must contain \"two\"",
+        ],
+    );
+    assert!(ok);
+    let id = id.trim().to_owned();
+    assert!(id.starts_with("task_"), "{id}");
+    // watch follows the events until the end; part two takes 4 s.
+    let (ok, events) = cli(&server.base, &["watch", &id]);
+    assert!(ok, "{events}");
+    assert!(
+        events.contains("step_completed") && events.lines().last().unwrap().contains("completed"),
+        "{events}"
+    );
+    let (ok, status) = cli(&server.base, &["status", &id]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&status).unwrap()["status"],
+        "completed"
+    );
+    let (ok, listed) = cli(&server.base, &["list", "--status", "completed"]);
+    assert!(ok && listed.contains(&id), "{listed}");
+    // Cancelling a finished task leaves it as it was; a queued one is cancelled.
+    let (ok, state) = cli(&server.base, &["cancel", &id]);
+    assert!(ok);
+    assert_eq!(state.trim(), "completed");
+    let (ok, missing) = cli(&server.base, &["status", "task_AAAAAAAAAAAAAAAA"]);
+    assert!(!ok && missing.is_empty());
+}

@@ -19,16 +19,23 @@
 //! rlimits (CPU, address space, file size, processes, open files, no core dumps) are set in
 //! the forked child before bubblewrap is executed and are inherited by everything inside.
 //!
-//! Killing: on the wall-clock timeout or when an output stream exceeds its cap, the outer
-//! bubblewrap process gets SIGKILL. That tears down the whole sandbox, which a process-group
-//! kill would not: bubblewrap's `--new-session` puts the sandbox in a session of its own, but
-//! its PID 1 dies with its parent (`--die-with-parent`) and the kernel then kills every process
-//! left in the PID namespace, including any that called `setsid`.
+//! Processes: the outer bubblewrap (our child) clones the program, which runs as PID 1 of the
+//! sandbox's PID namespace (`--as-pid-1`). Without `--as-pid-1` bubblewrap puts a tiny init in
+//! between, and the outer bubblewrap exits without reaping it: every run would leave a zombie
+//! on the host's init, counting against the sandbox user's `RLIMIT_NPROC` (for good, under a
+//! container PID 1 that does not reap). With it, the outer bubblewrap reaps the program.
+//!
+//! Killing: on the wall-clock timeout or when an output stream exceeds its cap, the program
+//! (PID 1 of the sandbox) gets SIGKILL through a pidfd. When PID 1 of a namespace dies the
+//! kernel kills every other process in it, including those that called `setsid`, which a
+//! process-group kill would miss (`--new-session` gives the sandbox a session of its own
+//! anyway). The outer bubblewrap then reaps it and exits. Only if the program cannot be found
+//! (killed before bubblewrap cloned it) or the outer bubblewrap does not exit in time does the
+//! outer one get SIGKILL; the sandbox then dies with it (`--die-with-parent`).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -134,7 +141,7 @@ impl Sandbox {
                 }
             })
             .collect();
-        let running_as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        let running_as_root = rustix::process::geteuid().is_root();
         Self {
             bwrap,
             system,
@@ -163,7 +170,12 @@ impl Sandbox {
     /// `--remount-ro /`, the program after `--`.
     pub(crate) fn bwrap_args(&self, workspace: &Path, invocation: &Invocation) -> Vec<OsString> {
         let mut args = Args::default();
-        args.push(["--unshare-all", "--unshare-user", "--disable-userns"]);
+        args.push([
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--as-pid-1",
+        ]);
         if invocation.network {
             args.push(["--share-net"]);
         }
@@ -296,29 +308,37 @@ impl Sandbox {
                 () = overflow.notified() => killed = true,
             }
             if killed {
-                kill(&mut child);
+                kill_sandbox(&mut child);
                 // The pipes close once every process in the sandbox is gone.
                 let _ = tokio::time::timeout(DRAIN_GRACE, &mut reading).await;
             }
         }
         // Both pipes may close while the program still runs; the deadline still holds.
         let status = if killed {
-            child.wait().await
+            reap(&mut child).await
         } else {
             match tokio::time::timeout_at(deadline, child.wait()).await {
                 Ok(status) => status,
                 Err(_elapsed) => {
                     timed_out = true;
-                    kill(&mut child);
-                    child.wait().await
+                    killed = true;
+                    kill_sandbox(&mut child);
+                    reap(&mut child).await
                 }
             }
         }
         .map_err(|e| ArmError::Internal(format!("waiting for bubblewrap failed: {e}")))?;
 
+        // bubblewrap reports a program killed by a signal as 128 + signal; when we did the
+        // killing, say so directly.
+        let (exit_code, signal) = if killed {
+            (None, Some(libc::SIGKILL))
+        } else {
+            (status.code(), status.signal())
+        };
         Ok(RunResult {
-            exit_code: status.code(),
-            signal: status.signal(),
+            exit_code,
+            signal,
             stdout: out,
             stderr: err,
             timed_out,
@@ -341,10 +361,44 @@ impl Args {
     }
 }
 
-/// SIGKILL to the outer bubblewrap; see the module docs for why that ends the whole sandbox.
-fn kill(child: &mut Child) {
-    // Fails only when it has already exited, which is what we want anyway.
-    let _ = child.start_kill();
+/// SIGKILL to the sandboxed program (PID 1 of the sandbox), or to the outer bubblewrap if the
+/// program cannot be found; see the module docs for why either ends the whole sandbox.
+fn kill_sandbox(child: &mut Child) {
+    use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+    let Some(outer) = child.id() else { return }; // already reaped
+    let killed_program = sandboxed_program(outer).is_some_and(|program| {
+        let Some(pid) = Pid::from_raw(program) else {
+            return false;
+        };
+        let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else {
+            return false;
+        };
+        // Still the outer bubblewrap's child after the pidfd was opened, so the pidfd names
+        // the program and not a process that reused its pid.
+        sandboxed_program(outer) == Some(program) && pidfd_send_signal(&pidfd, Signal::KILL).is_ok()
+    });
+    if !killed_program {
+        // Fails only when it has already exited, which is what we want anyway.
+        let _ = child.start_kill();
+    }
+}
+
+/// The host pid of the outer bubblewrap's only child: the sandboxed program.
+fn sandboxed_program(outer: u32) -> Option<i32> {
+    let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+/// Waits for the outer bubblewrap after the program was killed; it exits as soon as it has
+/// reaped the program. Should it not, it is killed too.
+async fn reap(child: &mut Child) -> io::Result<std::process::ExitStatus> {
+    match tokio::time::timeout(DRAIN_GRACE, child.wait()).await {
+        Ok(status) => status,
+        Err(_elapsed) => {
+            let _ = child.start_kill();
+            child.wait().await
+        }
+    }
 }
 
 /// Reads `stream` into `capture` until EOF, an error, or `cap` bytes; past the cap it marks the
@@ -533,7 +587,7 @@ mod tests {
     #[test]
     fn the_bwrap_command_line_is_exactly_this() {
         let args = strings(sandbox().bwrap_args(Path::new("/tmp/ws"), &invocation(false)));
-        let expected = "--unshare-all --unshare-user --disable-userns \
+        let expected = "--unshare-all --unshare-user --disable-userns --as-pid-1 \
             --uid 1000 --gid 1000 --hostname octollm-sandbox \
             --die-with-parent --new-session --cap-drop ALL --clearenv \
             --setenv HOME /workspace --setenv LANG en_US.UTF-8 --setenv PATH /usr/bin:/bin \

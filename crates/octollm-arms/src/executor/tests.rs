@@ -387,6 +387,52 @@ async fn processes_are_limited() {
     assert!(forked < 16, "forked {forked} processes");
 }
 
+/// Orphaned zombies owned by `uid`: what a sandbox leaks when bubblewrap's outer process
+/// exits without reaping its child.
+fn orphaned_zombies(uid: u32) -> usize {
+    let field = |status: &str, name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+    };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("status")).ok())
+        .filter(|s| {
+            field(s, "State:").as_deref() == Some("Z")
+                && field(s, "PPid:").as_deref() == Some("1")
+                && field(s, "Uid:") == Some(uid.to_string())
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn finished_and_killed_sandboxes_leave_no_zombies() {
+    let _alone = PROCESS_COUNT.write().await;
+    let uid = if rustix::process::geteuid().is_root() {
+        65534
+    } else {
+        rustix::process::geteuid().as_raw()
+    };
+    let exec = executor();
+    for _ in 0..3 {
+        let r = exec
+            .execute(shell("echo", &["x"]), ctx())
+            .await
+            .unwrap()
+            .response;
+        assert!(r.success, "{r:?}");
+    }
+    let mut request = shell("sleep", &["30"]);
+    request.timeout_seconds = 1;
+    let r = exec.execute(request, ctx()).await.unwrap().response;
+    assert!(r.sandbox_info.timed_out);
+    // Give a leak the time to show: a zombie appears as soon as its parent has exited.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(orphaned_zombies(uid), 0, "sandboxes left zombies behind");
+}
+
 #[tokio::test]
 async fn missing_bubblewrap_refuses_everything() {
     let exec = LocalExecutor::new(ExecutorConfig {
