@@ -58,6 +58,9 @@ pub enum ArmError {
     BudgetExceeded(BudgetExceeded, Usage),
     #[error("model error: {0}")]
     Llm(LlmError),
+    /// The model answered, but not in a usable form; what the answer cost still counts.
+    #[error("unusable model output: {message}")]
+    InvalidOutput { message: String, usage: Usage },
     #[error("arm unavailable: {0}")]
     Unavailable(String),
     #[error("arm call timed out")]
@@ -75,6 +78,7 @@ impl ArmError {
             ArmError::InvalidRequest(_)
             | ArmError::Refused(_)
             | ArmError::BudgetExceeded(..)
+            | ArmError::InvalidOutput { .. }
             | ArmError::Internal(_) => false,
         }
     }
@@ -82,7 +86,7 @@ impl ArmError {
     /// Tokens and dollars spent before the failure; they count against the task all the same.
     pub fn usage(&self) -> Usage {
         match self {
-            ArmError::BudgetExceeded(_, usage) => *usage,
+            ArmError::BudgetExceeded(_, usage) | ArmError::InvalidOutput { usage, .. } => *usage,
             _ => Usage::default(),
         }
     }

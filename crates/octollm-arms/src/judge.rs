@@ -188,11 +188,11 @@ impl Judge {
             .complete(request, &mut ctx.budget)
             .await
             .map_err(|e| ArmError::from_metered(e, ctx.budget.used))?;
-        let verdict: Verdict = serde_json::from_str(completion.text.trim()).map_err(|e| {
-            ArmError::Llm(octollm_llm::LlmError::InvalidResponse(format!(
-                "the verdict is not valid JSON: {e}"
-            )))
-        })?;
+        let verdict: Verdict =
+            serde_json::from_str(completion.text.trim()).map_err(|e| ArmError::InvalidOutput {
+                message: format!("the verdict is not valid JSON: {e}"),
+                usage: ctx.budget.used,
+            })?;
         Ok((
             verdict.verdict.trim().eq_ignore_ascii_case("yes"),
             verdict.reason,

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use async_trait::async_trait;
 use octollm_core::ArmKind;
 use octollm_core::plan::RawPlan;
-use octollm_llm::{CompletionRequest, LlmError, Message, MeteredLlm};
+use octollm_llm::{CompletionRequest, Message, MeteredLlm};
 use serde::{Deserialize, Serialize};
 
 use crate::context::{ArmError, ArmOutcome, CallContext};
@@ -172,7 +172,7 @@ pub fn plan_grammar(max_steps: usize) -> String {
         .collect();
     let _ = writeln!(g, "exec ::= \"\\\"executor\\\"\"");
     let _ = writeln!(g, "other ::= {}", others.join(" | "));
-    let _ = writeln!(g, "desc ::= \"\\\"\" [^\"\\\\\\n]{{3,160}} \"\\\"\"");
+    let _ = writeln!(g, "desc ::= \"\\\"\" [^\"\\\\\\n]{{3,120}} \"\\\"\"");
     g
 }
 
@@ -208,11 +208,11 @@ impl PlannerArm for LlmPlanner {
             .complete(completion_request, &mut ctx.budget)
             .await
             .map_err(|e| ArmError::from_metered(e, ctx.budget.used))?;
-        let raw: RawPlan = serde_json::from_str(completion.text.trim()).map_err(|e| {
-            ArmError::Llm(LlmError::InvalidResponse(format!(
-                "the plan is not valid JSON: {e}"
-            )))
-        })?;
+        let raw: RawPlan =
+            serde_json::from_str(completion.text.trim()).map_err(|e| ArmError::InvalidOutput {
+                message: format!("the plan is not valid JSON: {e}"),
+                usage: ctx.budget.used,
+            })?;
         let steps = raw.steps.len();
         let response = PlanResponse {
             plan_id: format!(
