@@ -213,12 +213,16 @@ async fn task_events(
     } else {
         live
     };
-    let mut finished = false;
-    let stream = replay.chain(live).take_while(move |e| {
-        let go = !finished;
-        finished = finished || is_final(e);
-        futures::future::ready(go)
-    });
+    // End right after the final status: a sentinel follows it, so the stream closes without
+    // waiting for another event that will never come.
+    let stream = replay
+        .chain(live)
+        .flat_map(|e| {
+            let last = is_final(&e);
+            futures::stream::iter([Some(e)].into_iter().chain(last.then_some(None)))
+        })
+        .take_while(|e| futures::future::ready(e.is_some()))
+        .filter_map(futures::future::ready);
     Ok(Sse::new(stream.map(|e| Ok(sse_event(&e))))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -102,11 +102,17 @@ impl TaskView {
             .started_at
             .map(|s| (end - s).num_milliseconds().max(0) as f64 / 1000.0)
             .unwrap_or(0.0);
+        // Repair rounds prefix the plan's step ids (`r1.s2`): fall back to the id without it.
         let description = |key: &str| {
-            let base = key.rsplit('.').next().unwrap_or(key);
-            task.plan
-                .as_ref()
-                .and_then(|plan| plan.steps.iter().find(|s| s.step_id.as_str() == base))
+            let plan = task.plan.as_ref()?;
+            let unprefixed = key
+                .split_once('.')
+                .filter(|(round, _)| round.starts_with('r'))
+                .map(|(_, base)| base);
+            [Some(key), unprefixed]
+                .into_iter()
+                .flatten()
+                .find_map(|k| plan.steps.iter().find(|s| s.step_id.as_str() == k))
                 .map(|s| s.description.clone())
         };
         Self {

@@ -55,6 +55,14 @@ fn budget_error(e: &BudgetExceeded) -> Stop {
 }
 
 pub(crate) const PLAN_KEY: &str = "plan";
+pub(crate) const REPLAN_KEY: &str = "replan";
+/// Steps of a replacement plan live in this namespace (`p2.s1`), apart from the first plan's.
+const REPLAN_NAMESPACE: &str = "p2";
+
+fn stored_plan(record: StepRecord) -> Result<Plan, Stop> {
+    serde_json::from_value(record.output)
+        .map_err(|e| Stop::Store(StoreError::Corrupt(format!("stored plan: {e}"))))
+}
 
 pub(crate) struct Run<'a> {
     orch: &'a Orchestrator,
@@ -127,9 +135,25 @@ impl<'a> Run<'a> {
     /// Runs the task to a result, or stops.
     #[instrument(skip_all, fields(task_id = %self.task.id))]
     pub(crate) async fn run(&self) -> Result<TaskResult, Stop> {
-        let plan = self.plan().await?;
+        let first = self.plan().await?;
+        let plan = match self.completed(REPLAN_KEY) {
+            Some(record) => stored_plan(record)?,
+            None => first,
+        };
         self.phase(Phase::Execution).await?;
-        self.execute_plan(&plan, None).await?;
+        let plan = match self.execute_plan(&plan, None).await {
+            Ok(()) => plan,
+            // One failed step may trigger one replan, which works around the failure.
+            Err(Stop::Failed(error))
+                if error.kind == TaskErrorKind::StepFailed
+                    && self.completed(REPLAN_KEY).is_none() =>
+            {
+                let replanned = self.replan(&error).await?;
+                self.execute_plan(&replanned, None).await?;
+                replanned
+            }
+            Err(stop) => return Err(stop),
+        };
         self.phase(Phase::Validation).await?;
         let mut output = self.synthesise(&plan);
         let mut verdict = self.validate(&output, 0).await?;
@@ -266,6 +290,71 @@ impl<'a> Run<'a> {
             TaskErrorKind::PlanningFailed,
             "no valid plan",
         )))
+    }
+
+    /// Asks the planner once for a new plan that works around a failed step.
+    async fn replan(&self, failure: &TaskError) -> Result<Plan, Stop> {
+        warn!(error = %failure.message, "a step failed; asking the planner for a new plan");
+        self.phase(Phase::Planning).await?;
+        let spec = &self.task.spec;
+        let request = PlanRequest {
+            goal: spec.goal.clone(),
+            constraints: spec.constraints.clone(),
+            acceptance_criteria: spec.acceptance_criteria.clone(),
+            context: spec.context.clone(),
+            feedback: Some(format!(
+                "a step of the previous plan failed: {}",
+                failure.message
+            )),
+        };
+        let planner = &self.orch.arms.planner;
+        let result = self
+            .run_unit(
+                REPLAN_KEY,
+                ArmKind::Planner,
+                1,
+                |ctx: CallContext| {
+                    let request = request.clone();
+                    Box::pin(async move {
+                        let out = planner.plan(request, ctx).await?;
+                        let raw = octollm_core::plan::RawPlan {
+                            steps: out.response.steps.clone(),
+                        };
+                        let plan = Plan::validate(raw).map_err(|e| ArmError::InvalidOutput {
+                            message: format!("invalid plan: {e}"),
+                            usage: out.usage,
+                        })?;
+                        let value = serde_json::to_value(plan.namespaced(REPLAN_NAMESPACE))
+                            .map_err(|e| ArmError::Internal(e.to_string()))?;
+                        Ok(StepOutput {
+                            value,
+                            usage: out.usage,
+                            model: out.model,
+                        })
+                    })
+                },
+                true,
+            )
+            .await;
+        match result {
+            Ok(record) => {
+                let plan = stored_plan(record)?;
+                self.add_total(plan.steps.len() as u32 + 1);
+                self.orch
+                    .store
+                    .save_plan(&self.task.id, &self.owner, &plan, Utc::now())
+                    .await?;
+                self.phase(Phase::Execution).await?;
+                Ok(plan)
+            }
+            Err(UnitError::Stop(stop)) => Err(stop),
+            // The replan did not help: the task fails with the original step failure.
+            Err(UnitError::Arm(e)) => {
+                Err(Stop::Failed(failure.clone().with_details(
+                    serde_json::json!({"replan_error": e.to_string()}),
+                )))
+            }
+        }
     }
 
     /// Runs every step of `plan` not already completed, in dependency order, independent

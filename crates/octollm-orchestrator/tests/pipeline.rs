@@ -494,3 +494,86 @@ async fn injections_are_refused_and_pii_is_redacted_before_storage() {
     assert_eq!(stored.spec.context["owner"]["mail"], "[EMAIL_1]");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_step_triggers_one_replan() {
+    let steps = serde_json::json!([
+        {"step_id": "s1", "arm_id": "coder", "description": "Write the fib function", "dependencies": []},
+        {"step_id": "s2", "arm_id": "executor", "description": "Run it", "dependencies": ["s1"]}
+    ]);
+    let script = serde_json::json!({"responses": [
+        {"purpose": "planner", "when": "previous plan failed", "json": {"steps": steps}},
+        {"purpose": "planner", "json": {"steps": steps}},
+        // The first code is Bash, which the executor refuses to run: s2 fails for good.
+        {"purpose": "coder", "content": "```bash\necho hi\n```"},
+        {"purpose": "coder", "content": FIB},
+    ]});
+    let h = Harness::new(script, fast()).await;
+    let id = h
+        .submit(task(
+            "Write a Python function that returns the n-th Fibonacci number",
+            &["The output must contain \"55\""],
+        ))
+        .await;
+    let done = h.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(done.status, TaskStatus::Completed, "{:?}", done.error);
+    let records = h.orchestrator.store().steps(&id).await.unwrap();
+    let keys: Vec<(&str, StepStatus)> = records
+        .iter()
+        .map(|s| (s.step_key.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("plan", StepStatus::Completed),
+            ("s1", StepStatus::Completed),
+            ("s2", StepStatus::Failed),
+            ("replan", StepStatus::Completed),
+            ("p2.s1", StepStatus::Completed),
+            ("p2.s2", StepStatus::Completed),
+            ("validate.0", StepStatus::Completed),
+        ]
+    );
+    assert_eq!(done.plan.unwrap().steps[0].step_id.as_str(), "p2.s1");
+    assert_eq!(
+        h.calls(),
+        [
+            "planner.plan",
+            "coder.generate",
+            "planner.plan",
+            "coder.generate"
+        ]
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_step_failure_after_the_replan_fails_the_task() {
+    let steps = serde_json::json!([
+        {"step_id": "s1", "arm_id": "coder", "description": "Write the fib function", "dependencies": []},
+        {"step_id": "s2", "arm_id": "executor", "description": "Run it", "dependencies": ["s1"]}
+    ]);
+    let script = serde_json::json!({"responses": [
+        {"purpose": "planner", "json": {"steps": steps}, "repeat": true},
+        {"purpose": "coder", "content": "```bash\necho hi\n```", "repeat": true},
+    ]});
+    let h = Harness::new(script, fast()).await;
+    let id = h
+        .submit(task(
+            "Write a Python function that returns the n-th Fibonacci number",
+            &[],
+        ))
+        .await;
+    let done = h.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(done.status, TaskStatus::Failed);
+    assert_eq!(done.error.unwrap().kind, TaskErrorKind::StepFailed);
+    assert_eq!(
+        h.calls()
+            .iter()
+            .filter(|c| c.starts_with("planner"))
+            .count(),
+        2,
+        "exactly one replan"
+    );
+    h.stop().await;
+}
