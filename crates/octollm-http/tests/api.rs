@@ -16,13 +16,7 @@ use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use octollm_arms::coder::LlmCoder;
-use octollm_arms::executor::{ExecutorConfig, LocalExecutor};
-use octollm_arms::guardian::Guardian;
-use octollm_arms::judge::Judge;
-use octollm_arms::planner::{LlmPlanner, PlannerConfig};
-use octollm_arms::retriever::Retriever;
-use octollm_arms::{Arms, ExecutorArm};
+use octollm_arms::{Arms, InProcessSettings};
 use octollm_core::budget::Price;
 use octollm_http::api::{ApiState, router};
 use octollm_llm::scripted::ScriptedProvider;
@@ -64,18 +58,12 @@ async fn app(script: serde_json::Value, workers: bool) -> App {
     let provider =
         ScriptedProvider::from_script(serde_json::from_value(script).unwrap(), None).unwrap();
     let llm = MeteredLlm::new(Arc::new(provider), Price::default());
-    let executor: Arc<dyn ExecutorArm> = Arc::new(LocalExecutor::new(ExecutorConfig::default()));
-    let arms = Arms {
-        planner: Arc::new(LlmPlanner::new(llm.clone(), PlannerConfig::default())),
-        coder: Arc::new(LlmCoder::new(llm.clone(), 256)),
-        executor: executor.clone(),
-        retriever: Arc::new(Retriever::new(
-            Arc::new(store.clone()),
-            Arc::new(NoEmbedder),
-        )),
-        judge: Arc::new(Judge::new(llm, Some(executor))),
-        guardian: Arc::new(Guardian::new()),
-    };
+    let arms = Arms::in_process(
+        llm,
+        Arc::new(store.clone()),
+        Arc::new(NoEmbedder),
+        InProcessSettings::default(),
+    );
     let config = OrchestratorConfig {
         workers: 1,
         poll_interval_ms: 20,

@@ -207,8 +207,7 @@ impl<'a> Run<'a> {
     /// The stored plan, or a new one from the planner (re-asked once if invalid).
     async fn plan(&self) -> Result<Plan, Stop> {
         if let Some(record) = self.completed(PLAN_KEY) {
-            let plan: Plan = serde_json::from_value(record.output)
-                .map_err(|e| Stop::Store(StoreError::Corrupt(format!("stored plan: {e}"))))?;
+            let plan = stored_plan(record)?;
             if self.task.plan.is_none() {
                 self.orch
                     .store
@@ -218,52 +217,14 @@ impl<'a> Run<'a> {
             return Ok(plan);
         }
         self.phase(Phase::Planning).await?;
-        let spec = &self.task.spec;
         let mut feedback: Option<String> = None;
         for ask in 1..=2u32 {
-            let request = PlanRequest {
-                goal: spec.goal.clone(),
-                constraints: spec.constraints.clone(),
-                acceptance_criteria: spec.acceptance_criteria.clone(),
-                context: spec.context.clone(),
-                feedback: feedback.clone(),
-            };
-            let planner = &self.orch.arms.planner;
             let result = self
-                .run_unit(
-                    PLAN_KEY,
-                    ArmKind::Planner,
-                    1,
-                    |ctx: CallContext| {
-                        let request = request.clone();
-                        Box::pin(async move {
-                            let out = planner.plan(request, ctx).await?;
-                            let raw = octollm_core::plan::RawPlan {
-                                steps: out.response.steps.clone(),
-                            };
-                            match Plan::validate(raw) {
-                                Ok(plan) => {
-                                    let value = serde_json::to_value(&plan)
-                                        .map_err(|e| ArmError::Internal(e.to_string()))?;
-                                    Ok(StepOutput {
-                                        value,
-                                        usage: out.usage,
-                                        model: out.model,
-                                    })
-                                }
-                                Err(e) => {
-                                    Err(ArmError::InvalidRequest(format!("invalid plan: {e}")))
-                                }
-                            }
-                        })
-                    },
-                    ask == 2,
-                )
+                .ask_planner(PLAN_KEY, feedback.clone(), None, ask == 2)
                 .await;
             match result {
                 Ok(record) => {
-                    let plan: Plan = serde_json::from_value(record.output)
-                        .map_err(|e| Stop::Store(StoreError::Corrupt(e.to_string())))?;
+                    let plan = stored_plan(record)?;
                     self.add_total(plan.steps.len() as u32 + 2);
                     self.orch
                         .store
@@ -272,7 +233,8 @@ impl<'a> Run<'a> {
                     return Ok(plan);
                 }
                 Err(UnitError::Arm(e))
-                    if ask == 1 && matches!(e, ArmError::InvalidRequest(_) | ArmError::Llm(_)) =>
+                    if ask == 1
+                        && matches!(e, ArmError::InvalidOutput { .. } | ArmError::Llm(_)) =>
                 {
                     warn!(error = %e, "plan refused; asking the planner once more");
                     feedback = Some(e.to_string());
@@ -292,49 +254,65 @@ impl<'a> Run<'a> {
         )))
     }
 
-    /// Asks the planner once for a new plan that works around a failed step.
-    async fn replan(&self, failure: &TaskError) -> Result<Plan, Stop> {
-        warn!(error = %failure.message, "a step failed; asking the planner for a new plan");
-        self.phase(Phase::Planning).await?;
+    /// One planner call as a unit of work: the validated plan (moved into `namespace`, if
+    /// any) is the unit's output. An invalid plan is an `InvalidOutput` error that keeps the
+    /// call's usage.
+    async fn ask_planner(
+        &self,
+        key: &str,
+        feedback: Option<String>,
+        namespace: Option<&str>,
+        persist_failure: bool,
+    ) -> Result<StepRecord, UnitError> {
         let spec = &self.task.spec;
         let request = PlanRequest {
             goal: spec.goal.clone(),
             constraints: spec.constraints.clone(),
             acceptance_criteria: spec.acceptance_criteria.clone(),
             context: spec.context.clone(),
-            feedback: Some(format!(
-                "a step of the previous plan failed: {}",
-                failure.message
-            )),
+            feedback,
         };
         let planner = &self.orch.arms.planner;
-        let result = self
-            .run_unit(
-                REPLAN_KEY,
-                ArmKind::Planner,
-                1,
-                |ctx: CallContext| {
-                    let request = request.clone();
-                    Box::pin(async move {
-                        let out = planner.plan(request, ctx).await?;
-                        let raw = octollm_core::plan::RawPlan {
-                            steps: out.response.steps.clone(),
-                        };
-                        let plan = Plan::validate(raw).map_err(|e| ArmError::InvalidOutput {
-                            message: format!("invalid plan: {e}"),
-                            usage: out.usage,
-                        })?;
-                        let value = serde_json::to_value(plan.namespaced(REPLAN_NAMESPACE))
-                            .map_err(|e| ArmError::Internal(e.to_string()))?;
-                        Ok(StepOutput {
-                            value,
-                            usage: out.usage,
-                            model: out.model,
-                        })
+        self.run_unit(
+            key,
+            ArmKind::Planner,
+            1,
+            |ctx: CallContext| {
+                let request = request.clone();
+                Box::pin(async move {
+                    let out = planner.plan(request, ctx).await?;
+                    let raw = octollm_core::plan::RawPlan {
+                        steps: out.response.steps.clone(),
+                    };
+                    let plan = Plan::validate(raw).map_err(|e| ArmError::InvalidOutput {
+                        message: format!("invalid plan: {e}"),
+                        usage: out.usage,
+                    })?;
+                    let plan = match namespace {
+                        Some(ns) => plan.namespaced(ns),
+                        None => plan,
+                    };
+                    let value = serde_json::to_value(&plan)
+                        .map_err(|e| ArmError::Internal(e.to_string()))?;
+                    Ok(StepOutput {
+                        value,
+                        usage: out.usage,
+                        model: out.model,
                     })
-                },
-                true,
-            )
+                })
+            },
+            persist_failure,
+        )
+        .await
+    }
+
+    /// Asks the planner once for a new plan that works around a failed step.
+    async fn replan(&self, failure: &TaskError) -> Result<Plan, Stop> {
+        warn!(error = %failure.message, "a step failed; asking the planner for a new plan");
+        self.phase(Phase::Planning).await?;
+        let feedback = format!("a step of the previous plan failed: {}", failure.message);
+        let result = self
+            .ask_planner(REPLAN_KEY, Some(feedback), Some(REPLAN_NAMESPACE), true)
             .await;
         match result {
             Ok(record) => {

@@ -13,13 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use octollm_arms::coder::LlmCoder;
-use octollm_arms::executor::{ExecutorConfig, LocalExecutor};
-use octollm_arms::guardian::Guardian;
-use octollm_arms::judge::Judge;
-use octollm_arms::planner::{LlmPlanner, PlannerConfig};
-use octollm_arms::retriever::Retriever;
-use octollm_arms::{Arms, ExecutorArm};
+use octollm_arms::{Arms, InProcessSettings};
 use octollm_core::budget::Price;
 use octollm_core::task::BudgetSubmission;
 use octollm_core::{TaskErrorKind, TaskId, TaskStatus, TaskSubmission};
@@ -67,19 +61,12 @@ impl Harness {
         )
         .unwrap();
         let llm = MeteredLlm::new(Arc::new(provider), Price::default());
-        let executor: Arc<dyn ExecutorArm> =
-            Arc::new(LocalExecutor::new(ExecutorConfig::default()));
-        let arms = Arms {
-            planner: Arc::new(LlmPlanner::new(llm.clone(), PlannerConfig::default())),
-            coder: Arc::new(LlmCoder::new(llm.clone(), 384)),
-            executor: executor.clone(),
-            retriever: Arc::new(Retriever::new(
-                Arc::new(store.clone()),
-                Arc::new(NoEmbedder),
-            )),
-            judge: Arc::new(Judge::new(llm, Some(executor))),
-            guardian: Arc::new(Guardian::new()),
-        };
+        let arms = Arms::in_process(
+            llm,
+            Arc::new(store.clone()),
+            Arc::new(NoEmbedder),
+            InProcessSettings::default(),
+        );
         let orchestrator = Orchestrator::new(Arc::new(store), arms, config);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();

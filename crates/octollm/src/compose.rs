@@ -7,13 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use octollm_arms::coder::LlmCoder;
-use octollm_arms::executor::LocalExecutor;
-use octollm_arms::guardian::Guardian;
-use octollm_arms::judge::Judge;
-use octollm_arms::planner::LlmPlanner;
-use octollm_arms::retriever::Retriever;
-use octollm_arms::{Arms, ExecutorArm};
+use octollm_arms::{Arms, InProcessSettings};
 use octollm_llm::{Embedder, LlmError, LlmProvider, MeteredLlm};
 use octollm_orchestrator::Orchestrator;
 use octollm_store::SqliteStore;
@@ -143,17 +137,13 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
         .copied()
         .unwrap_or_default();
     let llm = MeteredLlm::new(provider, price);
-    let executor: Arc<dyn ExecutorArm> = Arc::new(LocalExecutor::new(config.executor.clone()));
     let embedder: Arc<dyn Embedder> = Arc::new(LazyEmbedder::new(config.embedding_model_path()));
-    let retriever = Arc::new(Retriever::new(Arc::new(store.clone()), embedder));
-    let arms = Arms {
-        planner: Arc::new(LlmPlanner::new(llm.clone(), config.planner.clone())),
-        coder: Arc::new(LlmCoder::new(llm.clone(), config.coder.max_tokens)),
-        executor: executor.clone(),
-        retriever,
-        judge: Arc::new(Judge::new(llm, Some(executor))),
-        guardian: Arc::new(Guardian::new()),
+    let settings = InProcessSettings {
+        executor: config.executor.clone(),
+        planner: config.planner.clone(),
+        coder_max_tokens: config.coder.max_tokens,
     };
+    let arms = Arms::in_process(llm, Arc::new(store.clone()), embedder, settings);
     let orchestrator =
         Orchestrator::new(Arc::new(store.clone()), arms, config.orchestrator.clone());
     Ok(System { orchestrator })

@@ -1,0 +1,74 @@
+//! CLI edges: bad input refused before any work, configuration printed with secrets masked,
+//! a missing model named with the command that fetches it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers"
+)]
+
+use std::process::Command;
+
+fn octollm(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_octollm"));
+    command
+        .args(args)
+        .env("OCTOLLM_DATA_DIR", dir.path())
+        .env("HOME", dir.path())
+        .env_remove("OCTOLLM_MODEL_DIR");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_masks_secrets() {
+    let (code, out, _) = octollm(
+        &["check-config"],
+        &[
+            ("OPENAI_API_KEY", "sk-topsecret-value"),
+            ("OCTOLLM_WORKERS", "3"),
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("workers = 3"), "{out}");
+    assert!(
+        !out.contains("sk-topsecret-value") && out.contains("api_key = \"***\""),
+        "{out}"
+    );
+    let (code, _, err) = octollm(&["check-config"], &[("OCTOLLM_LEASE_SECONDS", "1")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("lease_seconds"), "{err}");
+}
+
+#[test]
+fn a_short_goal_is_refused_before_loading_anything() {
+    let (code, _, err) = octollm(&["run", "too short"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("goal") && err.contains("10 to 2000"), "{err}");
+}
+
+#[test]
+fn a_missing_model_names_the_command_that_fetches_it() {
+    let (code, _, err) = octollm(
+        &["run", "Write a Python function that adds two numbers"],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("octollm model pull"), "{err}");
+}
+
+#[test]
+fn serving_beyond_loopback_without_auth_is_refused() {
+    let (code, _, err) = octollm(&["serve", "--bind", "0.0.0.0:0"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("refusing to serve"), "{err}");
+}

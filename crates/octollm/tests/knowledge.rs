@@ -1,0 +1,107 @@
+//! `octollm kb add` chunks, embeds (all-MiniLM-L6-v2, in process) and indexes documents; a
+//! retriever step then finds the right one by hybrid search (BM25 + vectors, fused by rank).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers"
+)]
+
+use std::process::Command;
+
+fn octollm(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_octollm"))
+        .args(args)
+        .env("OCTOLLM_DATA_DIR", dir.join("data"))
+        .env(
+            "OCTOLLM_MODEL_DIR",
+            octollm_llm::models::default_model_dir(),
+        )
+        .env("OCTOLLM_LLM_PROVIDER", "scripted")
+        .env("OCTOLLM_LLM_SCRIPT", dir.join("script.json"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn added_documents_are_found_by_a_retriever_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(docs.join("nested")).unwrap();
+    std::fs::write(
+        docs.join("octopus.md"),
+        "# Octopus defences\n\nWhen threatened, an octopus squirts a cloud of dark ink and jets away. \
+         It can also change the colour and texture of its skin to hide against rocks.",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("nested/cluster.txt"),
+        "Kubernetes schedules pods onto nodes and restarts containers whose liveness probe fails.",
+    )
+    .unwrap();
+    std::fs::write(docs.join("ignored.bin"), [0u8, 159, 146, 150]).unwrap();
+    std::fs::write(
+        dir.path().join("script.json"),
+        serde_json::json!({"responses": [
+            {"purpose": "planner", "json": {"steps": [
+                {"step_id": "s1", "arm_id": "retriever", "description": "How does a cephalopod hide from predators", "dependencies": []}
+            ]}}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+
+    let added = octollm(dir.path(), &["kb", "add", docs.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&added.stdout);
+    assert!(
+        added.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("added")).count(),
+        2,
+        "{stdout}"
+    );
+
+    let run = octollm(
+        dir.path(),
+        &["run", "Find out how octopuses avoid predators", "--json"],
+    );
+    let task: serde_json::Value = serde_json::from_slice(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&run.stderr)));
+    assert_eq!(task["status"], "completed", "{task:#}");
+    let step = task["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step_id"] == "s1")
+        .unwrap();
+    let results = step["output"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{step:#}");
+    // "cephalopod" and "hide" share no keyword with the best answer's wording for the most
+    // part; the embedding ranks the octopus document first.
+    assert!(
+        results[0]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("octopus.md"),
+        "{step:#}"
+    );
+    assert!(results[0]["score"].as_f64().unwrap() > results[1]["score"].as_f64().unwrap());
+    assert!(
+        step["output"]["citations"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("octopus.md")
+    );
+
+    // A missing path is a clear error.
+    let missing = octollm(
+        dir.path(),
+        &["kb", "add", dir.path().join("nope").to_str().unwrap()],
+    );
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
