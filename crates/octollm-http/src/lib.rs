@@ -7,6 +7,7 @@
 //! - [`request_id`]: `X-Request-ID` accepted or generated, echoed, and in every span.
 //! - [`observe`]: per-route request metrics and the Prometheus endpoint.
 //! - [`api`]: the orchestrator's public API (`/tasks…`, `/capabilities`, probes).
+//! - [`reflex`]: the reflex service (`/preprocess`, cache, rate limits, forwarding of `/tasks…`).
 //! - [`views`]: the wire shapes of tasks and steps.
 //! - [`server`]: `serve(listener, router, shutdown)`.
 
@@ -14,6 +15,7 @@ pub mod api;
 pub mod error;
 pub mod extract;
 pub mod observe;
+pub mod reflex;
 pub mod request_id;
 pub mod server;
 pub mod views;

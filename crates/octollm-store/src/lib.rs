@@ -6,20 +6,26 @@
 //! - [`model`]: the records the store reads and writes.
 //! - [`tasks`]: the [`TaskStore`] trait: tasks, leases, steps, events.
 //! - [`knowledge`]: the [`KnowledgeStore`] trait (documents, chunks, BM25) and the [`VectorStore`] trait.
+//! - [`cache`]: the reflex layer's response cache ([`MemoryCache`]).
+//! - [`ratelimit`]: token buckets per identity ([`MemoryRateLimiter`]).
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend for all of them.
 //! - [`error`]: the store error, [`StoreError`].
 
+pub mod cache;
 pub mod error;
 pub mod knowledge;
 pub mod model;
+pub mod ratelimit;
 pub mod sqlite;
 pub mod tasks;
 
+pub use cache::{CacheStats, MemoryCache, ResponseCache};
 pub use error::StoreError;
 pub use knowledge::{ChunkHit, KnowledgeStore, NewChunk, VectorHit, VectorStore};
 pub use model::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
     TaskEvent, TaskPage, TaskRecord, TaskResult,
 };
+pub use ratelimit::{Decision, MemoryRateLimiter, RateLimiter, Tier};
 pub use sqlite::SqliteStore;
 pub use tasks::TaskStore;

@@ -27,6 +27,31 @@ pub struct Config {
     pub planner: PlannerConfig,
     pub coder: CoderConfig,
     pub executor: ExecutorConfig,
+    pub reflex: ReflexConfig,
+}
+
+/// The reflex service (`octollm serve reflex`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReflexConfig {
+    pub bind: SocketAddr,
+    /// Where `/tasks…` is forwarded after screening.
+    pub orchestrator_url: Option<String>,
+    pub cache_max_mb: u64,
+    pub cache_ttl_seconds: u64,
+    pub rate_limit: octollm_http::reflex::RateLimitSettings,
+}
+
+impl Default for ReflexConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            orchestrator_url: None,
+            cache_max_mb: 64,
+            cache_ttl_seconds: 3600,
+            rate_limit: Default::default(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -42,6 +67,7 @@ impl Default for Config {
             planner: PlannerConfig::default(),
             coder: CoderConfig::default(),
             executor: ExecutorConfig::default(),
+            reflex: ReflexConfig::default(),
         }
     }
 }
@@ -249,6 +275,19 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_MAX_REPAIRS", "orchestrator.max_repairs"),
     ("OCTOLLM_STORE_RAW_INPUT", "orchestrator.store_raw_input"),
     ("OCTOLLM_BWRAP_PATH", "executor.bwrap_path"),
+    ("RATE_LIMIT_ENABLED", "reflex.rate_limit.enabled"),
+    ("RATE_LIMIT_REQUESTS", "reflex.rate_limit.per_ip.capacity"),
+    ("RATE_LIMIT_REQUESTS", "reflex.rate_limit.per_key.capacity"),
+    (
+        "RATE_LIMIT_WINDOW",
+        "reflex.rate_limit.per_ip.window_seconds",
+    ),
+    (
+        "RATE_LIMIT_WINDOW",
+        "reflex.rate_limit.per_key.window_seconds",
+    ),
+    ("OCTOLLM_REFLEX_BIND", "reflex.bind"),
+    ("OCTOLLM_ORCHESTRATOR_URL", "reflex.orchestrator_url"),
 ];
 
 impl Config {
@@ -323,6 +362,23 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        let rl = &self.reflex.rate_limit;
+        if rl.per_ip.capacity == 0
+            || rl.per_key.capacity == 0
+            || rl.per_ip.window_seconds == 0
+            || rl.per_key.window_seconds == 0
+        {
+            return Err(ConfigError::Invalid(
+                "reflex.rate_limit capacities and windows must be positive".into(),
+            ));
+        }
+        if let Some(url) = &self.reflex.orchestrator_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(
+                "reflex.orchestrator_url must start with http:// or https://".into(),
+            ));
         }
         if !(1..=64).contains(&self.llm.threads) {
             return Err(ConfigError::Invalid("llm.threads must be 1 to 64".into()));

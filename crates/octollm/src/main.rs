@@ -39,7 +39,11 @@ enum Command {
     Run(run::RunArgs),
     /// Serve the API with workers (embedded mode: every component in this process).
     Serve {
-        /// Address to listen on (default 127.0.0.1:8000, or OCTOLLM_BIND).
+        /// `all` (default): API and workers with every arm in process. `reflex`: the reflex
+        /// service alone (port 8080), forwarding `/tasks` to OCTOLLM_ORCHESTRATOR_URL.
+        #[arg(value_enum, default_value_t = serve::Component::All)]
+        component: serve::Component,
+        /// Address to listen on (default 127.0.0.1:8000 for all, 127.0.0.1:8080 for reflex).
         #[arg(long)]
         bind: Option<std::net::SocketAddr>,
     },
@@ -112,11 +116,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let _guard = telemetry::init(&config, matches!(cli.command, Command::Run(_)))?;
     match cli.command {
         Command::Run(args) => run::run(config, args).await,
-        Command::Serve { bind } => {
+        Command::Serve { component, bind } => {
             if let Some(bind) = bind {
                 config.server.bind = bind;
+                config.reflex.bind = bind;
             }
-            serve::serve(config).await
+            match component {
+                serve::Component::All => serve::serve(config).await,
+                serve::Component::Reflex => serve::serve_reflex(config).await,
+            }
         }
         Command::Migrate => tools::migrate(&config).await,
         Command::Model {

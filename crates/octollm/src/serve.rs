@@ -14,6 +14,59 @@ use tracing::{info, warn};
 use crate::compose;
 use crate::config::Config;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Component {
+    All,
+    Reflex,
+}
+
+/// The reflex service alone: screening, cache, rate limits, forwarding of `/tasks…`.
+pub async fn serve_reflex(config: Config) -> anyhow::Result<ExitCode> {
+    let bind = config.reflex.bind;
+    if !bind.ip().is_loopback() && !config.server.allow_unauthenticated {
+        anyhow::bail!(
+            "refusing to serve on {bind} without authentication; bind a loopback address, or set \
+             OCTOLLM_ALLOW_UNAUTHENTICATED=true behind a trusted gateway"
+        );
+    }
+    let state = octollm_http::reflex::ReflexState {
+        scanner: octollm_reflex::Scanner::new(),
+        cache: std::sync::Arc::new(octollm_store::MemoryCache::new(
+            config.reflex.cache_max_mb * 1024 * 1024,
+            Duration::from_secs(config.reflex.cache_ttl_seconds),
+        )),
+        limiter: std::sync::Arc::new(octollm_store::MemoryRateLimiter::new()),
+        limits: config.reflex.rate_limit.clone(),
+        orchestrator_url: config.reflex.orchestrator_url.clone(),
+        client: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()?,
+        started: Instant::now(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    info!(addr = %listener.local_addr()?, "reflex listening");
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tracker.spawn(signals(shutdown.clone()));
+    let app = octollm_http::reflex::router(state, config.server.body_limit_bytes);
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let server = octollm_http::server::serve(listener, app, shutdown.clone());
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            warn!("grace period over with requests still open; closing them");
+        }
+    }
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let bind = config.server.bind;
     if !bind.ip().is_loopback() && !config.server.allow_unauthenticated {
