@@ -1,13 +1,22 @@
 //! `octollm serve reflex` in front of `octollm serve`: the public entry screens, forwards
 //! and streams answers back; a task submitted through it completes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers"
+)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Killed(Child);
@@ -38,7 +47,10 @@ fn spawn(dir: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> Killed
 async fn wait_ready(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -59,11 +71,26 @@ async fn the_reflex_service_screens_and_forwards_to_the_orchestrator() {
     )
     .unwrap();
     let (api_port, reflex_port) = (free_port(), free_port());
-    let _api = spawn(dir.path(), &["serve", "--bind", &format!("127.0.0.1:{api_port}")], &[]);
+    let _api = spawn(
+        dir.path(),
+        &["serve", "--bind", &format!("127.0.0.1:{api_port}")],
+        &[],
+    );
     let _reflex = spawn(
         dir.path(),
-        &["serve", "reflex", "--bind", &format!("127.0.0.1:{reflex_port}")],
-        &[("OCTOLLM_ORCHESTRATOR_URL", format!("http://127.0.0.1:{api_port}")), ("RATE_LIMIT_REQUESTS", "1000".into())],
+        &[
+            "serve",
+            "reflex",
+            "--bind",
+            &format!("127.0.0.1:{reflex_port}"),
+        ],
+        &[
+            (
+                "OCTOLLM_ORCHESTRATOR_URL",
+                format!("http://127.0.0.1:{api_port}"),
+            ),
+            ("RATE_LIMIT_REQUESTS", "1000".into()),
+        ],
     );
     let reflex = format!("http://127.0.0.1:{reflex_port}");
     wait_ready(&format!("http://127.0.0.1:{api_port}/ready")).await;
@@ -97,18 +124,46 @@ async fn the_reflex_service_screens_and_forwards_to_the_orchestrator() {
         .await
         .unwrap();
     assert_eq!(accepted.status(), 202);
-    let id = accepted.json::<serde_json::Value>().await.unwrap()["task_id"].as_str().unwrap().to_owned();
+    let id = accepted.json::<serde_json::Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // The event stream comes through the reflex layer and ends with the final status.
     let events = tokio::time::timeout(
         Duration::from_secs(30),
-        client.get(format!("{reflex}/tasks/{id}/events")).send().await.unwrap().text(),
+        client
+            .get(format!("{reflex}/tasks/{id}/events"))
+            .send()
+            .await
+            .unwrap()
+            .text(),
     )
     .await
     .unwrap()
     .unwrap();
-    assert!(events.contains("event: step_completed") && events.contains("\"completed\""), "{events}");
-    let task: serde_json::Value = client.get(format!("{reflex}/tasks/{id}")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        events.contains("event: step_completed") && events.contains("\"completed\""),
+        "{events}"
+    );
+    let task: serde_json::Value = client
+        .get(format!("{reflex}/tasks/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(task["status"], "completed");
-    let metrics = client.get(format!("{reflex}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("octollm_reflex_verdicts_total"), "{metrics}");
+    let metrics = client
+        .get(format!("{reflex}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("octollm_reflex_verdicts_total"),
+        "{metrics}"
+    );
 }
