@@ -8,6 +8,7 @@
 //! - [`knowledge`]: the [`KnowledgeStore`] trait (documents, chunks, BM25) and the [`VectorStore`] trait.
 //! - [`cache`]: the reflex layer's response cache ([`MemoryCache`]).
 //! - [`ratelimit`]: token buckets per identity ([`MemoryRateLimiter`]).
+//! - [`redis_backend`]: the same cache and rate limiter on Redis, shared by replicas.
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend for all of them.
 //! - [`error`]: the store error, [`StoreError`].
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod knowledge;
 pub mod model;
 pub mod ratelimit;
+pub mod redis_backend;
 pub mod sqlite;
 pub mod tasks;
 
@@ -27,5 +29,6 @@ pub use model::{
     TaskEvent, TaskPage, TaskRecord, TaskResult,
 };
 pub use ratelimit::{Decision, MemoryRateLimiter, RateLimiter, Tier};
+pub use redis_backend::{RedisCache, RedisRateLimiter};
 pub use sqlite::SqliteStore;
 pub use tasks::TaskStore;

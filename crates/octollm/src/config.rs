@@ -40,6 +40,8 @@ pub struct ReflexConfig {
     pub cache_max_mb: u64,
     pub cache_ttl_seconds: u64,
     pub rate_limit: octollm_http::reflex::RateLimitSettings,
+    /// `redis://…`: cache and rate limits shared by every replica; empty keeps them in process.
+    pub redis_url: Secret,
 }
 
 impl Default for ReflexConfig {
@@ -50,6 +52,7 @@ impl Default for ReflexConfig {
             cache_max_mb: 64,
             cache_ttl_seconds: 3600,
             rate_limit: Default::default(),
+            redis_url: Secret::default(),
         }
     }
 }
@@ -287,6 +290,7 @@ const ENV_PATHS: &[(&str, &str)] = &[
         "reflex.rate_limit.per_key.window_seconds",
     ),
     ("OCTOLLM_REFLEX_BIND", "reflex.bind"),
+    ("REDIS_URL", "reflex.redis_url"),
     ("OCTOLLM_ORCHESTRATOR_URL", "reflex.orchestrator_url"),
 ];
 

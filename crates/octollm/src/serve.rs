@@ -5,7 +5,12 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use octollm_http::api::{ApiState, router};
+use octollm_store::{
+    MemoryCache, MemoryRateLimiter, RateLimiter, RedisCache, RedisRateLimiter, ResponseCache,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,13 +34,26 @@ pub async fn serve_reflex(config: Config) -> anyhow::Result<ExitCode> {
              OCTOLLM_ALLOW_UNAUTHENTICATED=true behind a trusted gateway"
         );
     }
+    let (cache, limiter): (Arc<dyn ResponseCache>, Arc<dyn RateLimiter>) =
+        if config.reflex.redis_url.is_empty() {
+            let max_bytes = config.reflex.cache_max_mb * 1024 * 1024;
+            let ttl = Duration::from_secs(config.reflex.cache_ttl_seconds);
+            (
+                Arc::new(MemoryCache::new(max_bytes, ttl)),
+                Arc::new(MemoryRateLimiter::new()),
+            )
+        } else {
+            let url = config.reflex.redis_url.expose();
+            let ttl = Duration::from_secs(config.reflex.cache_ttl_seconds);
+            (
+                Arc::new(RedisCache::new(url, "octollm", ttl)?),
+                Arc::new(RedisRateLimiter::new(url, "octollm")?),
+            )
+        };
     let state = octollm_http::reflex::ReflexState {
         scanner: octollm_reflex::Scanner::new(),
-        cache: std::sync::Arc::new(octollm_store::MemoryCache::new(
-            config.reflex.cache_max_mb * 1024 * 1024,
-            Duration::from_secs(config.reflex.cache_ttl_seconds),
-        )),
-        limiter: std::sync::Arc::new(octollm_store::MemoryRateLimiter::new()),
+        cache,
+        limiter,
         limits: config.reflex.rate_limit.clone(),
         orchestrator_url: config.reflex.orchestrator_url.clone(),
         client: reqwest::Client::builder()

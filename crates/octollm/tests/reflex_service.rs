@@ -167,3 +167,106 @@ async fn the_reflex_service_screens_and_forwards_to_the_orchestrator() {
         "{metrics}"
     );
 }
+
+struct Redis(Child);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_on(port: u16) -> Redis {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (scripts/setup.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Redis(child)
+}
+
+#[tokio::test]
+async fn with_redis_down_the_reflex_service_answers_503_and_recovers_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.json"), r#"{"responses": []}"#).unwrap();
+    let redis_port = free_port();
+    let redis = redis_on(redis_port);
+    let port = free_port();
+    let _reflex = spawn(
+        dir.path(),
+        &["serve", "reflex", "--bind", &format!("127.0.0.1:{port}")],
+        &[("REDIS_URL", format!("redis://127.0.0.1:{redis_port}/"))],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/ready")).await;
+    let client = reqwest::Client::new();
+    let ask = || {
+        client
+            .post(format!("{base}/preprocess"))
+            .json(&serde_json::json!({"input_text": "hello there"}))
+            .send()
+    };
+    let ok = ask().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.headers().contains_key("x-ratelimit-remaining"));
+
+    drop(redis);
+    let down = ask().await.unwrap();
+    assert_eq!(down.status(), 503, "never a misleading 429");
+    let body: serde_json::Value = down.json().await.unwrap();
+    assert_eq!(body["code"], "service_unavailable");
+    assert_eq!(
+        client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "liveness ignores dependencies"
+    );
+
+    let _back = redis_on(redis_port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if ask().await.unwrap().status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
