@@ -31,9 +31,7 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState, body_limit: usize) -> Router {
-    // Install the recorder before the first request so no metric is lost.
-    let _ = observe::prometheus();
-    Router::new()
+    let routes = Router::new()
         .route("/tasks", get(list_tasks).post(submit_task))
         .route("/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/tasks/{id}/events", get(task_events))
@@ -43,12 +41,8 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/health/live", get(live))
         .route("/ready", get(ready))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(observe::render))
-        .layer(middleware::from_fn(observe::middleware))
-        .layer(middleware::from_fn(request_id::middleware))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(Extension(BodyLimit(body_limit)))
-        .with_state(state)
+        .route("/metrics", get(observe::render));
+    crate::common_layers(routes, body_limit).with_state(state)
 }
 
 fn parse_id(raw: &str) -> Result<TaskId, ApiError> {

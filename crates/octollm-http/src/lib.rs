@@ -22,3 +22,17 @@ pub mod views;
 
 pub use error::ApiError;
 pub use extract::ApiJson;
+
+/// What every service's router carries: request ids, per-route metrics, the body limit.
+pub(crate) fn common_layers<S>(router: axum::Router<S>, body_limit: usize) -> axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    // Install the recorder before the first request so no metric is lost.
+    let _ = observe::prometheus();
+    router
+        .layer(axum::middleware::from_fn(observe::middleware))
+        .layer(axum::middleware::from_fn(request_id::middleware))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(extract::BodyLimit(body_limit)))
+}

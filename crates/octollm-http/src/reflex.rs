@@ -80,24 +80,19 @@ pub struct ReflexState {
 }
 
 pub fn router(state: ReflexState, body_limit: usize) -> Router {
-    let _ = observe::prometheus();
     let limited = Router::new()
         .route("/preprocess", post(preprocess))
         .route("/tasks", any(forward))
         .route("/tasks/{*rest}", any(forward))
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit));
-    Router::new()
+    let routes = Router::new()
         .merge(limited)
         .route("/cache/stats", get(cache_stats))
         .route("/cache/clear", post(cache_clear))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(observe::render))
-        .layer(middleware::from_fn(observe::middleware))
-        .layer(middleware::from_fn(request_id::middleware))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(Extension(BodyLimit(body_limit)))
-        .with_state(state)
+        .route("/metrics", get(observe::render));
+    crate::common_layers(routes, body_limit).with_state(state)
 }
 
 #[derive(Debug, Clone, Deserialize)]

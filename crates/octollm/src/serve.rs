@@ -28,12 +28,7 @@ pub enum Component {
 /// The reflex service alone: screening, cache, rate limits, forwarding of `/tasks…`.
 pub async fn serve_reflex(config: Config) -> anyhow::Result<ExitCode> {
     let bind = config.reflex.bind;
-    if !bind.ip().is_loopback() && !config.server.allow_unauthenticated {
-        anyhow::bail!(
-            "refusing to serve on {bind} without authentication; bind a loopback address, or set \
-             OCTOLLM_ALLOW_UNAUTHENTICATED=true behind a trusted gateway"
-        );
-    }
+    refuse_unauthenticated(bind, &config)?;
     let (cache, limiter): (Arc<dyn ResponseCache>, Arc<dyn RateLimiter>) =
         if config.reflex.redis_url.is_empty() {
             let max_bytes = config.reflex.cache_max_mb * 1024 * 1024;
@@ -62,47 +57,27 @@ pub async fn serve_reflex(config: Config) -> anyhow::Result<ExitCode> {
         started: Instant::now(),
         version: env!("CARGO_PKG_VERSION"),
     };
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
-    info!(addr = %listener.local_addr()?, "reflex listening");
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    tracker.spawn(signals(shutdown.clone()));
+    let listener = bind_listener(bind).await?;
     let app = octollm_http::reflex::router(state, config.server.body_limit_bytes);
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
-    let server = octollm_http::server::serve(listener, app, shutdown.clone());
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result?,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            warn!("grace period over with requests still open; closing them");
-        }
-    }
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
+    serve_until_shutdown(
+        listener,
+        app,
+        grace,
+        CancellationToken::new(),
+        TaskTracker::new(),
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let bind = config.server.bind;
-    if !bind.ip().is_loopback() && !config.server.allow_unauthenticated {
-        anyhow::bail!(
-            "refusing to serve on {bind} without authentication; bind a loopback address, or set \
-             OCTOLLM_ALLOW_UNAUTHENTICATED=true behind a trusted gateway"
-        );
-    }
+    refuse_unauthenticated(bind, &config)?;
     let system = compose::build(&config).await?;
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
-    let local = listener.local_addr()?;
-    info!(addr = %local, "listening");
-
+    let listener = bind_listener(bind).await?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tracker.spawn(signals(shutdown.clone()));
     system
         .orchestrator
         .spawn_workers(&tracker, shutdown.clone());
@@ -119,6 +94,38 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     };
     let app = router(state, config.server.body_limit_bytes);
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    serve_until_shutdown(listener, app, grace, shutdown, tracker).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn refuse_unauthenticated(bind: std::net::SocketAddr, config: &Config) -> anyhow::Result<()> {
+    if !bind.ip().is_loopback() && !config.server.allow_unauthenticated {
+        anyhow::bail!(
+            "refusing to serve on {bind} without authentication; bind a loopback address, or set \
+             OCTOLLM_ALLOW_UNAUTHENTICATED=true behind a trusted gateway"
+        );
+    }
+    Ok(())
+}
+
+async fn bind_listener(bind: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    info!(addr = %listener.local_addr()?, "listening");
+    Ok(listener)
+}
+
+/// Serves until SIGTERM/Ctrl-C (or `shutdown`), then gives open requests the grace period,
+/// then gives the background tasks on `tracker` the grace period, then returns.
+async fn serve_until_shutdown(
+    listener: TcpListener,
+    app: axum::Router,
+    grace: Duration,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> anyhow::Result<()> {
+    tracker.spawn(signals(shutdown.clone()));
     let server = octollm_http::server::serve(listener, app, shutdown.clone());
     tokio::pin!(server);
     tokio::select! {
@@ -127,6 +134,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             warn!("grace period over with requests still open (event streams); closing them");
         }
     }
+    shutdown.cancel();
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!(
@@ -134,7 +142,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         );
     }
     info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 async fn signals(shutdown: CancellationToken) {
