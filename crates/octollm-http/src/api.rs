@@ -4,11 +4,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Json, Router, middleware};
+use axum::{Json, Router};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, StatusCode};
 use octollm_arms::ArmInfo;
@@ -19,9 +19,9 @@ use serde::Deserialize;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, BodyLimit};
+use crate::extract::ApiJson;
+use crate::observe;
 use crate::views::{Accepted, TaskView};
-use crate::{observe, request_id};
 
 #[derive(Clone)]
 pub struct ApiState {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use octollm_reflex::{Finding, FindingKind, Redactor, ScanOptions, Scanner};
