@@ -17,7 +17,7 @@ impl Redactor {
     }
 
     /// `text` with every PII and secret finding replaced. Injection findings are not redacted
-    /// (they are blocked or kept as evidence), and their offsets refer to normalised text.
+    /// (they are blocked or kept as evidence).
     pub fn redact(&mut self, text: &str, findings: &[Finding]) -> String {
         let mut spans: Vec<&Finding> = findings
             .iter()
