@@ -64,6 +64,8 @@ fn is_b64(b: u8) -> bool {
 pub fn decoded_segments(text: &str) -> Vec<Decoded> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
+    let mut spaced = Vec::new();
+    let mut spaced_until = 0;
     let mut i = 0;
     while i < bytes.len() {
         if !is_b64(bytes[i]) {
@@ -71,17 +73,30 @@ pub fn decoded_segments(text: &str) -> Vec<Decoded> {
             continue;
         }
         let start = i;
-        let first = CLASS[usize::from(bytes[i])];
         i += 1;
+        while i < bytes.len() && is_b64(bytes[i]) {
+            i += 1;
+        }
+        // Spaced hex (`64 69 73 …`) starts with a run ending in a hex pair before a space; it
+        // is checked here rather than at every space of the text.
+        if i >= spaced_until
+            && i - start >= 2
+            && bytes.get(i) == Some(&b' ')
+            && let Some((end, decoded)) = spaced_hex_at(text, i - 2)
+        {
+            spaced_until = end;
+            spaced.extend(decoded);
+        }
+        // Prose is mostly short words: skip them before looking at their letters.
+        if i - start < MIN_B64.min(MIN_HEX) {
+            continue;
+        }
+        let first = CLASS[usize::from(bytes[start])];
         let (mut any, mut all) = (first & !UPPER, first);
-        while i < bytes.len() {
-            let c = CLASS[usize::from(bytes[i])];
-            if c & B64 == 0 {
-                break;
-            }
+        for &b in &bytes[start + 1..i] {
+            let c = CLASS[usize::from(b)];
             any |= c;
             all &= c;
-            i += 1;
         }
         let (upper, lower, digit, hex_only) = (
             any & UPPER != 0,
@@ -137,7 +152,7 @@ pub fn decoded_segments(text: &str) -> Vec<Decoded> {
     }
     out.extend(percent_segments(text));
     out.extend(escaped_hex_segments(text));
-    out.extend(spaced_hex_segments(text));
+    out.extend(spaced);
     out.extend(entity_segments(text));
     out
 }
@@ -180,51 +195,39 @@ fn escaped_hex_segments(text: &str) -> Vec<Decoded> {
 }
 
 /// Hex bytes separated by single spaces (`64 69 73 72 …`), six or more.
-fn spaced_hex_segments(text: &str) -> Vec<Decoded> {
+fn spaced_hex_at(text: &str, start: usize) -> Option<(usize, Option<Decoded>)> {
     let b = text.as_bytes();
-    let mut out = Vec::new();
     let pair = |k: usize| {
         b.get(k).is_some_and(u8::is_ascii_hexdigit)
             && b.get(k + 1).is_some_and(u8::is_ascii_hexdigit)
             && !b.get(k + 2).is_some_and(u8::is_ascii_alphanumeric)
             && (k == 0 || !b[k - 1].is_ascii_alphanumeric())
     };
-    // Candidates start at a hex pair followed by a space and another hex pair.
-    let mut i = 0;
-    while let Some(off) = memchr::memchr(b' ', &b[i..]) {
-        let space = i + off;
-        i = space + 1;
-        let Some(start) = space.checked_sub(2) else {
-            continue;
-        };
-        if !pair(start) || !pair(space + 1) {
-            continue;
-        }
-        let mut k = start;
-        let mut bytes = Vec::new();
-        let mut end = k;
-        while pair(k) {
-            bytes.extend(u8::from_str_radix(&text[k..k + 2], 16).ok());
-            end = k + 2;
-            if b.get(k + 2) == Some(&b' ') {
-                k += 3;
-            } else {
-                break;
-            }
-        }
-        i = i.max(end);
-        if bytes.len() >= 6
-            && let Some(t) = readable(bytes)
-        {
-            out.push(Decoded {
-                start,
-                end,
-                encoding: Encoding::Hex,
-                text: t,
-            });
+    if b.get(start + 2) != Some(&b' ') || !pair(start) || !pair(start + 3) {
+        return None;
+    }
+    let mut k = start;
+    let mut bytes = Vec::new();
+    let mut end = k;
+    while pair(k) {
+        bytes.extend(u8::from_str_radix(&text[k..k + 2], 16).ok());
+        end = k + 2;
+        if b.get(k + 2) == Some(&b' ') {
+            k += 3;
+        } else {
+            break;
         }
     }
-    out
+    let decoded = (bytes.len() >= 6)
+        .then(|| readable(bytes))
+        .flatten()
+        .map(|t| Decoded {
+            start,
+            end,
+            encoding: Encoding::Hex,
+            text: t,
+        });
+    Some((end, decoded))
 }
 
 /// HTML numeric character references (`&#73;`, `&#x49;`): the region from the first to the
@@ -445,6 +448,31 @@ mod tests {
         assert_eq!(
             decoded_segments("&#73;&#103;&#110;ore x")[0].text,
             "Ignore x"
+        );
+    }
+
+    #[test]
+    fn decodes_spaced_hex_wherever_it_starts() {
+        // "disregard"
+        let hex = "64 69 73 72 65 67 61 72 64";
+        for text in [
+            hex.to_owned(),
+            format!("run: {hex} now"),
+            format!("x-{hex}"),
+            format!("(68 69) then {hex}"),
+        ] {
+            let segs: Vec<Decoded> = decoded_segments(&text)
+                .into_iter()
+                .filter(|s| s.text == "disregard")
+                .collect();
+            assert_eq!(segs.len(), 1, "{text:?}");
+            assert_eq!(&text[segs[0].start..segs[0].end], hex);
+        }
+        assert!(
+            decoded_segments("ab cd ef 12 34")
+                .iter()
+                .all(|s| s.encoding != Encoding::Hex),
+            "five pairs are not enough"
         );
     }
 

@@ -332,57 +332,94 @@ fn has_split_word(bytes: &[u8]) -> bool {
     })
 }
 
-fn is_leet(b: u8) -> bool {
-    matches!(
-        b,
-        b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'@' | b'$' | b'!' | b'|'
-    )
+const ALNUM: u8 = 1;
+const ALPHA: u8 = 1 << 1;
+const LEET: u8 = 1 << 2;
+const SEPARATOR: u8 = 1 << 3;
+
+/// Byte classes for the evasion checks: one table lookup per byte instead of a chain of
+/// comparisons (these checks run over every prompt).
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut v = 0;
+        if c.is_ascii_alphanumeric() {
+            v |= ALNUM;
+        }
+        if c.is_ascii_alphabetic() {
+            v |= ALPHA;
+        }
+        if matches!(
+            c,
+            b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'@' | b'$' | b'!' | b'|'
+        ) {
+            v |= LEET;
+        }
+        if matches!(
+            c,
+            b' ' | b'.' | b'-' | b'_' | b'*' | b'|' | b'/' | b'+' | b'~' | b','
+        ) {
+            v |= SEPARATOR;
+        }
+        t[b] = v;
+        b += 1;
+    }
+    t
+};
+
+fn class(b: u8) -> u8 {
+    CLASS[usize::from(b)]
 }
 
 /// A leetspeak character between two letters (`1gn0re`, `s3cret`).
 pub fn has_leet(bytes: &[u8]) -> bool {
-    bytes
-        .windows(3)
-        .any(|w| is_leet(w[1]) && w[0].is_ascii_alphabetic() && w[2].is_ascii_alphabetic())
+    let [first, rest @ ..] = bytes else {
+        return false;
+    };
+    // (class of the byte before, class of this byte) slide along; one lookup per byte.
+    let (mut before, mut here) = (0u8, class(*first));
+    for &b in rest {
+        let after = class(b);
+        if here & LEET != 0 && before & ALPHA != 0 && after & ALPHA != 0 {
+            return true;
+        }
+        (before, here) = (here, after);
+    }
+    false
 }
 
 /// True when `bytes` hold a run of three single letters separated by one separator each
 /// (`i g n`, `I.G.N`): such text needs [`normalize_mapped`] before matching.
 pub fn has_spaced_letters(bytes: &[u8]) -> bool {
-    let alnum = |b: u8| b.is_ascii_alphanumeric();
-    let sep = |b: u8| {
-        matches!(
-            b,
-            b' ' | b'.' | b'-' | b'_' | b'*' | b'|' | b'/' | b'+' | b'~' | b','
-        )
-    };
+    let n = bytes.len();
+    let alnum = |i: usize| i < n && class(bytes[i]) & ALNUM != 0;
     let mut run = 0usize;
     let mut i = 0;
-    let n = bytes.len();
     while i < n {
-        let b = bytes[i];
-        if alnum(b) {
-            let single = (i == 0 || !alnum(bytes[i - 1])) && (i + 1 >= n || !alnum(bytes[i + 1]));
-            if single {
-                run += 1;
-                if run >= 3 {
-                    return true;
-                }
-                if i + 1 < n && sep(bytes[i + 1]) {
-                    i += 2;
-                    continue;
-                }
-            }
+        if class(bytes[i]) & ALNUM == 0 {
             run = 0;
             i += 1;
-            // Skip the rest of a longer word quickly.
-            while i < n && alnum(bytes[i]) {
-                i += 1;
-            }
             continue;
         }
-        run = 0;
+        // A word starts here (words are always skipped whole).
+        let start = i;
         i += 1;
+        while alnum(i) {
+            i += 1;
+        }
+        if i - start == 1 {
+            run += 1;
+            if run >= 3 {
+                return true;
+            }
+            if i < n && class(bytes[i]) & SEPARATOR != 0 {
+                i += 1;
+                continue;
+            }
+        }
+        run = 0;
     }
     false
 }
@@ -434,6 +471,67 @@ mod tests {
         assert!(has_spaced_letters(b"I.G.N.O.R.E"));
         assert!(!has_spaced_letters(b"a b and c d"));
         assert!(!has_spaced_letters(b"make && make install"));
+    }
+
+    /// The first implementations, kept as the reference the table-driven ones must agree with.
+    fn reference_has_leet(bytes: &[u8]) -> bool {
+        let is_leet = |b: u8| {
+            matches!(
+                b,
+                b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'@' | b'$' | b'!' | b'|'
+            )
+        };
+        bytes
+            .windows(3)
+            .any(|w| is_leet(w[1]) && w[0].is_ascii_alphabetic() && w[2].is_ascii_alphabetic())
+    }
+
+    fn reference_has_spaced_letters(bytes: &[u8]) -> bool {
+        let alnum = |b: u8| b.is_ascii_alphanumeric();
+        let sep = |b: u8| {
+            matches!(
+                b,
+                b' ' | b'.' | b'-' | b'_' | b'*' | b'|' | b'/' | b'+' | b'~' | b','
+            )
+        };
+        let mut run = 0usize;
+        let mut i = 0;
+        let n = bytes.len();
+        while i < n {
+            let b = bytes[i];
+            if alnum(b) {
+                let single =
+                    (i == 0 || !alnum(bytes[i - 1])) && (i + 1 >= n || !alnum(bytes[i + 1]));
+                if single {
+                    run += 1;
+                    if run >= 3 {
+                        return true;
+                    }
+                    if i + 1 < n && sep(bytes[i + 1]) {
+                        i += 2;
+                        continue;
+                    }
+                }
+                run = 0;
+                i += 1;
+                while i < n && alnum(bytes[i]) {
+                    i += 1;
+                }
+                continue;
+            }
+            run = 0;
+            i += 1;
+        }
+        false
+    }
+
+    proptest! {
+        #[test]
+        fn fast_checks_agree_with_the_reference(text in "[a-c1-3 .|@$_x]{0,40}") {
+            let b = text.as_bytes();
+            prop_assert_eq!(has_leet(b), reference_has_leet(b));
+            prop_assert_eq!(has_spaced_letters(b), reference_has_spaced_letters(b));
+        }
     }
 
     proptest! {

@@ -22,6 +22,10 @@ use crate::validate::{self as v, Verdict};
 enum Gate {
     /// Over the whole text when a trigger of this group occurs.
     Keyed(u32),
+    /// In a window around each occurrence of a trigger of this group: from a little before it
+    /// (the key name the trigger sits in, such as `client_secret` or a URL scheme) to the end
+    /// of the value after it.
+    Near(u32),
     /// In a window after each occurrence of a context word of this group.
     Context(u32, usize),
     /// In windows around digit clusters.
@@ -248,7 +252,7 @@ const PATTERN_SPECS: &[PatternSpec] = {
             "credential",
             Secret,
             High,
-            Gate::Keyed(CRED),
+            Gate::Near(CRED),
             r#"(?i)(?:api[_\-. ]?key|apikey|access[_\-]?key(?:[_\-]?id)?|secret|client[_\-]?secret|auth[_\-]?token|access[_\-]?token|refresh[_\-]?token|token|password|passwd|pass|pwd|passphrase|credentials?|\bkey)[a-z0-9_.\-]*["']?\s*(?:=|:|=>|:=)\s*["'`]?([^\s"'`,;<>]{6,})"#,
             1,
             v::credential,
@@ -257,7 +261,7 @@ const PATTERN_SPECS: &[PatternSpec] = {
             "credential",
             Secret,
             High,
-            Gate::Keyed(CRED),
+            Gate::Near(CRED),
             r"(?i)\b[a-z0-9_]*(?:secret|token|password|passwd|api_?key|access_?key)[a-z0-9_]*\s+[\x22']?([A-Za-z0-9/+=_\-]{16,})",
             1,
             v::credential,
@@ -266,7 +270,7 @@ const PATTERN_SPECS: &[PatternSpec] = {
             "credential",
             Secret,
             High,
-            Gate::Keyed(CRED),
+            Gate::Near(CRED),
             r"(?i)\bbearer\s+([A-Za-z0-9._~+/\-]{16,}=*)",
             1,
             v::credential,
@@ -275,7 +279,7 @@ const PATTERN_SPECS: &[PatternSpec] = {
             "credential",
             Secret,
             High,
-            Gate::Keyed(CRED),
+            Gate::Near(CRED),
             r#"(?i)\b(?:password|passphrase|passcode)\s+(?:is|was|=)\s+["'`]?([^\s"'`,;]{6,})"#,
             1,
             v::credential,
@@ -284,7 +288,7 @@ const PATTERN_SPECS: &[PatternSpec] = {
             "credential",
             Secret,
             High,
-            Gate::Keyed(URL_CRED),
+            Gate::Near(URL_CRED),
             r"(?i)\b[a-z][a-z0-9+.\-]{1,20}://[^\s:/@]{1,64}:([^\s@/]{4,128})@",
             1,
             v::url_password,
@@ -443,6 +447,58 @@ fn detectors() -> Option<&'static Detectors> {
     .as_ref()
 }
 
+/// How far before a credential trigger its key name may start, and how far after it the
+/// value is looked for (extended to the end of the value).
+const NEAR_BEFORE: usize = 64;
+const NEAR_AFTER: usize = 256;
+/// A value longer than this after its key is cut here (it is still redacted up to the cut).
+const VALUE_MAX: usize = 8 * 1024;
+
+/// The first whitespace at or after `from` (at most [`VALUE_MAX`] further), on a char boundary.
+fn value_end(text: &str, from: usize) -> usize {
+    let bytes = text.as_bytes();
+    let from = from.min(bytes.len());
+    let limit = (from + VALUE_MAX).min(bytes.len());
+    let end = bytes[from..limit]
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .map_or(limit, |k| from + k);
+    ceil_boundary(text, end)
+}
+
+/// Digits and colons seed the numeric patterns (every number-shaped value has one, and
+/// `::` or `aa:bb:…` carry the colon). Windows reach [`DIGIT_RADIUS`] around runs of seeds
+/// no more than that apart, so the cluster regex never scans long stretches of prose.
+const DIGIT_RADIUS: usize = 40;
+
+fn digit_windows(text: &str) -> Vec<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let seed = |b: &u8| b.is_ascii_digit() || *b == b':';
+    let next = |from: usize| {
+        bytes
+            .get(from..)
+            .and_then(|rest| rest.iter().position(seed))
+            .map(|k| from + k)
+    };
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut at = 0;
+    while let Some(first) = next(at) {
+        let mut last = first;
+        while let Some(k) = next(last + 1) {
+            if k > last + DIGIT_RADIUS {
+                break;
+            }
+            last = k;
+        }
+        out.push((
+            floor_boundary(text, first.saturating_sub(DIGIT_RADIUS)),
+            ceil_boundary(text, last + 1 + DIGIT_RADIUS),
+        ));
+        at = last + 1;
+    }
+    merge(out)
+}
+
 /// "born" marks a date of birth only with a person as subject (`I was born`, `he was born`,
 /// `Name: …, born`), not `the project was born`.
 fn personal_subject(text: &str, at: usize) -> bool {
@@ -523,6 +579,7 @@ pub fn detect(text: &str) -> Vec<Finding> {
     let bytes = text.as_bytes();
     let mut groups = 0u32;
     let mut contexts: Vec<(u32, usize)> = Vec::new();
+    let mut near: Vec<(u32, usize, usize)> = Vec::new();
     for m in d.triggers.find_iter(text) {
         let (word, _, whole) = TRIGGERS[m.pattern().as_usize()];
         let group = d.groups[m.pattern().as_usize()];
@@ -541,12 +598,19 @@ pub fn detect(text: &str) -> Vec<Finding> {
         if group & (DOB | PASSPORT | LICENSE | SSN_CTX) != 0 {
             contexts.push((group, m.end()));
         }
+        if group & (CRED | URL_CRED) != 0 {
+            near.push((
+                group,
+                floor_boundary(text, m.start().saturating_sub(NEAR_BEFORE)),
+                value_end(text, m.end() + NEAR_AFTER),
+            ));
+        }
     }
     // Windows around digit clusters, with what the cluster looks like, so that each numeric
     // pattern runs only where its shape can occur.
     let mut numeric: Vec<(usize, usize, u8)> = Vec::new();
-    if bytes.iter().any(u8::is_ascii_digit) {
-        for m in d.numeric.find_iter(text) {
+    for (ws, we) in digit_windows(text) {
+        for m in d.numeric.find_iter(Input::new(text).range(ws..we)) {
             let c = &bytes[m.start()..m.end()];
             let digits = c.iter().filter(|b| b.is_ascii_digit()).count();
             let mut shape = 0u8;
@@ -582,6 +646,13 @@ pub fn detect(text: &str) -> Vec<Finding> {
         let windows: Vec<(usize, usize)> = match p.gate {
             Gate::Keyed(g) if groups & g != 0 => vec![(0, text.len())],
             Gate::Keyed(_) => continue,
+            Gate::Near(g) if groups & g != 0 => merge(
+                near.iter()
+                    .filter(|w| w.0 & g != 0)
+                    .map(|w| (w.1, w.2))
+                    .collect(),
+            ),
+            Gate::Near(_) => continue,
             Gate::Context(g, width) => merge(
                 contexts
                     .iter()
