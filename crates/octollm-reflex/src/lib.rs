@@ -22,6 +22,7 @@
 
 pub mod decode;
 pub mod injection;
+mod keywords;
 pub mod normalize;
 pub mod pii;
 pub mod redact;

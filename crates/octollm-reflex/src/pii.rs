@@ -10,10 +10,10 @@
 
 use std::sync::OnceLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_automata::Input;
 use regex_automata::meta::Regex;
 
+use crate::keywords::{self, Hit};
 use crate::scan::{Finding, FindingKind, Severity};
 use crate::validate::{self as v, Verdict};
 
@@ -406,10 +406,6 @@ const PATTERN_SPECS: &[PatternSpec] = {
 
 struct Detectors {
     patterns: Vec<Pattern>,
-    triggers: AhoCorasick,
-    /// Groups per trigger, including those of every (not whole-word) trigger inside it: the
-    /// search reports leftmost-longest matches without overlaps.
-    groups: Vec<u32>,
     /// Finds digit clusters that may hold a number-shaped PII value.
     numeric: Regex,
 }
@@ -423,26 +419,9 @@ fn detectors() -> Option<&'static Detectors> {
                 compile(re).ok().map(|regex| Pattern { label, kind, severity, gate, regex, group, validate })
             })
             .collect::<Option<Vec<_>>>()?;
-        let triggers = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostLongest)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(TRIGGERS.iter().map(|t| t.0))
-            .ok()?;
         let numeric = compile(r"(?:[0-9A-Fa-f]{1,4}[:.\-]){2,}[0-9A-Fa-f]{1,4}|[+(]?[0-9][0-9 ().\-/]{4,}[0-9]|::[0-9A-Fa-f]")
             .ok()?;
-        let groups = TRIGGERS
-            .iter()
-            .map(|(word, group, _)| {
-                let word = word.to_ascii_lowercase();
-                TRIGGERS
-                    .iter()
-                    .filter(|(inner, _, whole)| !whole && word.contains(&inner.to_ascii_lowercase()))
-                    .fold(*group, |acc, (_, g, _)| acc | g)
-            })
-            .collect();
-        Some(Detectors {
-            groups, patterns, triggers, numeric })
+        Some(Detectors { patterns, numeric })
     })
     .as_ref()
 }
@@ -573,6 +552,17 @@ fn merge(mut windows: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
 /// Every PII and secret finding in `text`, non-overlapping (secrets and earlier patterns win),
 /// sorted by start.
 pub fn detect(text: &str) -> Vec<Finding> {
+    detect_with(text, &keywords::find(text))
+}
+
+/// The trigger words, their group and whether they must stand alone, for the shared keyword
+/// automaton ([`crate::keywords`]).
+pub(crate) fn triggers() -> &'static [(&'static str, u32, bool)] {
+    TRIGGERS
+}
+
+/// [`detect`] with the keyword hits of `text` already found.
+pub(crate) fn detect_with(text: &str, hits: &[Hit]) -> Vec<Finding> {
     let Some(d) = detectors() else {
         return Vec::new();
     };
@@ -580,29 +570,33 @@ pub fn detect(text: &str) -> Vec<Finding> {
     let mut groups = 0u32;
     let mut contexts: Vec<(u32, usize)> = Vec::new();
     let mut near: Vec<(u32, usize, usize)> = Vec::new();
-    for m in d.triggers.find_iter(text) {
-        let (word, _, whole) = TRIGGERS[m.pattern().as_usize()];
-        let group = d.groups[m.pattern().as_usize()];
-        if whole {
-            let before = m.start().checked_sub(1).map(|i| bytes[i]);
-            let after = bytes.get(m.end()).copied();
-            let alpha = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphabetic());
-            if alpha(before) || alpha(after) {
+    for m in hits {
+        let group = m.meaning.pii_groups;
+        if group == 0 {
+            continue;
+        }
+        if let Some(&(word, _, whole)) = m.meaning.trigger.and_then(|t| TRIGGERS.get(t)) {
+            if whole {
+                let before = m.start.checked_sub(1).map(|i| bytes[i]);
+                let after = bytes.get(m.end).copied();
+                let alpha = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphabetic());
+                if alpha(before) || alpha(after) {
+                    continue;
+                }
+            }
+            if word.eq_ignore_ascii_case("born") && !personal_subject(text, m.start) {
                 continue;
             }
         }
-        if word.eq_ignore_ascii_case("born") && !personal_subject(text, m.start()) {
-            continue;
-        }
         groups |= group;
         if group & (DOB | PASSPORT | LICENSE | SSN_CTX) != 0 {
-            contexts.push((group, m.end()));
+            contexts.push((group, m.end));
         }
         if group & (CRED | URL_CRED) != 0 {
             near.push((
                 group,
-                floor_boundary(text, m.start().saturating_sub(NEAR_BEFORE)),
-                value_end(text, m.end() + NEAR_AFTER),
+                floor_boundary(text, m.start.saturating_sub(NEAR_BEFORE)),
+                value_end(text, m.end + NEAR_AFTER),
             ));
         }
     }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{injection, pii};
+use crate::{injection, keywords, pii};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,12 +90,18 @@ impl Scanner {
     }
 
     pub fn scan(&self, text: &str, options: ScanOptions) -> ScanReport {
+        // One keyword pass serves both detectors.
+        let hits = if options.detect_pii || options.detect_injection {
+            keywords::find(text)
+        } else {
+            Vec::new()
+        };
         let mut findings = Vec::new();
         if options.detect_pii {
-            findings.extend(pii::detect(text));
+            findings.extend(pii::detect_with(text, &hits));
         }
         if options.detect_injection {
-            findings.extend(injection::detect(text));
+            findings.extend(injection::detect_with(text, &hits));
         }
         let injection_detected = findings.iter().any(|f| f.kind == FindingKind::Injection);
         let pii_detected = findings.iter().any(|f| f.kind != FindingKind::Injection);

@@ -19,10 +19,10 @@
 
 use std::sync::OnceLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_automata::meta::Regex;
 
 use crate::decode;
+use crate::keywords::{self, Hit};
 use crate::normalize::{self, Normalized};
 use crate::scan::{Finding, FindingKind, Severity};
 
@@ -47,11 +47,11 @@ struct View {
 struct Detector {
     original: View,
     normalized: View,
-    anchors: AhoCorasick,
-    /// Bits per anchor, including those of every anchor inside it: the search reports
-    /// leftmost-longest matches without overlaps (fast), so `system message` must also carry
-    /// the bits of `system`.
-    anchor_bits: Vec<u32>,
+}
+
+/// The anchor words and their bits, for the shared keyword automaton ([`crate::keywords`]).
+pub(crate) fn anchors() -> &'static [(&'static str, u32)] {
+    ANCHORS
 }
 
 /// ASCII word boundaries and word characters keep the automata small (Unicode `\w` is
@@ -88,45 +88,23 @@ fn detector() -> Option<&'static Detector> {
     static D: OnceLock<Option<Detector>> = OnceLock::new();
     D.get_or_init(|| {
         let specs = rules_spec();
-        let anchors = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostLongest)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(ANCHORS.iter().map(|a| a.0))
-            .ok()?;
-        let anchor_bits = ANCHORS
-            .iter()
-            .map(|(word, _)| {
-                let word = word.to_ascii_lowercase();
-                ANCHORS
-                    .iter()
-                    .filter(|(inner, _)| word.contains(&inner.to_ascii_lowercase()))
-                    .fold(0, |acc, (_, bits)| acc | bits)
-            })
-            .collect();
         Some(Detector {
             original: build_view(&specs, true)?,
             normalized: build_view(&specs, false)?,
-            anchors,
-            anchor_bits,
         })
     })
     .as_ref()
 }
 
-/// Family bits of the anchors found in `hay`, and whether a topic word occurs.
-fn anchor_bits(d: &Detector, hay: &str) -> u32 {
-    let mut bits = 0;
-    for m in d.anchors.find_iter(hay) {
-        bits |= d.anchor_bits[m.pattern().as_usize()];
-    }
-    bits
+/// Family bits of the anchors found in `hay`.
+fn anchor_bits(hay: &str) -> u32 {
+    keywords::anchor_bits(hay)
 }
 
 /// Bit set of the families whose prefilter anchors fire on `text` as it is (for profiling).
 #[doc(hidden)]
 pub fn enabled_families(text: &str) -> u32 {
-    detector().map_or(0, |d| enabled(anchor_bits(d, text)))
+    enabled(anchor_bits(text))
 }
 
 /// Runs the rules selected by `bits` over `hay`, mapping spans with `map`.
@@ -162,7 +140,13 @@ fn run_rules(
 
 /// Injection findings in `text`; offsets point into `text`.
 pub fn detect(text: &str) -> Vec<Finding> {
-    detect_at_depth(text, 0)
+    detect_at_depth(text, 0, None)
+}
+
+/// [`detect`] with the keyword hits of `text` already found (the scanner shares one keyword
+/// pass between the detectors).
+pub(crate) fn detect_with(text: &str, hits: &[Hit]) -> Vec<Finding> {
+    detect_at_depth(text, 0, Some(hits))
 }
 
 const MAX_DEPTH: usize = 2;
@@ -224,7 +208,7 @@ fn scan_normalized(
     out: &mut Vec<Finding>,
 ) -> u32 {
     let n = normalize::normalize_mapped(text);
-    let bits = bits | anchor_bits(d, n.as_str());
+    let bits = bits | anchor_bits(n.as_str());
     let map = |s, e| {
         let (a, b) = n.original_span(text, s, e);
         (offset + a, offset + b)
@@ -232,21 +216,29 @@ fn scan_normalized(
     run_rules(d, n.as_str(), false, bits, &map, out);
     if normalize::has_leet(n.as_str().as_bytes()) {
         let leet: Normalized = n.leet_folded();
-        let leet_bits = anchor_bits(d, leet.as_str());
+        let leet_bits = anchor_bits(leet.as_str());
         run_rules(d, leet.as_str(), false, leet_bits, &map, out);
     }
     bits
 }
 
-fn detect_at_depth(text: &str, depth: usize) -> Vec<Finding> {
+fn detect_at_depth(text: &str, depth: usize, known: Option<&[Hit]>) -> Vec<Finding> {
     let Some(d) = detector() else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    let hits: Vec<(usize, u32)> = d
-        .anchors
-        .find_iter(text)
-        .map(|m| (m.start(), d.anchor_bits[m.pattern().as_usize()]))
+    let found;
+    let known = match known {
+        Some(hits) => hits,
+        None => {
+            found = keywords::find(text);
+            &found
+        }
+    };
+    let hits: Vec<(usize, u32)> = known
+        .iter()
+        .filter(|h| h.meaning.anchor_bits != 0)
+        .map(|h| (h.start, h.meaning.anchor_bits))
         .collect();
     let mut bits = hits.iter().fold(0, |acc, h| acc | h.1);
     if normalize::needs_normalizing(text.as_bytes()) {
@@ -271,19 +263,19 @@ fn detect_at_depth(text: &str, depth: usize) -> Vec<Finding> {
                 &mut out,
                 seg.start,
                 seg.end,
-                &detect_at_depth(&seg.text, depth + 1),
+                &detect_at_depth(&seg.text, depth + 1, None),
             );
         }
         if bits & ENCODED != 0 {
             let rotated = decode::rot13(text);
-            for f in detect_at_depth(&rotated, MAX_DEPTH) {
+            for f in detect_at_depth(&rotated, MAX_DEPTH, None) {
                 push_encoded(&mut out, f.start, f.end, std::slice::from_ref(&f));
             }
         }
         if enabled(bits) & REVERSED != 0 && text.is_ascii() {
             let reversed: String = text.chars().rev().collect();
             let len = text.len();
-            for f in detect_at_depth(&reversed, MAX_DEPTH) {
+            for f in detect_at_depth(&reversed, MAX_DEPTH, None) {
                 push_encoded(
                     &mut out,
                     len - f.end,
@@ -366,8 +358,7 @@ fn lower_quoted_discussion(text: &str, findings: &mut [Finding]) {
 }
 
 fn talks_about_attacks(lower: &str) -> bool {
-    let Some(d) = detector() else { return false };
-    let bits = anchor_bits(d, lower);
+    let bits = anchor_bits(lower);
     enabled(bits) & TOPIC != 0 && enabled(bits) & FRAME != 0
 }
 
