@@ -29,7 +29,9 @@ pub trait ResponseCache: Send + Sync {
 
 /// moka's TinyLFU cache bounded by bytes (keys + serialised values).
 pub struct MemoryCache {
-    cache: moka::future::Cache<String, Arc<serde_json::Value>>,
+    /// The value and its weight, estimated once when it is stored (the weigher runs on every
+    /// insert and eviction; serialising the value there cost more than the scan it caches).
+    cache: moka::sync::Cache<String, Arc<(serde_json::Value, u32)>>,
     hits: AtomicU64,
     lookups: AtomicU64,
     evictions: Arc<AtomicU64>,
@@ -39,11 +41,12 @@ impl MemoryCache {
     pub fn new(max_bytes: u64, ttl: Duration) -> Self {
         let evictions = Arc::new(AtomicU64::new(0));
         let counter = evictions.clone();
-        let cache = moka::future::Cache::builder()
+        let cache = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|key: &String, value: &Arc<serde_json::Value>| {
-                let bytes = key.len() + value.to_string().len();
-                u32::try_from(bytes).unwrap_or(u32::MAX)
+            .weigher(|key: &String, value: &Arc<(serde_json::Value, u32)>| {
+                u32::try_from(key.len())
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(value.1)
             })
             .time_to_live(ttl)
             .eviction_listener(move |_key, _value, cause| {
@@ -65,7 +68,7 @@ impl MemoryCache {
 impl ResponseCache for MemoryCache {
     async fn get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
         self.lookups.fetch_add(1, Ordering::Relaxed);
-        let found = self.cache.get(key).await.map(|v| (*v).clone());
+        let found = self.cache.get(key).map(|v| v.0.clone());
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
@@ -73,12 +76,13 @@ impl ResponseCache for MemoryCache {
     }
 
     async fn put(&self, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
-        self.cache.insert(key.to_owned(), Arc::new(value)).await;
+        let weight = u32::try_from(json_size(&value)).unwrap_or(u32::MAX);
+        self.cache.insert(key.to_owned(), Arc::new((value, weight)));
         Ok(())
     }
 
     async fn stats(&self) -> Result<CacheStats, StoreError> {
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
         let lookups = self.lookups.load(Ordering::Relaxed);
         let hits = self.hits.load(Ordering::Relaxed);
         Ok(CacheStats {
@@ -95,8 +99,25 @@ impl ResponseCache for MemoryCache {
 
     async fn clear(&self) -> Result<(), StoreError> {
         self.cache.invalidate_all();
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
         Ok(())
+    }
+}
+
+/// About the size of `value` serialised, without serialising it.
+fn json_size(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 12,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| json_size(v) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + json_size(v))
+                .sum::<usize>()
+        }
     }
 }
 

@@ -408,6 +408,7 @@ impl Config {
         self.storage.data_dir.join("octollm.db")
     }
 
+    #[cfg(feature = "local")]
     pub fn llm_model_path(&self) -> PathBuf {
         self.llm
             .model_path

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Load test of the reflex service (`octollm serve reflex`) on loopback, as in issue 3 / SPEC §15:
+# 500-byte bodies, 16 connections. Builds a release binary, starts the service with rate
+# limiting off (one client IP would be limited otherwise), then
+#   1. wrk (closed loop, as fast as it can) for the maximum throughput,
+#   2. examples/reflex_load (open loop at a fixed rate, latency from the scheduled send time)
+#      at 5,000 requests/s for the latency percentiles,
+# and reads the server's CPU time (utime+stime of every thread, /proc/PID/stat) around each run.
+# Every body is distinct, so the cache never answers.
+#   usage: scripts/bench-reflex.sh [seconds] [rate]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+SECONDS_PER_RUN="${1:-20}"
+RATE="${2:-5000}"
+command -v wrk >/dev/null || bash scripts/setup.sh
+
+cargo build --release --locked -q -p octollm --no-default-features --bin octollm --example reflex_load
+BIN="$CARGO_TARGET_DIR/release/octollm"
+LOAD="$CARGO_TARGET_DIR/release/examples/reflex_load"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+URL="http://127.0.0.1:$PORT"
+DATA="$(mktemp -d)"
+
+RATE_LIMIT_ENABLED=false OCTOLLM_REFLEX_BIND="127.0.0.1:$PORT" OCTOLLM_DATA_DIR="$DATA" RUST_LOG=warn \
+  "$BIN" serve reflex >"$DATA/server.log" 2>&1 &
+PID=$!
+trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"' EXIT
+for _ in $(seq 100); do
+  curl -fsS "$URL/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "$URL/health" >/dev/null
+
+TICKS="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+served() { curl -fsS "$URL/metrics" | awk '/^reflex_requests_total|^octollm_reflex_requests_total/ {s += $2} END {print s + 0}'; }
+
+echo "== warm-up"
+"$LOAD" "$URL" 1000 16 3 500 >/dev/null
+
+echo "== wrk: 16 connections, 2 threads, ${SECONDS_PER_RUN}s, as fast as possible"
+before="$(cpu_ticks)"
+wrk -t2 -c16 -d"${SECONDS_PER_RUN}s" --latency -s scripts/bench/reflex.lua "$URL" | tee "$DATA/wrk.txt"
+after="$(cpu_ticks)"
+requests="$(awk '/requests in/ {print $1}' "$DATA/wrk.txt")"
+python3 -c "print(f'server CPU per request (wrk run): {($after-$before)/$TICKS/$requests*1e6:.1f} us over $requests requests')"
+
+echo "== open loop: ${RATE} requests/s, 16 connections, ${SECONDS_PER_RUN}s"
+before="$(cpu_ticks)"
+result="$("$LOAD" "$URL" "$RATE" 16 "$SECONDS_PER_RUN" 500)"
+after="$(cpu_ticks)"
+echo "$result"
+python3 - "$result" "$before" "$after" "$TICKS" "$SECONDS_PER_RUN" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1]); before, after, ticks, secs = map(float, sys.argv[2:6])
+total = r["target_rps"] * secs  # every scheduled request of the run, warm-up included
+print(f"server CPU per request (open loop): {(after-before)/ticks/total*1e6:.1f} us; "
+      f"p50 {r['p50_us']} us, p99 {r['p99_us']} us, p99.9 {r['p999_us']} us, max {r['max_us']} us "
+      f"(from the send itself: p50 {r['service_p50_us']} us, p99 {r['service_p99_us']} us); "
+      f"{r['achieved_rps']} req/s achieved, {r['errors']} errors")
+PY
