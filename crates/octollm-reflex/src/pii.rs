@@ -857,6 +857,13 @@ mod tests {
     }
 
     #[test]
+    fn multibyte_text_before_a_number_does_not_panic() {
+        // Found by the fuzz target: the word before a card-like number was sliced by bytes.
+        let _ = detect("\u{9a244}9999999999999999999\r");
+        let _ = detect("é1 4111 1111 1111 1111");
+    }
+
+    #[test]
     fn validators_cut_false_positives() {
         for text in [
             "order 4111 1111 1111 1112",

@@ -98,9 +98,11 @@ pub fn credit_card(text: &str, start: usize, end: usize) -> Verdict {
         .rsplit(|c: char| c.is_whitespace())
         .next()
         .unwrap_or("");
-    let iban_head = last_word.len() == 4
-        && last_word[..2].bytes().all(|b| b.is_ascii_alphabetic())
-        && last_word[2..].bytes().all(|b| b.is_ascii_digit());
+    // Bytes, not string slices: the word may hold multi-byte chars.
+    let head = last_word.as_bytes();
+    let iban_head = head.len() == 4
+        && head[..2].iter().all(u8::is_ascii_alphabetic)
+        && head[2..].iter().all(u8::is_ascii_digit);
     let not_card = byte_before(text, start) == Some(b'+')
         || iban_head
         || ["imei", "iban", "account", "acct", "order", "tracking"]
