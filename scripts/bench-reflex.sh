@@ -34,28 +34,40 @@ curl -fsS "$URL/health" >/dev/null
 
 TICKS="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+sys_ticks() { awk '{print $15}' "/proc/$PID/stat"; }
 served() { curl -fsS "$URL/metrics" | awk '/^reflex_requests_total|^octollm_reflex_requests_total/ {s += $2} END {print s + 0}'; }
 
 echo "== warm-up"
 "$LOAD" "$URL" 1000 16 3 500 >/dev/null
 
+# Server CPU per request of one wrk run, split into user and kernel (system) time.
+wrk_cpu() {
+  local label="$1"; shift
+  local before sys_before after sys_after requests
+  before="$(cpu_ticks)"; sys_before="$(sys_ticks)"
+  wrk "$@" | tee "$DATA/wrk.txt"
+  after="$(cpu_ticks)"; sys_after="$(sys_ticks)"
+  requests="$(awk '/requests in/ {print $1}' "$DATA/wrk.txt")"
+  python3 -c "t=$TICKS; n=$requests; print(f'server CPU per request ($label): {($after-$before)/t/n*1e6:.1f} us, of which kernel {($sys_after-$sys_before)/t/n*1e6:.1f} us, over {n} requests')"
+}
+
+echo "== baseline: wrk on GET /health (HTTP + loopback TCP + middleware, no scan), 16 connections"
+wrk_cpu "GET /health" -t2 -c16 -d"${SECONDS_PER_RUN}s" "$URL/health"
+
 echo "== wrk: 16 connections, 2 threads, ${SECONDS_PER_RUN}s, as fast as possible"
-before="$(cpu_ticks)"
-wrk -t2 -c16 -d"${SECONDS_PER_RUN}s" --latency -s scripts/bench/reflex.lua "$URL" | tee "$DATA/wrk.txt"
-after="$(cpu_ticks)"
-requests="$(awk '/requests in/ {print $1}' "$DATA/wrk.txt")"
-python3 -c "print(f'server CPU per request (wrk run): {($after-$before)/$TICKS/$requests*1e6:.1f} us over $requests requests')"
+wrk_cpu "POST /preprocess" -t2 -c16 -d"${SECONDS_PER_RUN}s" --latency -s scripts/bench/reflex.lua "$URL"
 
 echo "== open loop: ${RATE} requests/s, 16 connections, ${SECONDS_PER_RUN}s"
-before="$(cpu_ticks)"
+before="$(cpu_ticks)"; sys_before="$(sys_ticks)"
 result="$("$LOAD" "$URL" "$RATE" 16 "$SECONDS_PER_RUN" 500)"
-after="$(cpu_ticks)"
+after="$(cpu_ticks)"; sys_after="$(sys_ticks)"
 echo "$result"
-python3 - "$result" "$before" "$after" "$TICKS" "$SECONDS_PER_RUN" <<'PY'
+python3 - "$result" "$before" "$after" "$TICKS" "$SECONDS_PER_RUN" "$sys_before" "$sys_after" <<'PY'
 import json, sys
-r = json.loads(sys.argv[1]); before, after, ticks, secs = map(float, sys.argv[2:6])
+r = json.loads(sys.argv[1]); before, after, ticks, secs, sys_before, sys_after = map(float, sys.argv[2:8])
 total = r["target_rps"] * secs  # every scheduled request of the run, warm-up included
-print(f"server CPU per request (open loop): {(after-before)/ticks/total*1e6:.1f} us; "
+print(f"server CPU per request (open loop): {(after-before)/ticks/total*1e6:.1f} us "
+      f"(kernel {(sys_after-sys_before)/ticks/total*1e6:.1f} us); "
       f"p50 {r['p50_us']} us, p99 {r['p99_us']} us, p99.9 {r['p999_us']} us, max {r['max_us']} us "
       f"(from the send itself: p50 {r['service_p50_us']} us, p99 {r['service_p99_us']} us); "
       f"{r['achieved_rps']} req/s achieved, {r['errors']} errors")

@@ -80,6 +80,8 @@ pub struct ReflexState {
 }
 
 pub fn router(state: ReflexState, body_limit: usize) -> Router {
+    // Shared, not cloned per request (the state holds strings and a client).
+    let state = Arc::new(state);
     let limited = Router::new()
         .route("/preprocess", post(preprocess))
         .route("/tasks", any(forward))
@@ -132,6 +134,16 @@ struct Verdict {
     sanitized_input: String,
     should_proceed: bool,
     matches: Vec<Match>,
+}
+
+/// The answer of `POST /preprocess`: the verdict and what this request adds to it.
+#[derive(Serialize)]
+struct PreprocessResponse<'a> {
+    #[serde(flatten)]
+    verdict: &'a Verdict,
+    cache_hit: bool,
+    request_id: String,
+    processing_time_us: u64,
 }
 
 /// Who is asking: the API key (hashed, never stored as given) or nobody. Cache entries live
@@ -212,10 +224,10 @@ fn to_match(f: &Finding) -> Match {
 }
 
 async fn preprocess(
-    State(state): State<ReflexState>,
+    State(state): State<Arc<ReflexState>>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<PreprocessRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let clock = Instant::now();
     let chars = request.input_text.chars().count();
     if chars == 0 || chars > INPUT_MAX_CHARS {
@@ -255,29 +267,29 @@ async fn preprocess(
         }
     };
     metrics::counter!(VERDICTS, "verdict" => if verdict.should_proceed { "proceed" } else { "block" }).increment(1);
-    let mut body = serde_json::to_value(&verdict).map_err(|e| ApiError::Internal(e.to_string()))?;
-    body["cache_hit"] = cache_hit.into();
-    body["request_id"] = request_id::current().unwrap_or_default().into();
-    body["processing_time_us"] = u64::try_from(clock.elapsed().as_micros())
-        .unwrap_or(u64::MAX)
-        .into();
-    Ok(Json(body))
+    Ok(Json(PreprocessResponse {
+        verdict: &verdict,
+        cache_hit,
+        request_id: request_id::current().unwrap_or_default(),
+        processing_time_us: u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX),
+    })
+    .into_response())
 }
 
 async fn cache_stats(
-    State(state): State<ReflexState>,
+    State(state): State<Arc<ReflexState>>,
 ) -> Result<Json<octollm_store::CacheStats>, ApiError> {
     Ok(Json(state.cache.stats().await?))
 }
 
 async fn cache_clear(
-    State(state): State<ReflexState>,
+    State(state): State<Arc<ReflexState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.cache.clear().await?;
     Ok(Json(serde_json::json!({"cleared": true})))
 }
 
-async fn health(State(state): State<ReflexState>) -> Json<serde_json::Value> {
+async fn health(State(state): State<Arc<ReflexState>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "status": "healthy",
         "version": state.version,
@@ -285,7 +297,7 @@ async fn health(State(state): State<ReflexState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn ready(State(state): State<ReflexState>) -> Response {
+async fn ready(State(state): State<Arc<ReflexState>>) -> Response {
     match state.cache.stats().await {
         Ok(_) => Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(e) => ApiError::Unavailable(format!("cache: {e}")).into_response(),
@@ -305,7 +317,11 @@ fn set_limit_headers(headers: &mut HeaderMap, d: &octollm_store::Decision) {
 }
 
 /// Token buckets per API key (when one is sent) and per client IP; the tighter answer wins.
-async fn rate_limit(State(state): State<ReflexState>, request: Request, next: Next) -> Response {
+async fn rate_limit(
+    State(state): State<Arc<ReflexState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if !state.limits.enabled {
         return next.run(request).await;
     }
@@ -369,7 +385,10 @@ const FORWARDED_HEADERS: &[&str] = &[
 
 /// Screens a task submission's text, then forwards any `/tasks…` request to the orchestrator
 /// and streams its answer back (event streams included).
-async fn forward(State(state): State<ReflexState>, request: Request) -> Result<Response, ApiError> {
+async fn forward(
+    State(state): State<Arc<ReflexState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let Some(base) = state.orchestrator_url.clone() else {
         return Err(ApiError::Unavailable(
             "no orchestrator is configured to forward to".into(),

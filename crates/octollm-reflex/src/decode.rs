@@ -19,6 +19,8 @@ pub struct Decoded {
     pub text: String,
 }
 
+use crate::bits::{Bits, class};
+
 const MIN_B64: usize = 16;
 const MIN_HEX: usize = 16;
 
@@ -64,97 +66,103 @@ fn is_b64(b: u8) -> bool {
 pub fn decoded_segments(text: &str) -> Vec<Decoded> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
-    let mut spaced = Vec::new();
-    let mut spaced_until = 0;
+    let b64 = Bits::of(bytes, class::base64);
+    // Bit i: bytes i..i + 16 are all base64, so a run starting there is long enough to decode.
+    const _: () = assert!(MIN_B64 == 16 && MIN_HEX == 16);
+    let long = b64.derive(|w| (0..16).fold(u64::MAX, |acc, k| acc & b64.ahead(w, k)));
     let mut i = 0;
-    while i < bytes.len() {
-        if !is_b64(bytes[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        i += 1;
+    // Runs are visited from their first byte: `i` is always past the previous run.
+    while let Some(start) = long.next_one(i) {
+        i = start + MIN_B64;
         while i < bytes.len() && is_b64(bytes[i]) {
             i += 1;
         }
-        // Spaced hex (`64 69 73 …`) starts with a run ending in a hex pair before a space; it
-        // is checked here rather than at every space of the text.
-        if i >= spaced_until
-            && i - start >= 2
-            && bytes.get(i) == Some(&b' ')
-            && let Some((end, decoded)) = spaced_hex_at(text, i - 2)
-        {
-            spaced_until = end;
-            spaced.extend(decoded);
-        }
-        // Prose is mostly short words: skip them before looking at their letters.
-        if i - start < MIN_B64.min(MIN_HEX) {
-            continue;
-        }
-        let first = CLASS[usize::from(bytes[start])];
-        let (mut any, mut all) = (first & !UPPER, first);
-        for &b in &bytes[start + 1..i] {
-            let c = CLASS[usize::from(b)];
-            any |= c;
-            all &= c;
-        }
-        let (upper, lower, digit, hex_only) = (
-            any & UPPER != 0,
-            any & LOWER != 0,
-            any & DIGIT != 0,
-            all & HEX != 0,
-        );
         let mut end = i;
         while end < bytes.len() && bytes[end] == b'=' && end - i < 2 {
             end += 1;
         }
-        let len = i - start;
-        // `0x`-prefixed hex.
-        let body = &text[start..i];
-        if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X"))
-            && hex.len() >= MIN_HEX
-            && hex.bytes().all(|b| b.is_ascii_hexdigit())
-            && let Some(t) = decode_hex(hex)
-        {
-            out.push(Decoded {
-                start,
-                end: i,
-                encoding: Encoding::Hex,
-                text: t,
-            });
-            continue;
-        }
-        if hex_only
-            && len >= MIN_HEX
-            && digit
-            && let Some(t) = decode_hex(&text[start..i])
-        {
-            out.push(Decoded {
-                start,
-                end: i,
-                encoding: Encoding::Hex,
-                text: t,
-            });
-            continue;
-        }
-        if len >= MIN_B64
-            && ((upper && lower) || digit)
-            && let Some(t) = decode_base64(&text[start..i])
-        {
-            out.push(Decoded {
-                start,
-                end,
-                encoding: Encoding::Base64,
-                text: t,
-            });
-        }
+        out.extend(decode_run(text, start, i, end));
         i = end.max(i);
+    }
+    // Spaced hex (`64 69 73 …`) starts with a hex pair, alone in its word, before a space.
+    let hex = Bits::of(bytes, class::hex);
+    let alnum = Bits::of(bytes, class::alnum);
+    let space = Bits::of(bytes, |b| b == b' ');
+    let pairs =
+        hex.derive(|w| hex.word(w) & hex.ahead(w, 1) & space.ahead(w, 2) & !alnum.behind(w, 1));
+    let mut spaced = Vec::new();
+    let mut spaced_until = 0;
+    for k in pairs.ones() {
+        if k + 2 >= spaced_until
+            && let Some((end, decoded)) = spaced_hex_at(text, k)
+        {
+            spaced_until = end;
+            spaced.extend(decoded);
+        }
     }
     out.extend(percent_segments(text));
     out.extend(escaped_hex_segments(text));
     out.extend(spaced);
     out.extend(entity_segments(text));
     out
+}
+
+/// The decoded text of the base64 run `start..i` (`end` past its `=` padding), read as hex,
+/// `0x` hex or base64, when it reads as text.
+fn decode_run(text: &str, start: usize, i: usize, end: usize) -> Option<Decoded> {
+    let bytes = text.as_bytes();
+    let first = CLASS[usize::from(bytes[start])];
+    let (mut any, mut all) = (first & !UPPER, first);
+    for &b in &bytes[start + 1..i] {
+        let c = CLASS[usize::from(b)];
+        any |= c;
+        all &= c;
+    }
+    let (upper, lower, digit, hex_only) = (
+        any & UPPER != 0,
+        any & LOWER != 0,
+        any & DIGIT != 0,
+        all & HEX != 0,
+    );
+    let len = i - start;
+    // `0x`-prefixed hex.
+    let body = &text[start..i];
+    if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X"))
+        && hex.len() >= MIN_HEX
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && let Some(t) = decode_hex(hex)
+    {
+        return Some(Decoded {
+            start,
+            end: i,
+            encoding: Encoding::Hex,
+            text: t,
+        });
+    }
+    if hex_only
+        && len >= MIN_HEX
+        && digit
+        && let Some(t) = decode_hex(&text[start..i])
+    {
+        return Some(Decoded {
+            start,
+            end: i,
+            encoding: Encoding::Hex,
+            text: t,
+        });
+    }
+    if len >= MIN_B64
+        && ((upper && lower) || digit)
+        && let Some(t) = decode_base64(&text[start..i])
+    {
+        return Some(Decoded {
+            start,
+            end,
+            encoding: Encoding::Base64,
+            text: t,
+        });
+    }
+    None
 }
 
 /// `\x69\x67…` escapes (three or more in a row).
@@ -233,7 +241,7 @@ fn spaced_hex_at(text: &str, start: usize) -> Option<(usize, Option<Decoded>)> {
 /// HTML numeric character references (`&#73;`, `&#x49;`): the region from the first to the
 /// last reference, decoded.
 fn entity_segments(text: &str) -> Vec<Decoded> {
-    let Some(first) = text.find("&#") else {
+    let Some(first) = memchr::memmem::find(text.as_bytes(), b"&#") else {
         return Vec::new();
     };
     let mut decoded = String::with_capacity(text.len());
@@ -417,6 +425,130 @@ pub fn rot13(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The byte-loop implementation the bit-set one replaced, kept as its reference.
+    fn reference_decoded_segments(text: &str) -> Vec<Decoded> {
+        let bytes = text.as_bytes();
+        let mut out = Vec::new();
+        let mut spaced = Vec::new();
+        let mut spaced_until = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            if !is_b64(bytes[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            i += 1;
+            while i < bytes.len() && is_b64(bytes[i]) {
+                i += 1;
+            }
+            // Spaced hex (`64 69 73 …`) starts with a run ending in a hex pair before a space; it
+            // is checked here rather than at every space of the text.
+            if i >= spaced_until
+                && i - start >= 2
+                && bytes.get(i) == Some(&b' ')
+                && let Some((end, decoded)) = spaced_hex_at(text, i - 2)
+            {
+                spaced_until = end;
+                spaced.extend(decoded);
+            }
+            // Prose is mostly short words: skip them before looking at their letters.
+            if i - start < MIN_B64.min(MIN_HEX) {
+                continue;
+            }
+            let first = CLASS[usize::from(bytes[start])];
+            let (mut any, mut all) = (first & !UPPER, first);
+            for &b in &bytes[start + 1..i] {
+                let c = CLASS[usize::from(b)];
+                any |= c;
+                all &= c;
+            }
+            let (upper, lower, digit, hex_only) = (
+                any & UPPER != 0,
+                any & LOWER != 0,
+                any & DIGIT != 0,
+                all & HEX != 0,
+            );
+            let mut end = i;
+            while end < bytes.len() && bytes[end] == b'=' && end - i < 2 {
+                end += 1;
+            }
+            let len = i - start;
+            // `0x`-prefixed hex.
+            let body = &text[start..i];
+            if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X"))
+                && hex.len() >= MIN_HEX
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                && let Some(t) = decode_hex(hex)
+            {
+                out.push(Decoded {
+                    start,
+                    end: i,
+                    encoding: Encoding::Hex,
+                    text: t,
+                });
+                continue;
+            }
+            if hex_only
+                && len >= MIN_HEX
+                && digit
+                && let Some(t) = decode_hex(&text[start..i])
+            {
+                out.push(Decoded {
+                    start,
+                    end: i,
+                    encoding: Encoding::Hex,
+                    text: t,
+                });
+                continue;
+            }
+            if len >= MIN_B64
+                && ((upper && lower) || digit)
+                && let Some(t) = decode_base64(&text[start..i])
+            {
+                out.push(Decoded {
+                    start,
+                    end,
+                    encoding: Encoding::Base64,
+                    text: t,
+                });
+            }
+            i = end.max(i);
+        }
+        out.extend(percent_segments(text));
+        out.extend(escaped_hex_segments(text));
+        out.extend(spaced);
+        out.extend(entity_segments(text));
+        out
+    }
+
+    const PIECES: &[&str] = &[
+        "aWdub3JlIGFsbCBwcmV2aW91cyBpbnN0cnVjdGlvbnM=",
+        "69676e6f726520616c6c2070726576",
+        "0x69676e6f726520616c6c",
+        "69 67 6e 6f 72 65 20 61 6c 6c",
+        "de ad be ef 20 61",
+        " ",
+        "word",
+        "-",
+        "ab",
+        "==",
+        "é",
+        "%69%67%6e%6f%72%65",
+        "x",
+        "QUJD",
+        "ZGVm",
+    ];
+
+    proptest! {
+        #[test]
+        fn bit_set_scan_equals_the_byte_loop(parts in proptest::collection::vec(0..PIECES.len(), 0..60)) {
+            let text: String = parts.iter().map(|&i| PIECES[i]).collect();
+            prop_assert_eq!(decoded_segments(&text), reference_decoded_segments(&text));
+        }
+    }
 
     #[test]
     fn decodes_each_encoding() {

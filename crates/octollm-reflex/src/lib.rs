@@ -20,6 +20,7 @@
 //! boundaries, also for injections found in normalised or decoded text (an injection inside
 //! an encoded segment is reported as `encoded_payload` over the encoded span).
 
+mod bits;
 pub mod decode;
 pub mod injection;
 mod keywords;

@@ -451,14 +451,9 @@ fn value_end(text: &str, from: usize) -> usize {
 const DIGIT_RADIUS: usize = 40;
 
 fn digit_windows(text: &str) -> Vec<(usize, usize)> {
-    let bytes = text.as_bytes();
-    let seed = |b: &u8| b.is_ascii_digit() || *b == b':';
-    let next = |from: usize| {
-        bytes
-            .get(from..)
-            .and_then(|rest| rest.iter().position(seed))
-            .map(|k| from + k)
-    };
+    // Digits and colons (`:` follows `9`).
+    let seeds = crate::bits::Bits::of(text.as_bytes(), |b| b.wrapping_sub(b'0') <= 10);
+    let next = |from: usize| seeds.next_one(from);
     let mut out: Vec<(usize, usize)> = Vec::new();
     let mut at = 0;
     while let Some(first) = next(at) {

@@ -109,6 +109,9 @@ pub struct ServerConfig {
     /// Serving on a non-loopback address needs API keys (a later release); until then it
     /// must be allowed explicitly.
     pub allow_unauthenticated: bool,
+    /// Runtime threads: 0 one per core, 1 a single-threaded runtime (the reflex layer's
+    /// cheapest per request; scale it by replicas), n > 1 that many.
+    pub worker_threads: u32,
 }
 
 impl Default for ServerConfig {
@@ -118,6 +121,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 1024 * 1024,
             shutdown_grace_seconds: 25,
             allow_unauthenticated: false,
+            worker_threads: 0,
         }
     }
 }
@@ -251,6 +255,7 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_DATA_DIR", "storage.data_dir"),
     ("OCTOLLM_BIND", "server.bind"),
     ("OCTOLLM_BODY_LIMIT_BYTES", "server.body_limit_bytes"),
+    ("OCTOLLM_WORKER_THREADS", "server.worker_threads"),
     (
         "OCTOLLM_ALLOW_UNAUTHENTICATED",
         "server.allow_unauthenticated",
@@ -351,6 +356,11 @@ impl Config {
         if !(1..=60).contains(&self.server.shutdown_grace_seconds) {
             return Err(ConfigError::Invalid(
                 "server.shutdown_grace_seconds must be 1 to 60".into(),
+            ));
+        }
+        if self.server.worker_threads > 256 {
+            return Err(ConfigError::Invalid(
+                "server.worker_threads must be 0 (one per core) to 256".into(),
             ));
         }
         match self.llm.provider {
@@ -589,5 +599,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("workers"), "{err}");
+        let err = Config::load(&env(&[("OCTOLLM_WORKER_THREADS", "1000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("worker_threads"), "{err}");
+        let one = Config::load(&env(&[("OCTOLLM_WORKER_THREADS", "1")])).unwrap();
+        assert_eq!(one.server.worker_threads, 1);
     }
 }

@@ -90,10 +90,8 @@ enum KbCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match dispatch(cli).await {
+fn main() -> ExitCode {
+    match start(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
             let mut stderr = std::io::stderr().lock();
@@ -103,16 +101,36 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Loads the configuration, then builds the runtime it asks for: `server.worker_threads`
+/// = 1 runs everything on one thread (no cross-thread wake-ups per request, the cheapest for
+/// the reflex layer), 0 one worker per core.
+fn start(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Healthcheck { url } = &cli.command {
-        return client::healthcheck(url).await;
+        return runtime(1)?.block_on(client::healthcheck(url));
     }
     let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     config::expand_file_secrets(&mut env)?;
-    let mut config = config::Config::load(&env)?;
+    let config = config::Config::load(&env)?;
     if let Command::CheckConfig = cli.command {
         return tools::check_config(&config);
     }
+    runtime(config.server.worker_threads)?.block_on(dispatch(cli, config))
+}
+
+fn runtime(worker_threads: u32) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if worker_threads > 1 {
+            b.worker_threads(worker_threads as usize);
+        }
+        b
+    };
+    Ok(builder.enable_all().build()?)
+}
+
+async fn dispatch(cli: Cli, mut config: config::Config) -> anyhow::Result<ExitCode> {
     let _guard = telemetry::init(&config, matches!(cli.command, Command::Run(_)))?;
     match cli.command {
         Command::Run(args) => run::run(config, args).await,
