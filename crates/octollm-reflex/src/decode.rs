@@ -69,7 +69,15 @@ pub fn decoded_segments(text: &str) -> Vec<Decoded> {
     let b64 = Bits::of(bytes, class::base64);
     // Bit i: bytes i..i + 16 are all base64, so a run starting there is long enough to decode.
     const _: () = assert!(MIN_B64 == 16 && MIN_HEX == 16);
-    let long = b64.derive(|w| (0..16).fold(u64::MAX, |acc, k| acc & b64.ahead(w, k)));
+    let long = b64.derive(|w| {
+        // Words w and w + 1 side by side; four shift-ANDs leave bit i set when bits
+        // i..i + 16 all were.
+        let mut pair = u128::from(b64.word(w)) | (u128::from(b64.word(w + 1)) << 64);
+        for k in [1, 2, 4, 8] {
+            pair &= pair >> k;
+        }
+        pair as u64
+    });
     let mut i = 0;
     // Runs are visited from their first byte: `i` is always past the previous run.
     while let Some(start) = long.next_one(i) {

@@ -430,6 +430,10 @@ fn detectors() -> Option<&'static Detectors> {
 /// value is looked for (extended to the end of the value).
 const NEAR_BEFORE: usize = 64;
 const NEAR_AFTER: usize = 256;
+/// A URL's scheme (with the word boundary before it) and its `user:password@` part, as long
+/// as the URL-credential pattern lets them be.
+const URL_SCHEME_MAX: usize = 22;
+const URL_USERINFO_MAX: usize = 64 + 1 + 128 + 1;
 /// A value longer than this after its key is cut here (it is still redacted up to the cut).
 const VALUE_MAX: usize = 8 * 1024;
 
@@ -447,8 +451,10 @@ fn value_end(text: &str, from: usize) -> usize {
 
 /// Digits and colons seed the numeric patterns (every number-shaped value has one, and
 /// `::` or `aa:bb:…` carry the colon). Windows reach [`DIGIT_RADIUS`] around runs of seeds
-/// no more than that apart, so the cluster regex never scans long stretches of prose.
-const DIGIT_RADIUS: usize = 40;
+/// no more than that apart, so the cluster regex never scans long stretches of prose. The
+/// longest seedless stretch of a value is a dashed MAC address whose only digit comes last
+/// (`aa-bb-cc-dd-ee-f1`: 16 bytes), so 24 leaves a margin.
+const DIGIT_RADIUS: usize = 24;
 
 fn digit_windows(text: &str) -> Vec<(usize, usize)> {
     // Digits and colons (`:` follows `9`).
@@ -587,11 +593,18 @@ pub(crate) fn detect_with(text: &str, hits: &[Hit]) -> Vec<Finding> {
         if group & (DOB | PASSPORT | LICENSE | SSN_CTX) != 0 {
             contexts.push((group, m.end));
         }
-        if group & (CRED | URL_CRED) != 0 {
+        if group & CRED != 0 {
             near.push((
                 group,
                 floor_boundary(text, m.start.saturating_sub(NEAR_BEFORE)),
                 value_end(text, m.end + NEAR_AFTER),
+            ));
+        } else if group & URL_CRED != 0 {
+            // `scheme://user:password@`: the scheme just before `://`, no space after it.
+            near.push((
+                group,
+                floor_boundary(text, m.start.saturating_sub(URL_SCHEME_MAX)),
+                value_end(text, m.end).min(ceil_boundary(text, m.end + URL_USERINFO_MAX)),
             ));
         }
     }
@@ -779,6 +792,12 @@ mod tests {
         assert_eq!(labels("host 192.168.1.20 down"), ["ipv4"]);
         assert_eq!(labels("host 2001:db8::8a2e:370:7334 down"), ["ipv6"]);
         assert_eq!(labels("mac 00:1A:2B:3C:4D:5E"), ["mac_address"]);
+        // The seed (the only digit) is the last byte: the digit window must reach back over
+        // the whole value, in prose that gives no other seed.
+        assert_eq!(
+            found("the lab printer answers at aa-bb-cc-dd-ee-f1 since the move"),
+            [("mac_address", "aa-bb-cc-dd-ee-f1")]
+        );
         assert_eq!(labels("iban DE89 3704 0044 0532 0130 00 thanks"), ["iban"]);
         assert_eq!(found("DOB: 1985-03-14"), [("date_of_birth", "1985-03-14")]);
         assert_eq!(
@@ -845,6 +864,13 @@ mod tests {
             found("db postgres://app:S3cr3tPw@db:5432/x"),
             [("credential", "S3cr3tPw")]
         );
+        // The longest scheme and user parts the pattern allows still fall in the window
+        // around `://`.
+        let scheme = format!("a{}", "b".repeat(20));
+        let user = "u".repeat(64);
+        let password = "p".repeat(120);
+        let url = format!("see {scheme}://{user}:{password}@host/x now");
+        assert_eq!(found(&url), [("credential", password.as_str())]);
         assert_eq!(
             found("export OPENAI_API_KEY=sk-abcdefghijklmnopqrstuvwx1234"),
             [("openai_key", "sk-abcdefghijklmnopqrstuvwx1234")]
