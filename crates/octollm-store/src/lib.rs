@@ -10,14 +10,18 @@
 //! - [`ratelimit`]: token buckets per identity ([`MemoryRateLimiter`]).
 //! - [`redis_backend`]: the same cache and rate limiter on Redis, shared by replicas.
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend for all of them.
+//! - [`postgres`]: [`PostgresStore`], the task store and queue on PostgreSQL, shared by any
+//!   number of orchestrator replicas (`FOR UPDATE SKIP LOCKED` claims).
 //! - [`error`]: the store error, [`StoreError`].
 
 pub mod cache;
 pub mod error;
 pub mod knowledge;
 pub mod model;
+pub mod postgres;
 pub mod ratelimit;
 pub mod redis_backend;
+mod rows;
 pub mod sqlite;
 pub mod tasks;
 
@@ -28,6 +32,7 @@ pub use model::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
     TaskEvent, TaskPage, TaskRecord, TaskResult,
 };
+pub use postgres::PostgresStore;
 pub use ratelimit::{Decision, MemoryRateLimiter, RateLimiter, Tier};
 pub use redis_backend::{RedisCache, RedisRateLimiter};
 pub use sqlite::SqliteStore;

@@ -4,19 +4,18 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use octollm_core::budget::Usage;
 use octollm_core::plan::Plan;
-use octollm_core::{ArmKind, Phase, TaskError, TaskErrorKind, TaskId, TaskSpec, TaskStatus};
+use octollm_core::{ArmKind, Phase, TaskError, TaskErrorKind, TaskId};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{FromRow, Row, SqlitePool};
 use tokio::sync::{RwLock, broadcast};
 use tracing::instrument;
 
@@ -26,21 +25,16 @@ use crate::knowledge::{
     encode_vector,
 };
 use crate::model::{
-    CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
-    TaskEvent, TaskPage, TaskRecord, TaskResult,
+    CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, TaskEvent,
+    TaskPage, TaskRecord,
+};
+use crate::rows::{
+    EventRow, IDEMPOTENCY_WINDOW_MS, StepRow, TaskRow, decode_cursor, encode_cursor, lease_ms, ms,
+    plan_event, step_event, step_status, task_columns, tokens,
 };
 use crate::tasks::TaskStore;
 
-const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 const KNOWLEDGE_COLLECTION: &str = "knowledge_base";
-/// The task columns every task query returns, as a literal so queries stay `&'static str`.
-macro_rules! task_columns {
-    () => {
-        "id, status, spec, phase, plan, result, error, prompt_tokens, completion_tokens, \
-         cost_dollars, arms_used, completed_steps, total_steps, current_step, attempts, \
-         created_at, updated_at, started_at, finished_at"
-    };
-}
 
 type VectorCache = HashMap<String, Vec<(String, Vec<f32>, serde_json::Value)>>;
 
@@ -154,77 +148,8 @@ impl SqliteStore {
     }
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_ms(v: i64) -> Result<DateTime<Utc>, StoreError> {
-    Utc.timestamp_millis_opt(v)
-        .single()
-        .ok_or_else(|| StoreError::Corrupt(format!("bad timestamp {v}")))
-}
-
-fn opt_json<T: serde::de::DeserializeOwned>(v: Option<String>) -> Result<Option<T>, StoreError> {
-    v.map(|s| serde_json::from_str(&s))
-        .transpose()
-        .map_err(StoreError::from)
-}
-
 fn task_from_row(row: &SqliteRow) -> Result<TaskRecord, StoreError> {
-    let id: String = row.try_get("id")?;
-    let status: String = row.try_get("status")?;
-    let spec: String = row.try_get("spec")?;
-    let phase: Option<String> = row.try_get("phase")?;
-    let arms_used: String = row.try_get("arms_used")?;
-    let started_at: Option<i64> = row.try_get("started_at")?;
-    let finished_at: Option<i64> = row.try_get("finished_at")?;
-    let prompt_tokens: i64 = row.try_get("prompt_tokens")?;
-    let completion_tokens: i64 = row.try_get("completion_tokens")?;
-    let completed_steps: i64 = row.try_get("completed_steps")?;
-    let total_steps: i64 = row.try_get("total_steps")?;
-    let attempts: i64 = row.try_get("attempts")?;
-    Ok(TaskRecord {
-        id: TaskId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        status: TaskStatus::from_str(&status).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        spec: serde_json::from_str::<TaskSpec>(&spec)?,
-        phase: phase
-            .map(|p| serde_json::from_value::<Phase>(serde_json::Value::String(p)))
-            .transpose()?,
-        plan: opt_json::<Plan>(row.try_get("plan")?)?,
-        result: opt_json::<TaskResult>(row.try_get("result")?)?,
-        error: opt_json::<TaskError>(row.try_get("error")?)?,
-        usage: Usage {
-            prompt_tokens: u64::try_from(prompt_tokens).unwrap_or(0),
-            completion_tokens: u64::try_from(completion_tokens).unwrap_or(0),
-            cost_dollars: row.try_get("cost_dollars")?,
-        },
-        arms_used: serde_json::from_str::<Vec<ArmKind>>(&arms_used)?,
-        progress: Progress {
-            current_step: row.try_get("current_step")?,
-            completed_steps: u32::try_from(completed_steps).unwrap_or(0),
-            total_steps: u32::try_from(total_steps).unwrap_or(0),
-        },
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-        started_at: started_at.map(from_ms).transpose()?,
-        finished_at: finished_at.map(from_ms).transpose()?,
-    })
-}
-
-fn tokens(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn encode_cursor(created_at: i64, id: &str) -> String {
-    format!("{created_at}.{id}")
-}
-
-fn decode_cursor(cursor: &str) -> Result<(i64, TaskId), StoreError> {
-    let (ts, id) = cursor.split_once('.').ok_or(StoreError::InvalidCursor)?;
-    let ts = ts.parse().map_err(|_| StoreError::InvalidCursor)?;
-    let id = TaskId::parse(id).map_err(|_| StoreError::InvalidCursor)?;
-    Ok((ts, id))
+    TaskRow::from_row(row)?.into_record()
 }
 
 #[async_trait]
@@ -337,7 +262,7 @@ impl TaskStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Option<TaskRecord>, StoreError> {
         let now_ms = ms(now);
-        let expires = now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let expires = now_ms + lease_ms(lease);
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(concat!("UPDATE tasks SET status = 'processing', lease_owner = ?1, lease_expires_at = ?2, \
                  attempts = attempts + 1, started_at = COALESCE(started_at, ?3), updated_at = ?3 \
@@ -376,7 +301,7 @@ impl TaskStore for SqliteStore {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<LeaseState, StoreError> {
-        let expires = ms(now) + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let expires = ms(now) + lease_ms(lease);
         let updated = sqlx::query(
             "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND status = 'processing'",
         )
@@ -432,19 +357,8 @@ impl TaskStore for SqliteStore {
         if updated != 1 {
             return Err(StoreError::LeaseLost(id.clone()));
         }
-        let steps: Vec<serde_json::Value> = plan
-            .steps
-            .iter()
-            .map(|s| serde_json::json!({"step_id": s.step_id, "arm_id": s.arm_id, "dependencies": s.dependencies}))
-            .collect();
         let event = self
-            .insert_event(
-                &mut tx,
-                id,
-                "plan",
-                &serde_json::json!({"steps": steps}),
-                now,
-            )
+            .insert_event(&mut tx, id, "plan", &plan_event(plan), now)
             .await?;
         tx.commit().await?;
         self.publish(event);
@@ -530,28 +444,14 @@ impl TaskStore for SqliteStore {
         .bind(id.as_str())
         .bind(&step.step_key)
         .bind(step.arm_id.id())
-        .bind(match step.status {
-            StepStatus::Completed => "completed",
-            StepStatus::Failed => "failed",
-        })
+        .bind(step_status(step.status))
         .bind(step.output.to_string())
         .bind(serde_json::to_string(&step.provenance)?)
         .bind(step.error.as_deref())
         .bind(seq)
         .execute(&mut *tx)
         .await?;
-        let kind = match step.status {
-            StepStatus::Completed => "step_completed",
-            StepStatus::Failed => "step_failed",
-        };
-        let data = serde_json::json!({
-            "step_id": step.step_key,
-            "arm_id": step.arm_id,
-            "duration_ms": step.provenance.duration_ms,
-            "tokens": step.provenance.tokens,
-            "attempt": step.provenance.attempt,
-            "error": step.error,
-        });
+        let (kind, data) = step_event(step);
         let event = self.insert_event(&mut tx, id, kind, &data, now).await?;
         tx.commit().await?;
         self.publish(event);
@@ -566,26 +466,7 @@ impl TaskStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| {
-                let arm: String = row.try_get("arm_id")?;
-                let status: String = row.try_get("status")?;
-                let output: String = row.try_get("output")?;
-                let provenance: String = row.try_get("provenance")?;
-                Ok(StepRecord {
-                    step_key: row.try_get("step_key")?,
-                    arm_id: arm.parse().map_err(|e: octollm_core::arm::UnknownArm| {
-                        StoreError::Corrupt(e.to_string())
-                    })?,
-                    status: if status == "completed" {
-                        StepStatus::Completed
-                    } else {
-                        StepStatus::Failed
-                    },
-                    output: serde_json::from_str(&output)?,
-                    provenance: serde_json::from_str(&provenance)?,
-                    error: row.try_get("error")?,
-                })
-            })
+            .map(|row| StepRow::from_row(row)?.into_record())
             .collect()
     }
 
@@ -707,16 +588,7 @@ impl TaskStore for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|row| {
-                let data: String = row.try_get("data")?;
-                Ok(TaskEvent {
-                    seq: row.try_get("seq")?,
-                    task_id: id.clone(),
-                    kind: row.try_get("kind")?,
-                    data: serde_json::from_str(&data)?,
-                    created_at: from_ms(row.try_get("created_at")?)?,
-                })
-            })
+            .map(|row| EventRow::from_row(row)?.into_event(id))
             .collect()
     }
 

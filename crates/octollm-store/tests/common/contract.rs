@@ -1,0 +1,340 @@
+//! The task store's contract: queue semantics, lease fencing, idempotency, events,
+//! pagination and pruning, one function per property, run against every backend by
+//! `task_store_contract!`.
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use octollm_core::budget::{Budget, Usage};
+use octollm_core::{ArmKind, Provenance, TaskId, TaskStatus, TaskSubmission};
+use octollm_store::{
+    CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
+    StoreError, TaskResult, TaskStore,
+};
+
+pub fn new_task(key: Option<&str>) -> NewTask {
+    let spec = TaskSubmission {
+        goal: "write a fibonacci function".into(),
+        idempotency_key: key.map(str::to_owned),
+        ..Default::default()
+    }
+    .validate(&Budget::default())
+    .unwrap();
+    NewTask {
+        id: TaskId::generate(),
+        spec,
+        raw_input: None,
+        created_at: Utc::now(),
+    }
+}
+
+pub fn step(key: &str) -> StepRecord {
+    StepRecord {
+        step_key: key.into(),
+        arm_id: ArmKind::Coder,
+        status: StepStatus::Completed,
+        output: serde_json::json!({"code": "print(1)"}),
+        provenance: Provenance {
+            arm_id: ArmKind::Coder,
+            instance: "in-process".into(),
+            started_at: Utc::now(),
+            duration_ms: 3,
+            tokens: 10,
+            cost: 0.0,
+            model: None,
+            attempt: 1,
+        },
+        error: None,
+    }
+}
+
+pub const LEASE: Duration = Duration::from_secs(30);
+
+pub async fn idempotency_key_returns_the_first_task(s: &dyn TaskStore) {
+    let CreateOutcome::Created(first) = s.create_task(new_task(Some("k1"))).await.unwrap() else {
+        panic!()
+    };
+    let CreateOutcome::Existing(again) = s.create_task(new_task(Some("k1"))).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(first.id, again.id);
+    // After 24 hours the key is free again.
+    let mut later = new_task(Some("k1"));
+    later.created_at = Utc::now() + TimeDelta::hours(25);
+    assert!(matches!(
+        s.create_task(later).await.unwrap(),
+        CreateOutcome::Created(_)
+    ));
+}
+
+pub async fn a_lease_fences_out_the_previous_owner(s: &dyn TaskStore) {
+    s.create_task(new_task(None)).await.unwrap();
+    let now = Utc::now();
+    let task = s.claim_next("w1", LEASE, now).await.unwrap().unwrap();
+    assert_eq!(task.status, TaskStatus::Processing);
+    assert!(
+        s.claim_next("w2", LEASE, now).await.unwrap().is_none(),
+        "leased task claimed twice"
+    );
+    let progress = Progress::default();
+    s.save_step(
+        &task.id,
+        "w1",
+        &step("s1"),
+        Usage::default(),
+        &[ArmKind::Coder],
+        &progress,
+        now,
+    )
+    .await
+    .unwrap();
+    // w1 dies; after expiry w2 takes over and w1 can no longer write.
+    let later = now + TimeDelta::seconds(31);
+    let resumed = s.claim_next("w2", LEASE, later).await.unwrap().unwrap();
+    assert_eq!(resumed.id, task.id);
+    assert_eq!(resumed.attempts, 2);
+    let err = s
+        .save_step(
+            &task.id,
+            "w1",
+            &step("s2"),
+            Usage::default(),
+            &[],
+            &progress,
+            later,
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::LeaseLost(_))));
+    assert_eq!(
+        s.heartbeat(&task.id, "w1", LEASE, later).await.unwrap(),
+        LeaseState::Lost
+    );
+    assert_eq!(
+        s.heartbeat(&task.id, "w2", LEASE, later).await.unwrap(),
+        LeaseState::Held
+    );
+    // The completed step survived for the new owner.
+    let steps = s.steps(&task.id).await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].step_key, "s1");
+    s.finish(
+        &task.id,
+        "w2",
+        Finish::Completed(TaskResult {
+            output: "done".into(),
+            confidence: 0.9,
+            validation_passed: true,
+        }),
+        Usage::default(),
+        later,
+    )
+    .await
+    .unwrap();
+    let done = s.get_task(&task.id).await.unwrap().unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert!(
+        s.claim_next("w3", LEASE, later + TimeDelta::hours(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn released_tasks_are_claimable_at_once(s: &dyn TaskStore) {
+    s.create_task(new_task(None)).await.unwrap();
+    let now = Utc::now();
+    let t = s.claim_next("w1", LEASE, now).await.unwrap().unwrap();
+    s.release(&t.id, "w1").await.unwrap();
+    assert_eq!(
+        s.claim_next("w2", LEASE, now).await.unwrap().unwrap().id,
+        t.id
+    );
+}
+
+pub async fn cancel_stops_the_owner_and_is_final(s: &dyn TaskStore) {
+    s.create_task(new_task(None)).await.unwrap();
+    let now = Utc::now();
+    let t = s.claim_next("w1", LEASE, now).await.unwrap().unwrap();
+    let cancelled = s.cancel(&t.id, now).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    assert_eq!(
+        s.heartbeat(&t.id, "w1", LEASE, now).await.unwrap(),
+        LeaseState::Cancelled
+    );
+    let err = s
+        .finish(
+            &t.id,
+            "w1",
+            Finish::Completed(TaskResult {
+                output: String::new(),
+                confidence: 0.0,
+                validation_passed: false,
+            }),
+            Usage::default(),
+            now,
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::LeaseLost(_))));
+    assert_eq!(
+        s.get_task(&t.id).await.unwrap().unwrap().status,
+        TaskStatus::Cancelled
+    );
+}
+
+pub async fn priority_then_age_decides_the_claim_order(s: &dyn TaskStore) {
+    let low = new_task(None);
+    s.create_task(low.clone()).await.unwrap();
+    let mut urgent = new_task(None);
+    urgent.spec.priority = octollm_core::Priority::Critical;
+    s.create_task(urgent.clone()).await.unwrap();
+    let now = Utc::now();
+    assert_eq!(
+        s.claim_next("w", LEASE, now).await.unwrap().unwrap().id,
+        urgent.id
+    );
+    assert_eq!(
+        s.claim_next("w", LEASE, now).await.unwrap().unwrap().id,
+        low.id
+    );
+}
+
+pub async fn listing_pages_through_everything_once(s: &dyn TaskStore) {
+    let base = Utc::now();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut t = new_task(None);
+        t.created_at = base + TimeDelta::milliseconds(i / 2); // ties on purpose
+        ids.push(t.id.clone());
+        s.create_task(t).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s
+            .list_tasks(ListFilter {
+                status: None,
+                limit: 3,
+                cursor: cursor.clone(),
+            })
+            .await
+            .unwrap();
+        seen.extend(page.tasks.iter().map(|t| t.id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids);
+    let queued = s
+        .list_tasks(ListFilter {
+            status: Some(TaskStatus::Completed),
+            limit: 10,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert!(queued.tasks.is_empty());
+    assert!(matches!(
+        s.list_tasks(ListFilter {
+            status: None,
+            limit: 3,
+            cursor: Some("garbage".into())
+        })
+        .await,
+        Err(StoreError::InvalidCursor)
+    ));
+}
+
+pub async fn events_are_stored_in_order_and_broadcast(s: &dyn TaskStore) {
+    let mut live = s.subscribe();
+    let t = new_task(None);
+    let id = t.id.clone();
+    s.create_task(t).await.unwrap();
+    let now = Utc::now();
+    s.claim_next("w", LEASE, now).await.unwrap();
+    let events = s.events_since(&id, 0).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["status", "status"]
+    );
+    assert!(events[0].seq < events[1].seq);
+    assert_eq!(live.recv().await.unwrap().data["status"], "queued");
+    assert_eq!(live.recv().await.unwrap().data["status"], "processing");
+    assert_eq!(s.events_since(&id, events[0].seq).await.unwrap().len(), 1);
+}
+
+pub async fn pruning_removes_only_old_finished_tasks(s: &dyn TaskStore) {
+    s.create_task(new_task(None)).await.unwrap();
+    let queued = new_task(None);
+    s.create_task(queued.clone()).await.unwrap();
+    let now = Utc::now();
+    let t = s.claim_next("w", LEASE, now).await.unwrap().unwrap();
+    s.finish(
+        &t.id,
+        "w",
+        Finish::Completed(TaskResult {
+            output: "x".into(),
+            confidence: 1.0,
+            validation_passed: true,
+        }),
+        Usage::default(),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.prune_finished(now + TimeDelta::days(31)).await.unwrap(),
+        1
+    );
+    assert!(s.get_task(&t.id).await.unwrap().is_none());
+    assert!(s.get_task(&queued.id).await.unwrap().is_some());
+}
+
+/// One `#[tokio::test]` per contract property, each on a fresh store made by `$make`
+/// (an async expression giving `(guard, store)`; the guard lives until the test ends).
+macro_rules! task_store_contract {
+    ($make:expr) => {
+        #[tokio::test]
+        async fn idempotency_key_returns_the_first_task() {
+            let (_guard, store) = $make.await;
+            common::contract::idempotency_key_returns_the_first_task(&store).await;
+        }
+        #[tokio::test]
+        async fn a_lease_fences_out_the_previous_owner() {
+            let (_guard, store) = $make.await;
+            common::contract::a_lease_fences_out_the_previous_owner(&store).await;
+        }
+        #[tokio::test]
+        async fn released_tasks_are_claimable_at_once() {
+            let (_guard, store) = $make.await;
+            common::contract::released_tasks_are_claimable_at_once(&store).await;
+        }
+        #[tokio::test]
+        async fn cancel_stops_the_owner_and_is_final() {
+            let (_guard, store) = $make.await;
+            common::contract::cancel_stops_the_owner_and_is_final(&store).await;
+        }
+        #[tokio::test]
+        async fn priority_then_age_decides_the_claim_order() {
+            let (_guard, store) = $make.await;
+            common::contract::priority_then_age_decides_the_claim_order(&store).await;
+        }
+        #[tokio::test]
+        async fn listing_pages_through_everything_once() {
+            let (_guard, store) = $make.await;
+            common::contract::listing_pages_through_everything_once(&store).await;
+        }
+        #[tokio::test]
+        async fn events_are_stored_in_order_and_broadcast() {
+            let (_guard, store) = $make.await;
+            common::contract::events_are_stored_in_order_and_broadcast(&store).await;
+        }
+        #[tokio::test]
+        async fn pruning_removes_only_old_finished_tasks() {
+            let (_guard, store) = $make.await;
+            common::contract::pruning_removes_only_old_finished_tasks(&store).await;
+        }
+    };
+}
