@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use octollm_arms::{Arms, InProcessSettings};
 use octollm_llm::{Embedder, LlmError, LlmProvider, MeteredLlm};
 use octollm_orchestrator::Orchestrator;
-use octollm_store::SqliteStore;
+use octollm_store::{PostgresStore, SqliteStore, TaskStore};
 use tokio::sync::OnceCell;
 
-use crate::config::{Config, ProviderKind};
+use crate::config::{Config, Database, ProviderKind};
 
 pub struct System {
     pub orchestrator: Arc<Orchestrator>,
@@ -24,6 +24,41 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     SqliteStore::open(&path)
         .await
         .with_context(|| format!("cannot open the database at {}", path.display()))
+}
+
+/// The task store: the SQLite file (`embedded`, the same store as the knowledge base) or
+/// PostgreSQL, migrated at start unless `storage.migrate_on_start` is off.
+pub async fn open_task_store(
+    config: &Config,
+    embedded: &SqliteStore,
+) -> anyhow::Result<Arc<dyn TaskStore>> {
+    Ok(match config.database() {
+        Database::Sqlite(_) => Arc::new(embedded.clone()),
+        Database::Postgres(url) => {
+            let store = connect_postgres(&url, config).await?;
+            if config.storage.migrate_on_start {
+                store
+                    .migrate()
+                    .await
+                    .context("cannot migrate the PostgreSQL schema")?;
+            }
+            Arc::new(store)
+        }
+    })
+}
+
+pub async fn connect_postgres(url: &str, config: &Config) -> anyhow::Result<PostgresStore> {
+    PostgresStore::connect(url, config.storage.pool_size)
+        .await
+        .with_context(|| format!("cannot connect to {}", without_credentials(url)))
+}
+
+/// A database URL without its user and password, for messages.
+pub fn without_credentials(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://…@{host}"),
+        _ => url.to_owned(),
+    }
 }
 
 pub async fn provider(config: &Config) -> anyhow::Result<Arc<dyn LlmProvider>> {
@@ -143,8 +178,25 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
         planner: config.planner.clone(),
         coder_max_tokens: config.coder.max_tokens,
     };
-    let arms = Arms::in_process(llm, Arc::new(store.clone()), embedder, settings);
-    let orchestrator =
-        Orchestrator::new(Arc::new(store.clone()), arms, config.orchestrator.clone());
+    let tasks = open_task_store(config, &store).await?;
+    let arms = Arms::in_process(llm, Arc::new(store), embedder, settings);
+    let orchestrator = Orchestrator::new(tasks, arms, config.orchestrator.clone());
     Ok(System { orchestrator })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_credentials;
+
+    #[test]
+    fn messages_never_carry_database_credentials() {
+        assert_eq!(
+            without_credentials("postgres://app:s3cret@db:5432/octollm"),
+            "postgres://…@db:5432/octollm"
+        );
+        assert_eq!(
+            without_credentials("postgres://db:5432/octollm"),
+            "postgres://db:5432/octollm"
+        );
+    }
 }

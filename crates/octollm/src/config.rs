@@ -131,10 +131,22 @@ impl Default for ServerConfig {
 pub struct StorageConfig {
     /// Where the embedded database lives.
     pub data_dir: PathBuf,
-    /// `sqlite://PATH`; empty means `<data_dir>/octollm.db`.
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`; empty means
+    /// `<data_dir>/octollm.db`.
     pub database_url: Secret,
     /// Finished tasks older than this are pruned.
     pub retention_days: u32,
+    /// PostgreSQL connections per process.
+    pub pool_size: u32,
+    /// Apply PostgreSQL migrations at start (else only `octollm migrate` does).
+    pub migrate_on_start: bool,
+}
+
+/// Where tasks are stored, from `storage.database_url`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
 }
 
 impl Default for StorageConfig {
@@ -143,6 +155,8 @@ impl Default for StorageConfig {
             data_dir: default_data_dir(),
             database_url: Secret::default(),
             retention_days: 30,
+            pool_size: 10,
+            migrate_on_start: true,
         }
     }
 }
@@ -265,6 +279,8 @@ const ENV_PATHS: &[(&str, &str)] = &[
         "server.shutdown_grace_seconds",
     ),
     ("OCTOLLM_RETENTION_DAYS", "storage.retention_days"),
+    ("OCTOLLM_DB_POOL_SIZE", "storage.pool_size"),
+    ("OCTOLLM_MIGRATE_ON_START", "storage.migrate_on_start"),
     ("OCTOLLM_LLM_PROVIDER", "llm.provider"),
     ("OCTOLLM_MODEL_DIR", "llm.model_dir"),
     ("OCTOLLM_LLM_MODEL_PATH", "llm.model_path"),
@@ -398,15 +414,35 @@ impl Config {
             return Err(ConfigError::Invalid("llm.threads must be 1 to 64".into()));
         }
         let db = self.storage.database_url.expose();
-        if !db.is_empty() && !db.starts_with("sqlite:") {
+        if !db.is_empty()
+            && !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| db.starts_with(scheme))
+        {
             return Err(ConfigError::Invalid(
-                "storage.database_url: this build's embedded mode takes sqlite:PATH; PostgreSQL comes with the distributed mode".into(),
+                "storage.database_url (DATABASE_URL) must be sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB".into(),
+            ));
+        }
+        if !(1..=200).contains(&self.storage.pool_size) {
+            return Err(ConfigError::Invalid(
+                "storage.pool_size must be 1 to 200".into(),
             ));
         }
         Ok(())
     }
 
-    /// The SQLite file to use.
+    /// The task store the configuration names.
+    pub fn database(&self) -> Database {
+        let url = self.storage.database_url.expose();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Database::Postgres(url.to_owned())
+        } else {
+            Database::Sqlite(self.database_path())
+        }
+    }
+
+    /// The SQLite file to use (with PostgreSQL, the knowledge base's file until it moves
+    /// there too).
     pub fn database_path(&self) -> PathBuf {
         let url = self.storage.database_url.expose();
         if let Some(path) = url
@@ -605,5 +641,18 @@ mod tests {
         assert!(err.contains("worker_threads"), "{err}");
         let one = Config::load(&env(&[("OCTOLLM_WORKER_THREADS", "1")])).unwrap();
         assert_eq!(one.server.worker_threads, 1);
+        let err = Config::load(&env(&[("DATABASE_URL", "mysql://db/x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("postgres://"), "{err}");
+        let pg = Config::load(&env(&[("DATABASE_URL", "postgres://u:p@db:5432/octollm")])).unwrap();
+        assert_eq!(
+            pg.database(),
+            Database::Postgres("postgres://u:p@db:5432/octollm".into())
+        );
+        assert!(matches!(
+            Config::load(&env(&[])).unwrap().database(),
+            Database::Sqlite(_)
+        ));
     }
 }

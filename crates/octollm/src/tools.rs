@@ -19,12 +19,26 @@ pub fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
+    // The SQLite file always: it holds the knowledge base in both modes.
     compose::open_store(config).await?;
+    let mut out = std::io::stdout().lock();
     writeln!(
-        std::io::stdout().lock(),
+        out,
         "database at {} is up to date",
         config.database_path().display()
     )?;
+    if let crate::config::Database::Postgres(url) = config.database() {
+        compose::connect_postgres(&url, config)
+            .await?
+            .migrate()
+            .await
+            .context("cannot migrate the PostgreSQL schema")?;
+        writeln!(
+            out,
+            "database at {} is up to date",
+            compose::without_credentials(&url)
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,144 @@
+//! The real binary in tests: a server with the scripted LLM, HTTP helpers, the script and
+//! its call log.
+
+#![allow(dead_code, reason = "each test binary uses a part")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn start(dir: &Path, port: u16) -> Server {
+        Self::start_with(dir, port, &[])
+    }
+
+    /// [`Server::start`] with more environment (a database URL, say).
+    pub fn start_with(dir: &Path, port: u16, extra: &[(&str, String)]) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_octollm"))
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("OCTOLLM_DATA_DIR", dir.join("data"))
+            .env("OCTOLLM_LLM_PROVIDER", "scripted")
+            .env("OCTOLLM_LLM_SCRIPT", dir.join("script.json"))
+            .env("OCTOLLM_LLM_SCRIPT_LOG", dir.join("calls.jsonl"))
+            .env("OCTOLLM_LEASE_SECONDS", "2")
+            .env("OCTOLLM_WORKERS", "1")
+            .env("OCTOLLM__ORCHESTRATOR__POLL_INTERVAL_MS", "50")
+            .env("LOG_LEVEL", "info")
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join(format!(
+                    "server-{}.log",
+                    Instant::now().elapsed().as_nanos()
+                )))
+                .unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        server.wait_ready();
+        server
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if get(&format!("{}/ready", self.base)).is_some_and(|(status, _)| status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server never became ready");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn get(url: &str) -> Option<(u16, serde_json::Value)> {
+    runtime().block_on(async {
+        let r = reqwest::get(url).await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json().await.unwrap_or(serde_json::Value::Null)))
+    })
+}
+
+pub fn post(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    runtime().block_on(async {
+        let r = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    })
+}
+
+pub fn calls(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["entry"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+pub fn poll<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn write_script(dir: &Path) -> PathBuf {
+    let script = serde_json::json!({"responses": [
+        {"purpose": "planner", "json": {"steps": [
+            {"step_id": "s1", "arm_id": "coder", "description": "Write part one", "dependencies": []},
+            {"step_id": "s2", "arm_id": "coder", "description": "Write part two", "dependencies": ["s1"]},
+            {"step_id": "s3", "arm_id": "executor", "description": "Run part two", "dependencies": ["s2"]}
+        ]}},
+        {"purpose": "coder", "when": "part one", "content": "```python\nprint('one')\n```"},
+        {"purpose": "coder", "when": "part two", "content": "```python\nprint('two')\n```", "delay_ms": 4000},
+    ]});
+    let path = dir.join("script.json");
+    std::fs::write(&path, script.to_string()).unwrap();
+    path
+}

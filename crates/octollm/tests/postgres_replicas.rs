@@ -1,0 +1,106 @@
+//! Two `octollm serve` replicas on one PostgreSQL database (a real server the test starts):
+//! `octollm migrate` creates the schema; one replica is SIGKILLed while it holds a task; the
+//! other claims the task after the lease expires and finishes it without running a
+//! completed step again; the task and its events are readable from the survivor.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers"
+)]
+
+mod common;
+#[path = "../../octollm-store/tests/common/postgres.rs"]
+#[allow(dead_code, reason = "shared with the store's tests, which use all of it")]
+mod pg;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Server, calls, free_port, get, poll, post, write_script};
+
+#[test]
+fn a_replica_finishes_the_task_of_a_killed_one() {
+    let server = pg::PgServer::start();
+    let url = server.database("octollm");
+    let dir = tempfile::tempdir().unwrap();
+    write_script(dir.path());
+    let log = dir.path().join("calls.jsonl");
+    let env = [
+        ("DATABASE_URL", url.clone()),
+        ("OCTOLLM_MIGRATE_ON_START", "false".to_owned()),
+    ];
+
+    // The replicas here do not migrate at start: `octollm migrate` makes the schema.
+    let out = Command::new(env!("CARGO_BIN_EXE_octollm"))
+        .arg("migrate")
+        .env("OCTOLLM_DATA_DIR", dir.path().join("data"))
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("postgres://…@127.0.0.1"),
+        "credentials or URL missing: {printed}"
+    );
+
+    let mut first = Server::start_with(dir.path(), free_port(), &env);
+    let (status, accepted) = post(
+        &format!("{}/tasks", first.base),
+        serde_json::json!({
+            "goal": "Write a two part Python program",
+            "acceptance_criteria": ["The output must contain \"two\""]
+        }),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    // Part two is in flight on the first replica (its answer takes 4 s).
+    poll("part two to start", Duration::from_secs(20), || {
+        (calls(&log).len() >= 3).then_some(())
+    });
+    // The second replica starts while the first holds the lease, then the first dies.
+    let second = Server::start_with(dir.path(), free_port(), &env);
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+
+    let task = poll(
+        "the survivor to finish the task",
+        Duration::from_secs(40),
+        || {
+            let (_, t) = get(&format!("{}/tasks/{id}", second.base))?;
+            matches!(t["status"].as_str(), Some("completed" | "failed")).then_some(t)
+        },
+    );
+    assert_eq!(task["status"], "completed", "{task}");
+    // The plan and part one ran once across both replicas; part two, interrupted, twice.
+    let served = calls(&log);
+    assert_eq!(served.iter().filter(|&&e| e == 0).count(), 1, "{served:?}");
+    assert_eq!(served.iter().filter(|&&e| e == 1).count(), 1, "{served:?}");
+    assert_eq!(served.iter().filter(|&&e| e == 2).count(), 2, "{served:?}");
+    let keys: Vec<&str> = task["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["plan", "s1", "s2", "s3", "validate.0"]);
+    // The survivor serves the whole event history, the dead replica's part included.
+    let events = common::runtime().block_on(async {
+        reqwest::get(format!("{}/tasks/{id}/events", second.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(events.contains(r#""attempt":1"#), "{events}");
+    assert!(events.contains(r#""attempt":2"#), "{events}");
+    assert!(events.contains(r#""status":"completed""#), "{events}");
+    drop(server);
+}
