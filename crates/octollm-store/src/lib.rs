@@ -8,6 +8,7 @@
 //! - [`knowledge`]: the [`KnowledgeStore`] trait (documents, chunks, BM25) and the [`VectorStore`] trait.
 //! - [`cache`]: the reflex layer's response cache ([`MemoryCache`]).
 //! - [`ratelimit`]: token buckets per identity ([`MemoryRateLimiter`]).
+//! - [`events`]: [`RedisEvents`], task events shared by replicas over Redis pub/sub.
 //! - [`redis_backend`]: the same cache and rate limiter on Redis, shared by replicas.
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend for all of them.
 //! - [`postgres`]: [`PostgresStore`], the task store and queue on PostgreSQL, shared by any
@@ -16,6 +17,7 @@
 
 pub mod cache;
 pub mod error;
+pub mod events;
 pub mod knowledge;
 pub mod model;
 pub mod postgres;
@@ -27,6 +29,7 @@ pub mod tasks;
 
 pub use cache::{CacheStats, MemoryCache, ResponseCache};
 pub use error::StoreError;
+pub use events::RedisEvents;
 pub use knowledge::{ChunkHit, KnowledgeStore, NewChunk, VectorHit, VectorStore};
 pub use model::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,

@@ -7,6 +7,7 @@
 //! longer write. Events are stored in the task's transaction; live subscribers of this
 //! process get them through [`TaskStore::subscribe`] (other replicas read them from the table).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +21,7 @@ use tokio::sync::broadcast;
 use tracing::instrument;
 
 use crate::error::StoreError;
+use crate::events::{EventSender, RedisEvents};
 use crate::model::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, TaskEvent,
     TaskPage, TaskRecord,
@@ -34,6 +36,8 @@ use crate::tasks::TaskStore;
 pub struct PostgresStore {
     pool: PgPool,
     events: broadcast::Sender<TaskEvent>,
+    /// Shares events with the other replicas (Redis pub/sub), when configured.
+    bus: Option<EventSender>,
 }
 
 impl PostgresStore {
@@ -52,7 +56,18 @@ impl PostgresStore {
 
     pub fn from_pool(pool: PgPool) -> Self {
         let (events, _) = broadcast::channel(1024);
-        Self { pool, events }
+        Self {
+            pool,
+            events,
+            bus: None,
+        }
+    }
+
+    /// Publishes this store's events on Redis and delivers the other replicas' events to
+    /// [`TaskStore::subscribe`] (must be called inside a Tokio runtime: it starts the relay).
+    pub fn with_events(mut self, bus: &Arc<RedisEvents>) -> Self {
+        self.bus = Some(bus.start(self.events.clone()));
+        self
     }
 
     /// Creates or upgrades the schema (`octollm migrate`); safe to run from several replicas
@@ -68,7 +83,13 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// Delivers a stored event to local subscribers and to the other replicas.
     fn publish(&self, event: TaskEvent) {
+        if let Some(bus) = &self.bus {
+            // The event is stored; a Redis outage only costs other replicas' live views
+            // (their clients replay from the table when they reconnect).
+            bus.send(event.clone());
+        }
         // No subscribers is normal.
         let _ = self.events.send(event);
     }

@@ -98,3 +98,76 @@ async fn a_restarted_server_is_reconnected_without_losing_tasks() {
     assert!(reconnected, "the pool did not reconnect");
     assert_eq!(s.get_task(&t.id).await.unwrap().unwrap().id, t.id);
 }
+
+/// Events of `id` that arrive on `live` within `window`.
+async fn collect(
+    live: &mut tokio::sync::broadcast::Receiver<octollm_store::TaskEvent>,
+    id: &octollm_core::TaskId,
+    window: std::time::Duration,
+) -> Vec<octollm_store::TaskEvent> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Ok(e)) = tokio::time::timeout_at(deadline, live.recv()).await {
+        if &e.task_id == id {
+            got.push(e);
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_see_each_others_live_events_through_redis() {
+    let (server, _migrated) = store().await;
+    let redis = common::redis::Redis::start();
+    let url = format!("postgres://postgres@127.0.0.1:{}/octollm", server.port());
+    let bus = |name: &str| octollm_store::RedisEvents::new(&redis.url(), name).unwrap();
+    let a = PostgresStore::connect(&url, 2)
+        .await
+        .unwrap()
+        .with_events(&bus("t"));
+    let b = PostgresStore::connect(&url, 2)
+        .await
+        .unwrap()
+        .with_events(&bus("t"));
+    let mut on_a = a.subscribe();
+    let mut on_b = b.subscribe();
+    // Pub/sub drops what is published before a subscription exists: wait until B's relay
+    // is subscribed by sending probes from A.
+    let mut subscribed = false;
+    for _ in 0..100 {
+        let probe = new_task(None);
+        let id = probe.id.clone();
+        a.create_task(probe).await.unwrap();
+        if !collect(&mut on_b, &id, std::time::Duration::from_millis(100))
+            .await
+            .is_empty()
+        {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "B never received A's events");
+    while on_a.try_recv().is_ok() {}
+
+    let t = new_task(None);
+    let id = t.id.clone();
+    a.create_task(t).await.unwrap();
+    a.claim_next("wa", LEASE, Utc::now()).await.unwrap();
+    let seen_by_b = collect(&mut on_b, &id, std::time::Duration::from_secs(2)).await;
+    let statuses: Vec<&str> = seen_by_b
+        .iter()
+        .map(|e| e.data["status"].as_str().unwrap_or(""))
+        .collect();
+    // Claims take the oldest queued task first: the probes are claimed before `t`, so
+    // only the queued event of `t` is certain; every event B sees is A's stored one.
+    assert_eq!(statuses.first(), Some(&"queued"), "{seen_by_b:?}");
+    let stored = a.events_since(&id, 0).await.unwrap();
+    assert_eq!(
+        seen_by_b.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        "B saw exactly the stored events, in order"
+    );
+    // A delivered its own events once: its relay skips what it published.
+    let seen_by_a = collect(&mut on_a, &id, std::time::Duration::from_millis(500)).await;
+    assert_eq!(seen_by_a.len(), stored.len(), "{seen_by_a:?}");
+}

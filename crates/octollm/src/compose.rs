@@ -27,7 +27,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
 }
 
 /// The task store: the SQLite file (`embedded`, the same store as the knowledge base) or
-/// PostgreSQL, migrated at start unless `storage.migrate_on_start` is off.
+/// PostgreSQL, migrated at start unless `storage.migrate_on_start` is off, with task events
+/// shared over Redis when `REDIS_URL` is set.
 pub async fn open_task_store(
     config: &Config,
     embedded: &SqliteStore,
@@ -35,12 +36,17 @@ pub async fn open_task_store(
     Ok(match config.database() {
         Database::Sqlite(_) => Arc::new(embedded.clone()),
         Database::Postgres(url) => {
-            let store = connect_postgres(&url, config).await?;
+            let mut store = connect_postgres(&url, config).await?;
             if config.storage.migrate_on_start {
                 store
                     .migrate()
                     .await
                     .context("cannot migrate the PostgreSQL schema")?;
+            }
+            // With Redis, a client may follow a task's live events from any replica.
+            let redis = config.reflex.redis_url.expose();
+            if !redis.is_empty() {
+                store = store.with_events(&octollm_store::RedisEvents::new(redis, "octollm")?);
             }
             Arc::new(store)
         }

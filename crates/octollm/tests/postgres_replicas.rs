@@ -12,7 +12,10 @@
 
 mod common;
 #[path = "../../octollm-store/tests/common/postgres.rs"]
-#[allow(dead_code, reason = "shared with the store's tests, which use all of it")]
+#[allow(
+    dead_code,
+    reason = "shared with the store's tests, which use all of it"
+)]
 mod pg;
 
 use std::process::Command;

@@ -294,6 +294,7 @@ pub async fn pruning_removes_only_old_finished_tasks(s: &dyn TaskStore) {
 
 /// One `#[tokio::test]` per contract property, each on a fresh store made by `$make`
 /// (an async expression giving `(guard, store)`; the guard lives until the test ends).
+#[allow(unused_macros, reason = "not every test binary runs the contract")]
 macro_rules! task_store_contract {
     ($make:expr) => {
         #[tokio::test]

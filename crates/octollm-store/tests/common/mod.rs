@@ -5,3 +5,4 @@
 #[macro_use]
 pub mod contract;
 pub mod postgres;
+pub mod redis;
