@@ -124,6 +124,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(id) => ApiError::NotFound(format!("task {id}")),
             StoreError::InvalidCursor => ApiError::validation("invalid cursor"),
+            StoreError::Invalid(message) => ApiError::validation(message),
             StoreError::LeaseLost(id) => {
                 ApiError::Conflict(format!("task {id} is owned by another worker"))
             }

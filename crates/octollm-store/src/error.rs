@@ -10,6 +10,9 @@ pub enum StoreError {
     LeaseLost(TaskId),
     #[error("invalid cursor")]
     InvalidCursor,
+    /// The caller's input cannot be stored (an empty vector, a payload that is not an object).
+    #[error("invalid input: {0}")]
+    Invalid(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database unavailable: {0}")]

@@ -8,6 +8,7 @@
 //! - [`knowledge`]: the [`KnowledgeStore`] trait (documents, chunks, BM25) and the [`VectorStore`] trait.
 //! - [`cache`]: the reflex layer's response cache ([`MemoryCache`]).
 //! - [`ratelimit`]: token buckets per identity ([`MemoryRateLimiter`]).
+//! - `qdrant` (cargo feature `qdrant`): `QdrantStore`, the [`VectorStore`] on Qdrant.
 //! - [`events`]: [`RedisEvents`], task events shared by replicas over Redis pub/sub.
 //! - [`redis_backend`]: the same cache and rate limiter on Redis, shared by replicas.
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend for all of them.
@@ -21,6 +22,8 @@ pub mod events;
 pub mod knowledge;
 pub mod model;
 pub mod postgres;
+#[cfg(feature = "qdrant")]
+pub mod qdrant;
 pub mod ratelimit;
 pub mod redis_backend;
 mod rows;
@@ -36,6 +39,8 @@ pub use model::{
     TaskEvent, TaskPage, TaskRecord, TaskResult,
 };
 pub use postgres::PostgresStore;
+#[cfg(feature = "qdrant")]
+pub use qdrant::QdrantStore;
 pub use ratelimit::{Decision, MemoryRateLimiter, RateLimiter, Tier};
 pub use redis_backend::{RedisCache, RedisRateLimiter};
 pub use sqlite::SqliteStore;

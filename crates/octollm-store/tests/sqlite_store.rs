@@ -54,27 +54,10 @@ async fn keyword_and_vector_search_find_the_right_chunk() {
 #[tokio::test]
 async fn vector_store_contract() {
     let (dir, s) = store().await;
-    s.upsert("plans", "a", &[1.0, 0.0], serde_json::json!({"n": 1}))
-        .await
-        .unwrap();
-    s.upsert("plans", "b", &[0.0, 1.0], serde_json::json!({"n": 2}))
-        .await
-        .unwrap();
-    s.upsert("plans", "a", &[0.6, 0.8], serde_json::json!({"n": 3}))
-        .await
-        .unwrap();
-    s.upsert("other", "c", &[0.0, 1.0], serde_json::json!({}))
-        .await
-        .unwrap();
-    let hits = s.search("plans", &[0.0, 1.0], 10).await.unwrap();
-    assert_eq!(hits.len(), 2, "upsert replaced, collections separate");
-    assert_eq!(hits[0].id, "b");
-    assert_eq!(hits[1].payload["n"], 3);
-    assert!(s.delete("plans", "b").await.unwrap());
-    assert!(!s.delete("plans", "b").await.unwrap());
+    common::contract::vector_store_contract(&s, "t").await;
     // Durable: a fresh handle on the same file sees the same vectors.
     let reopened = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
-    let hits = reopened.search("plans", &[0.0, 1.0], 10).await.unwrap();
+    let hits = reopened.search("t-plans", &[0.0, 1.0], 10).await.unwrap();
     assert_eq!(
         hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
         ["a"]

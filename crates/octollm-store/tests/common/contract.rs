@@ -9,7 +9,7 @@ use octollm_core::budget::{Budget, Usage};
 use octollm_core::{ArmKind, Provenance, TaskId, TaskStatus, TaskSubmission};
 use octollm_store::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
-    StoreError, TaskResult, TaskStore,
+    StoreError, TaskResult, TaskStore, VectorStore,
 };
 
 pub fn new_task(key: Option<&str>) -> NewTask {
@@ -290,6 +290,56 @@ pub async fn pruning_removes_only_old_finished_tasks(s: &dyn TaskStore) {
     );
     assert!(s.get_task(&t.id).await.unwrap().is_none());
     assert!(s.get_task(&queued.id).await.unwrap().is_some());
+}
+
+/// The vector index's contract, on collections named `{prefix}-…` (a shared server keeps
+/// other runs' collections): upsert replaces, collections are separate, nearest first,
+/// payloads round-trip, delete says whether the point was there, empty collections answer.
+pub async fn vector_store_contract(s: &dyn VectorStore, prefix: &str) {
+    let plans = format!("{prefix}-plans");
+    let other = format!("{prefix}-other");
+    assert!(s.search(&plans, &[1.0, 0.0], 5).await.unwrap().is_empty());
+    assert!(!s.delete(&plans, "a").await.unwrap());
+    s.upsert(&plans, "a", &[1.0, 0.0], serde_json::json!({"n": 1}))
+        .await
+        .unwrap();
+    s.upsert(&plans, "b", &[0.0, 1.0], serde_json::json!({"n": 2}))
+        .await
+        .unwrap();
+    s.upsert(
+        &plans,
+        "a",
+        &[0.6, 0.8],
+        serde_json::json!({"n": 3, "tags": ["x"]}),
+    )
+    .await
+    .unwrap();
+    s.upsert(&other, "c", &[0.0, 1.0], serde_json::json!({}))
+        .await
+        .unwrap();
+    let hits = s.search(&plans, &[0.0, 1.0], 10).await.unwrap();
+    assert_eq!(
+        hits.len(),
+        2,
+        "upsert replaced, collections separate: {hits:?}"
+    );
+    assert_eq!(hits[0].id, "b");
+    assert!(hits[0].score > 0.99, "{hits:?}");
+    assert_eq!(hits[1].id, "a");
+    assert_eq!(hits[1].payload, serde_json::json!({"n": 3, "tags": ["x"]}));
+    assert!((hits[1].score - 0.8).abs() < 1e-3, "cosine: {hits:?}");
+    assert_eq!(s.search(&plans, &[0.0, 1.0], 1).await.unwrap().len(), 1);
+    assert!(s.delete(&plans, "b").await.unwrap());
+    assert!(!s.delete(&plans, "b").await.unwrap());
+    assert_eq!(
+        s.search(&plans, &[0.0, 1.0], 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|h| h.id.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
 }
 
 /// One `#[tokio::test]` per contract property, each on a fresh store made by `$make`
