@@ -109,6 +109,9 @@ pub struct ServerConfig {
     /// Serving on a non-loopback address needs API keys (a later release); until then it
     /// must be allowed explicitly.
     pub allow_unauthenticated: bool,
+    /// A second listener serving only `/metrics` (the orchestrator's 9090 in a deployment);
+    /// off when unset. `/metrics` is on the API port as well.
+    pub metrics_bind: Option<SocketAddr>,
     /// Runtime threads: 0 one per core, 1 a single-threaded runtime (the reflex layer's
     /// cheapest per request; scale it by replicas), n > 1 that many.
     pub worker_threads: u32,
@@ -121,6 +124,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 1024 * 1024,
             shutdown_grace_seconds: 25,
             allow_unauthenticated: false,
+            metrics_bind: None,
             worker_threads: 0,
         }
     }
@@ -270,6 +274,7 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_BIND", "server.bind"),
     ("OCTOLLM_BODY_LIMIT_BYTES", "server.body_limit_bytes"),
     ("OCTOLLM_WORKER_THREADS", "server.worker_threads"),
+    ("OCTOLLM_METRICS_BIND", "server.metrics_bind"),
     (
         "OCTOLLM_ALLOW_UNAUTHENTICATED",
         "server.allow_unauthenticated",

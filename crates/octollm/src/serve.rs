@@ -77,6 +77,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let system = compose::build(&config).await?;
     let listener = bind_listener(bind).await?;
     let shutdown = CancellationToken::new();
+    let shutdown_for_metrics = shutdown.clone();
     let tracker = TaskTracker::new();
     system
         .orchestrator
@@ -93,6 +94,20 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         version: env!("CARGO_PKG_VERSION"),
     };
     let app = router(state, config.server.body_limit_bytes);
+    if let Some(metrics_bind) = config.server.metrics_bind {
+        // Prometheus scrapes here; the port carries nothing else, so it needs no API key.
+        let metrics = bind_listener(metrics_bind).await?;
+        let routes = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(octollm_http::observe::render),
+        );
+        tracker.spawn(async move {
+            if let Err(e) = octollm_http::server::serve(metrics, routes, shutdown_for_metrics).await
+            {
+                warn!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     serve_until_shutdown(listener, app, grace, shutdown, tracker).await?;
     Ok(ExitCode::SUCCESS)

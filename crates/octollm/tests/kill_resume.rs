@@ -143,3 +143,27 @@ fn the_task_client_submits_watches_lists_and_cancels() {
     let (ok, missing) = cli(&server.base, &["status", "task_AAAAAAAAAAAAAAAA"]);
     assert!(!ok && missing.is_empty());
 }
+
+#[test]
+fn metrics_have_their_own_port_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    write_script(dir.path());
+    let metrics_port = free_port();
+    let server = Server::start_with(
+        dir.path(),
+        free_port(),
+        &[("OCTOLLM_METRICS_BIND", format!("127.0.0.1:{metrics_port}"))],
+    );
+    // A request on the API port so a request metric exists.
+    assert!(get(&format!("{}/health", server.base)).is_some());
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    let (status, text) = common::runtime().block_on(async {
+        let r = reqwest::get(format!("{metrics}/metrics")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!(status, 200);
+    assert!(text.contains("octollm_http_requests_total"), "{text}");
+    // Only metrics there: the API is not reachable through the metrics port.
+    let (status, _) = get(&format!("{metrics}/tasks")).unwrap();
+    assert_eq!(status, 404);
+}
