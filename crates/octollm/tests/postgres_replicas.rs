@@ -107,3 +107,102 @@ fn a_replica_finishes_the_task_of_a_killed_one() {
     assert!(events.contains(r#""status":"completed""#), "{events}");
     drop(server);
 }
+
+#[test]
+fn sigterm_hands_a_replica_s_task_over_at_once() {
+    let server = pg::PgServer::start();
+    let url = server.database("octollm");
+    let dir = tempfile::tempdir().unwrap();
+    write_script(dir.path());
+    let log = dir.path().join("calls.jsonl");
+    // A long lease: the survivor may only take the task this fast if it was released.
+    let env = [
+        ("DATABASE_URL", url),
+        ("OCTOLLM_LEASE_SECONDS", "60".to_owned()),
+    ];
+    let mut first = Server::start_with(dir.path(), free_port(), &env);
+    let (status, accepted) = post(
+        &format!("{}/tasks", first.base),
+        serde_json::json!({"goal": "Write a two part Python program"}),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    poll("part two to start", Duration::from_secs(20), || {
+        (calls(&log).len() >= 3).then_some(())
+    });
+    let second = Server::start_with(dir.path(), free_port(), &env);
+    let sent = Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let exit = poll("the first replica to exit", Duration::from_secs(30), || {
+        first.child.try_wait().unwrap()
+    });
+    assert!(exit.success(), "{exit:?}");
+    let task = poll(
+        "the second replica to finish the task",
+        Duration::from_secs(30),
+        || {
+            let (_, t) = get(&format!("{}/tasks/{id}", second.base))?;
+            matches!(t["status"].as_str(), Some("completed" | "failed")).then_some(t)
+        },
+    );
+    assert_eq!(task["status"], "completed", "{task}");
+    // The second replica took the task over (a second claim), long before the 60 s lease
+    // could have expired: the first released it.
+    let events = common::runtime().block_on(async {
+        reqwest::get(format!("{}/tasks/{id}/events", second.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(events.contains(r#""attempt":2"#), "{events}");
+    // The in-flight step finished within the grace period: nothing ran twice.
+    let served = calls(&log);
+    for entry in 0..3 {
+        assert_eq!(
+            served.iter().filter(|&&e| e == entry).count(),
+            1,
+            "entry {entry}: {served:?}"
+        );
+    }
+}
+
+#[test]
+fn a_database_outage_makes_replicas_unready_and_they_recover_without_restart() {
+    let mut server = pg::PgServer::start();
+    let url = server.database("octollm");
+    let dir = tempfile::tempdir().unwrap();
+    write_script(dir.path());
+    let replica = Server::start_with(dir.path(), free_port(), &[("DATABASE_URL", url)]);
+    server.stop();
+    let (status, body) = poll("readiness to fail", Duration::from_secs(30), || {
+        get(&format!("{}/ready", replica.base)).filter(|(s, _)| *s == 503)
+    });
+    assert_eq!(status, 503);
+    assert_eq!(body["code"], "service_unavailable", "{body}");
+    // Liveness does not depend on the database.
+    assert_eq!(
+        get(&format!("{}/health/live", replica.base)).unwrap().0,
+        200
+    );
+    server.restart();
+    poll("readiness to return", Duration::from_secs(30), || {
+        get(&format!("{}/ready", replica.base)).filter(|(s, _)| *s == 200)
+    });
+    // The workers reconnected: a new task runs to the end.
+    let (status, accepted) = post(
+        &format!("{}/tasks", replica.base),
+        serde_json::json!({"goal": "Write a two part Python program"}),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    let task = poll("the task to finish", Duration::from_secs(40), || {
+        let (_, t) = get(&format!("{}/tasks/{id}", replica.base))?;
+        matches!(t["status"].as_str(), Some("completed" | "failed")).then_some(t)
+    });
+    assert_eq!(task["status"], "completed", "{task}");
+}
