@@ -17,6 +17,8 @@ mod common;
     reason = "shared with the store's tests, which use all of it"
 )]
 mod pg;
+#[path = "../../octollm-store/tests/common/redis.rs"]
+mod redis_server;
 
 use std::process::Command;
 use std::time::Duration;
@@ -205,4 +207,55 @@ fn a_database_outage_makes_replicas_unready_and_they_recover_without_restart() {
         matches!(t["status"].as_str(), Some("completed" | "failed")).then_some(t)
     });
     assert_eq!(task["status"], "completed", "{task}");
+}
+
+#[test]
+fn a_task_s_live_events_stream_from_a_replica_that_does_not_run_it() {
+    let server = pg::PgServer::start();
+    let url = server.database("octollm");
+    let redis = redis_server::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Part two takes 8 s here, so the stream below surely opens while the task runs.
+    let script = write_script(dir.path());
+    let slower = std::fs::read_to_string(&script)
+        .unwrap()
+        .replace(r#""delay_ms":4000"#, r#""delay_ms":8000"#);
+    assert!(slower.contains("8000"));
+    std::fs::write(&script, slower).unwrap();
+    let log = dir.path().join("calls.jsonl");
+    let env = [("DATABASE_URL", url), ("REDIS_URL", redis.url())];
+    let first = Server::start_with(dir.path(), free_port(), &env);
+    let (status, accepted) = post(
+        &format!("{}/tasks", first.base),
+        serde_json::json!({"goal": "Write a two part Python program"}),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    // The first replica holds the task (part two in flight, 4 s) when the second starts.
+    poll("part two to start", Duration::from_secs(20), || {
+        (calls(&log).len() >= 3).then_some(())
+    });
+    let second = Server::start_with(dir.path(), free_port(), &env);
+    // Give the second replica's relay a moment to subscribe before the rest of the run.
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, now) = get(&format!("{}/tasks/{id}", second.base)).unwrap();
+    assert_eq!(now["status"], "processing", "{now}");
+    // The stream ends only after the final status, which the first replica stores later:
+    // it reaches the second replica's stream only through the relay.
+    let events = common::runtime().block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(40),
+            reqwest::get(format!("{}/tasks/{id}/events", second.base))
+                .await
+                .unwrap()
+                .text(),
+        )
+        .await
+        .expect("the stream never ended: live events did not cross replicas")
+        .unwrap()
+    });
+    assert!(events.contains(r#""status":"completed""#), "{events}");
+    assert!(events.contains("step_completed"), "{events}");
+    // Nobody but the first replica ran it.
+    assert!(!events.contains(r#""attempt":2"#), "{events}");
 }
