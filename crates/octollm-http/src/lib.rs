@@ -6,12 +6,16 @@
 //! - [`extract`]: [`ApiJson`], the JSON extractor that answers in our error shape.
 //! - [`request_id`]: `X-Request-ID` accepted or generated, echoed, and in every span.
 //! - [`observe`]: per-route request metrics and the Prometheus endpoint.
+//! - [`arm_service`]: one arm as its own HTTP service, and the wire conventions.
+//! - [`arm_client`]: the arms over HTTP behind their traits, with failover and breakers.
 //! - [`api`]: the orchestrator's public API (`/tasks…`, `/capabilities`, probes).
 //! - [`reflex`]: the reflex service (`/preprocess`, cache, rate limits, forwarding of `/tasks…`).
 //! - [`views`]: the wire shapes of tasks and steps.
 //! - [`server`]: `serve(listener, router, shutdown)`.
 
 pub mod api;
+pub mod arm_client;
+pub mod arm_service;
 pub mod error;
 pub mod extract;
 pub mod observe;

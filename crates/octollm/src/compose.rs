@@ -168,8 +168,8 @@ impl Embedder for LazyEmbedder {
     }
 }
 
-pub async fn build(config: &Config) -> anyhow::Result<System> {
-    let store = open_store(config).await?;
+/// Every arm in this process, then each arm that has endpoints replaced by its HTTP client.
+pub async fn arms(config: &Config, store: &SqliteStore) -> anyhow::Result<Arms> {
     let provider = provider(config).await?;
     let price = config
         .llm
@@ -184,8 +184,33 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
         planner: config.planner.clone(),
         coder_max_tokens: config.coder.max_tokens,
     };
+    let mut arms = Arms::in_process(llm, Arc::new(store.clone()), embedder, settings);
+    let breaker = octollm_http::arm_client::BreakerSettings {
+        failures: config.arms.breaker_failures,
+        cool_down: Duration::from_secs(config.arms.breaker_cool_down_seconds),
+    };
+    for kind in octollm_core::ArmKind::ALL {
+        let urls = config.arms.urls(kind);
+        if urls.is_empty() {
+            continue;
+        }
+        let client = octollm_http::arm_client::ArmClient::new(
+            kind,
+            &urls,
+            Duration::from_secs(config.arms.timeout_seconds),
+            breaker,
+        )
+        .map_err(anyhow::Error::msg)?;
+        tracing::info!(arm = kind.id(), instances = urls.len(), "arm over HTTP");
+        arms = octollm_http::arm_client::with_remote(arms, Arc::new(client));
+    }
+    Ok(arms)
+}
+
+pub async fn build(config: &Config) -> anyhow::Result<System> {
+    let store = open_store(config).await?;
     let tasks = open_task_store(config, &store).await?;
-    let arms = Arms::in_process(llm, Arc::new(store), embedder, settings);
+    let arms = arms(config, &store).await?;
     let orchestrator = Orchestrator::new(tasks, arms, config.orchestrator.clone());
     Ok(System { orchestrator })
 }

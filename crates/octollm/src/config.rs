@@ -28,6 +28,62 @@ pub struct Config {
     pub coder: CoderConfig,
     pub executor: ExecutorConfig,
     pub reflex: ReflexConfig,
+    pub arms: ArmsConfig,
+}
+
+/// Where the arms run: in this process unless an arm has endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArmsConfig {
+    /// Comma-separated base URLs of each arm's instances (`http://coder-arm:8102`); empty: the
+    /// arm runs in this process.
+    pub planner: String,
+    pub coder: String,
+    pub executor: String,
+    pub retriever: String,
+    pub judge: String,
+    pub guardian: String,
+    /// Longest wait for one call to one instance (less when the task's deadline is nearer).
+    pub timeout_seconds: u64,
+    /// Failures in a row that open an instance's circuit breaker, and for how long.
+    pub breaker_failures: u32,
+    pub breaker_cool_down_seconds: u64,
+}
+
+impl Default for ArmsConfig {
+    fn default() -> Self {
+        Self {
+            planner: String::new(),
+            coder: String::new(),
+            executor: String::new(),
+            retriever: String::new(),
+            judge: String::new(),
+            guardian: String::new(),
+            timeout_seconds: 120,
+            breaker_failures: 3,
+            breaker_cool_down_seconds: 10,
+        }
+    }
+}
+
+impl ArmsConfig {
+    /// The configured instances of `arm`.
+    pub fn urls(&self, arm: octollm_core::ArmKind) -> Vec<String> {
+        use octollm_core::ArmKind::*;
+        let raw = match arm {
+            Planner => &self.planner,
+            Coder => &self.coder,
+            Executor => &self.executor,
+            Retriever => &self.retriever,
+            Judge => &self.judge,
+            Guardian => &self.guardian,
+        };
+        raw.split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// The reflex service (`octollm serve reflex`).
@@ -71,6 +127,7 @@ impl Default for Config {
             coder: CoderConfig::default(),
             executor: ExecutorConfig::default(),
             reflex: ReflexConfig::default(),
+            arms: ArmsConfig::default(),
         }
     }
 }
@@ -275,6 +332,12 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_BODY_LIMIT_BYTES", "server.body_limit_bytes"),
     ("OCTOLLM_WORKER_THREADS", "server.worker_threads"),
     ("OCTOLLM_METRICS_BIND", "server.metrics_bind"),
+    ("OCTOLLM_ARM_PLANNER_URLS", "arms.planner"),
+    ("OCTOLLM_ARM_CODER_URLS", "arms.coder"),
+    ("OCTOLLM_ARM_EXECUTOR_URLS", "arms.executor"),
+    ("OCTOLLM_ARM_RETRIEVER_URLS", "arms.retriever"),
+    ("OCTOLLM_ARM_JUDGE_URLS", "arms.judge"),
+    ("OCTOLLM_ARM_GUARDIAN_URLS", "arms.guardian"),
     (
         "OCTOLLM_ALLOW_UNAUTHENTICATED",
         "server.allow_unauthenticated",
@@ -377,6 +440,21 @@ impl Config {
         if !(1..=60).contains(&self.server.shutdown_grace_seconds) {
             return Err(ConfigError::Invalid(
                 "server.shutdown_grace_seconds must be 1 to 60".into(),
+            ));
+        }
+        for arm in octollm_core::ArmKind::ALL {
+            for url in self.arms.urls(arm) {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::Invalid(format!(
+                        "arms.{}: {url:?} must start with http:// or https://",
+                        arm.id()
+                    )));
+                }
+            }
+        }
+        if !(1..=600).contains(&self.arms.timeout_seconds) || self.arms.breaker_failures == 0 {
+            return Err(ConfigError::Invalid(
+                "arms.timeout_seconds must be 1 to 600 and arms.breaker_failures at least 1".into(),
             ));
         }
         if self.server.worker_threads > 256 {
@@ -659,5 +737,19 @@ mod tests {
             Config::load(&env(&[])).unwrap().database(),
             Database::Sqlite(_)
         ));
+        let err = Config::load(&env(&[("OCTOLLM_ARM_CODER_URLS", "coder:8102")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("arms.coder"), "{err}");
+        let two = Config::load(&env(&[(
+            "OCTOLLM_ARM_CODER_URLS",
+            "http://a:8102, http://b:8102",
+        )]))
+        .unwrap();
+        assert_eq!(
+            two.arms.urls(octollm_core::ArmKind::Coder),
+            ["http://a:8102", "http://b:8102"]
+        );
+        assert!(two.arms.urls(octollm_core::ArmKind::Judge).is_empty());
     }
 }

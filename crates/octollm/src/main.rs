@@ -39,10 +39,15 @@ enum Command {
     Run(run::RunArgs),
     /// Serve the API with workers (embedded mode: every component in this process).
     Serve {
-        /// `all` (default): API and workers with every arm in process. `reflex`: the reflex
-        /// service alone (port 8080), forwarding `/tasks` to OCTOLLM_ORCHESTRATOR_URL.
+        /// `all` (default): API and workers, each arm in process unless OCTOLLM_ARM_<NAME>_URLS
+        /// names its instances. `reflex`: the reflex service alone (port 8080), forwarding
+        /// `/tasks` to OCTOLLM_ORCHESTRATOR_URL. `arm NAME`: one arm as a service (planner 8105,
+        /// coder 8102, judge 8103, executor 8104, retriever 8106, guardian 8107).
         #[arg(value_enum, default_value_t = serve::Component::All)]
         component: serve::Component,
+        /// With `arm`: which arm.
+        #[arg(required_if_eq("component", "arm"))]
+        name: Option<octollm_core::ArmKind>,
         /// Address to listen on (default 127.0.0.1:8000 for all, 127.0.0.1:8080 for reflex).
         #[arg(long)]
         bind: Option<std::net::SocketAddr>,
@@ -134,14 +139,24 @@ async fn dispatch(cli: Cli, mut config: config::Config) -> anyhow::Result<ExitCo
     let _guard = telemetry::init(&config, matches!(cli.command, Command::Run(_)))?;
     match cli.command {
         Command::Run(args) => run::run(config, args).await,
-        Command::Serve { component, bind } => {
+        Command::Serve {
+            component,
+            name,
+            bind,
+        } => {
             if let Some(bind) = bind {
                 config.server.bind = bind;
                 config.reflex.bind = bind;
             }
-            match component {
-                serve::Component::All => serve::serve(config).await,
-                serve::Component::Reflex => serve::serve_reflex(config).await,
+            match (component, name) {
+                (serve::Component::All, _) => serve::serve(config).await,
+                (serve::Component::Reflex, _) => serve::serve_reflex(config).await,
+                (serve::Component::Arm, Some(arm)) => serve::serve_arm(config, arm, bind).await,
+                (serve::Component::Arm, None) => {
+                    anyhow::bail!(
+                        "serve arm needs the arm's name (planner, coder, executor, retriever, judge, guardian)"
+                    )
+                }
             }
         }
         Command::Migrate => tools::migrate(&config).await,

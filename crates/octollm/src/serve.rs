@@ -23,6 +23,47 @@ use crate::config::Config;
 pub enum Component {
     All,
     Reflex,
+    Arm,
+}
+
+/// The port of each arm's service (SPEC §3).
+fn arm_port(arm: octollm_core::ArmKind) -> u16 {
+    use octollm_core::ArmKind::*;
+    match arm {
+        Coder => 8102,
+        Judge => 8103,
+        Executor => 8104,
+        Planner => 8105,
+        Retriever => 8106,
+        Guardian => 8107,
+    }
+}
+
+/// One arm as its own service (in process behind HTTP), with graceful shutdown.
+pub async fn serve_arm(
+    config: Config,
+    arm: octollm_core::ArmKind,
+    bind: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let bind = bind.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], arm_port(arm))));
+    refuse_unauthenticated(bind, &config)?;
+    // An arm service runs its arm itself, never another service's.
+    let mut local = config.clone();
+    local.arms = Default::default();
+    let store = compose::open_store(&local).await?;
+    let arms = compose::arms(&local, &store).await?;
+    let listener = bind_listener(bind).await?;
+    let app = octollm_http::arm_service::router(arm, arms, config.server.body_limit_bytes);
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    serve_until_shutdown(
+        listener,
+        app,
+        grace,
+        CancellationToken::new(),
+        TaskTracker::new(),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The reflex service alone: screening, cache, rate limits, forwarding of `/tasks…`.

@@ -1,0 +1,120 @@
+//! Arms as their own processes: `octollm serve arm coder` twice, an orchestrator
+//! (`octollm serve` with OCTOLLM_ARM_CODER_URLS naming both) and a task whose coder steps go
+//! over HTTP. The coder instance serving a step is SIGKILLed mid-call: the step moves to the
+//! other instance and the task completes, no completed step running twice.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers"
+)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Server, calls, free_port, get, poll, post, write_script};
+
+struct Arm {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Arm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_arm(dir: &Path, name: &str) -> Arm {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_octollm"))
+        .args(["serve", "arm", name, "--bind", &format!("127.0.0.1:{port}")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("OCTOLLM_DATA_DIR", dir.join(format!("arm-{port}")))
+        .env("OCTOLLM_LLM_PROVIDER", "scripted")
+        .env("OCTOLLM_LLM_SCRIPT", dir.join("script.json"))
+        .env("OCTOLLM_LLM_SCRIPT_LOG", dir.join("calls.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join(format!("arm-{port}.log"))).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let arm = Arm {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    poll("the arm to be ready", Duration::from_secs(30), || {
+        get(&format!("{}/ready", arm.base)).filter(|(s, _)| *s == 200)
+    });
+    arm
+}
+
+fn served_ok(arm: &Arm) -> u64 {
+    let text = common::runtime().block_on(async {
+        reqwest::get(format!("{}/metrics", arm.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    text.lines()
+        .filter(|l| {
+            l.starts_with("octollm_arm_requests_total")
+                && l.contains(r#"arm="coder""#)
+                && l.contains(r#"outcome="ok""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_step_moves_to_the_other_coder_when_its_instance_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    write_script(dir.path());
+    let log = dir.path().join("calls.jsonl");
+    let first = start_arm(dir.path(), "coder");
+    let mut second = start_arm(dir.path(), "coder");
+    let urls = format!("{},{}", first.base, second.base);
+    let orchestrator =
+        Server::start_with(dir.path(), free_port(), &[("OCTOLLM_ARM_CODER_URLS", urls)]);
+    let (status, accepted) = post(
+        &format!("{}/tasks", orchestrator.base),
+        serde_json::json!({
+            "goal": "Write a two part Python program",
+            "acceptance_criteria": ["The output must contain \"two\""]
+        }),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    // Calls go round-robin: part one to the first instance, part two (4 s) to the second.
+    poll("part two to start", Duration::from_secs(20), || {
+        (calls(&log).len() >= 3).then_some(())
+    });
+    assert_eq!(
+        served_ok(&first),
+        1,
+        "part one was served by the first coder"
+    );
+    second.child.kill().unwrap(); // SIGKILL mid-call
+    second.child.wait().unwrap();
+    let task = poll("the task to finish", Duration::from_secs(40), || {
+        let (_, t) = get(&format!("{}/tasks/{id}", orchestrator.base))?;
+        matches!(t["status"].as_str(), Some("completed" | "failed")).then_some(t)
+    });
+    assert_eq!(task["status"], "completed", "{task}");
+    assert!(task["result"]["output"].as_str().unwrap().contains("two"));
+    // Part two moved to the first coder; the plan and part one ran once.
+    assert_eq!(served_ok(&first), 2);
+    let served = calls(&log);
+    assert_eq!(served.iter().filter(|&&e| e == 0).count(), 1, "{served:?}");
+    assert_eq!(served.iter().filter(|&&e| e == 1).count(), 1, "{served:?}");
+}
