@@ -1,0 +1,221 @@
+//! The distributed deployment on loopback, every component its own process: PostgreSQL and
+//! Redis (real servers), the six arms (`octollm serve arm …`), two orchestrator replicas on
+//! the same database with every arm over HTTP, and the reflex layer in front. 50 tasks go in
+//! through the reflex layer; each completes exactly once, and each task's events can be read
+//! from either replica, whichever ran it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers"
+)]
+
+mod common;
+#[path = "../../octollm-store/tests/common/postgres.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the store's tests, which use all of it"
+)]
+mod pg;
+#[path = "../../octollm-store/tests/common/redis.rs"]
+mod redis_server;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Server, free_port, get, poll, post};
+
+struct Process {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Process {
+    let port = free_port();
+    let log = dir.join(format!("{}-{port}.log", args.join("-")));
+    let child = Command::new(env!("CARGO_BIN_EXE_octollm"))
+        .args(args)
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("OCTOLLM_DATA_DIR", dir.join(format!("data-{port}")))
+        .env("OCTOLLM_LLM_PROVIDER", "scripted")
+        .env("OCTOLLM_LLM_SCRIPT", dir.join("script.json"))
+        .env("LOG_LEVEL", "info")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .spawn()
+        .unwrap();
+    let process = Process {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    poll(
+        &format!("{args:?} to be ready"),
+        Duration::from_secs(30),
+        || get(&format!("{}/ready", process.base)).filter(|(s, _)| *s == 200),
+    );
+    process
+}
+
+#[test]
+fn fifty_tasks_through_the_reflex_layer_over_every_service() {
+    let database = pg::PgServer::start();
+    let url = database.database("octollm");
+    let redis = redis_server::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = serde_json::json!({"responses": [
+        {"purpose": "planner", "repeat": true, "json": {"steps": [
+            {"step_id": "s1", "arm_id": "coder", "description": "Write the program", "dependencies": []}
+        ]}},
+        {"purpose": "coder", "repeat": true, "content": "```python\nprint('hello')\n```"},
+        {"purpose": "judge", "repeat": true, "content": "{\"verdict\":\"yes\",\"reason\":\"ok\"}"},
+    ]});
+    std::fs::write(dir.path().join("script.json"), script.to_string()).unwrap();
+
+    let arms: Vec<(&str, Process)> = [
+        "planner",
+        "coder",
+        "executor",
+        "retriever",
+        "judge",
+        "guardian",
+    ]
+    .into_iter()
+    .map(|name| (name, spawn(dir.path(), &["serve", "arm", name], &[])))
+    .collect();
+    let mut env: Vec<(String, String)> = arms
+        .iter()
+        .map(|(name, p)| {
+            (
+                format!("OCTOLLM_ARM_{}_URLS", name.to_uppercase()),
+                p.base.clone(),
+            )
+        })
+        .collect();
+    env.push(("DATABASE_URL".into(), url));
+    env.push(("REDIS_URL".into(), redis.url()));
+    env.push(("OCTOLLM_WORKERS".into(), "4".into()));
+    // A lease that a busy 2-core machine cannot miss: every task is claimed once.
+    env.push(("OCTOLLM_LEASE_SECONDS".into(), "30".into()));
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let first = Server::start_with(dir.path(), free_port(), &env);
+    let second = Server::start_with(dir.path(), free_port(), &env);
+    let reflex = spawn(
+        dir.path(),
+        &["serve", "reflex"],
+        &[
+            ("OCTOLLM_ORCHESTRATOR_URL", first.base.clone()),
+            ("RATE_LIMIT_ENABLED", "false".into()),
+        ],
+    );
+
+    let mut ids = Vec::new();
+    for n in 0..50 {
+        let (status, accepted) = post(
+            &format!("{}/tasks", reflex.base),
+            serde_json::json!({"goal": format!("Write a Python program that prints hello, number {n}")}),
+        );
+        assert_eq!(status, 202, "{accepted}");
+        ids.push(accepted["task_id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let task = poll("every task to finish", Duration::from_secs(120), || {
+            let (_, t) = get(&format!("{}/tasks/{id}", reflex.base))?;
+            matches!(
+                t["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+            .then_some(t)
+        });
+        assert_eq!(task["status"], "completed", "{task}");
+        let keys: Vec<&str> = task["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["plan", "s1", "validate.0"], "each unit once: {task}");
+    }
+    // Both replicas did work, and each serves every task's events, whichever ran it: one
+    // claim and one final status per task.
+    let mut ran_by = [0usize; 2];
+    for id in &ids {
+        let mut seen = Vec::new();
+        for base in [&first.base, &second.base] {
+            let events = common::runtime().block_on(async {
+                reqwest::get(format!("{base}/tasks/{id}/events"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            });
+            assert_eq!(
+                events.matches(r#""status":"processing""#).count(),
+                1,
+                "{events}"
+            );
+            assert_eq!(
+                events.matches(r#""status":"completed""#).count(),
+                1,
+                "{events}"
+            );
+            seen.push(events);
+        }
+        assert_eq!(seen[0], seen[1], "both replicas serve the same history");
+    }
+    // Which replica ran each task shows in the arms' view only, so count claims per replica
+    // from their metrics instead.
+    for (k, base) in [&first.base, &second.base].into_iter().enumerate() {
+        let text = common::runtime().block_on(async {
+            reqwest::get(format!("{base}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        ran_by[k] = text
+            .lines()
+            .filter(|l| l.starts_with("octollm_tasks_finished_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as usize;
+    }
+    assert_eq!(ran_by[0] + ran_by[1], 50, "{ran_by:?}");
+    // The arms' own services did the work: 50 plans and 50 programs.
+    for (name, arm) in &arms {
+        let expected = match *name {
+            "planner" | "coder" => 50,
+            _ => continue,
+        };
+        let text = common::runtime().block_on(async {
+            reqwest::get(format!("{}/metrics", arm.base))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        let ok: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("octollm_arm_requests_total") && l.contains(r#"outcome="ok""#)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(ok as usize, expected, "{name}: {text}");
+    }
+    drop(arms);
+}
