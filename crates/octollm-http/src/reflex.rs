@@ -72,7 +72,8 @@ pub struct ReflexState {
     pub cache: Arc<dyn ResponseCache>,
     pub limiter: Arc<dyn RateLimiter>,
     pub limits: RateLimitSettings,
-    /// Where `/tasks…` is forwarded (`None`: not forwarded, 503).
+    /// Where `/tasks…` is forwarded (`None`: not forwarded, 503): one orchestrator URL, or
+    /// several separated by commas.
     pub orchestrator_url: Option<String>,
     pub client: reqwest::Client,
     pub started: Instant,
@@ -383,6 +384,9 @@ const FORWARDED_HEADERS: &[&str] = &[
     "traceparent",
 ];
 
+/// Round-robin position over the configured orchestrators.
+static NEXT_UPSTREAM: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Screens a task submission's text, then forwards any `/tasks…` request to the orchestrator
 /// and streams its answer back (event streams included).
 async fn forward(
@@ -426,28 +430,64 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let url = format!("{}{}", base.trim_end_matches('/'), path);
-    let mut outbound = state.client.request(parts.method.clone(), url).body(bytes);
-    for name in FORWARDED_HEADERS {
-        if let Some(v) = parts.headers.get(*name) {
-            outbound = outbound.header(*name, v.clone());
+    // Several orchestrators (comma-separated): round-robin, and the next one when one cannot
+    // be reached or answers 503 (it did not take the request, so trying another is safe).
+    let upstreams: Vec<&str> = base
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let first = NEXT_UPSTREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut failure = ApiError::Unavailable("no orchestrator is configured to forward to".into());
+    let mut upstream = None;
+    for k in 0..upstreams.len() {
+        let target = upstreams[(first + k) % upstreams.len()];
+        let url = format!("{}{}", target.trim_end_matches('/'), path);
+        let mut outbound = state
+            .client
+            .request(parts.method.clone(), url)
+            .body(bytes.clone());
+        for name in FORWARDED_HEADERS {
+            if let Some(v) = parts.headers.get(*name) {
+                outbound = outbound.header(*name, v.clone());
+            }
+        }
+        if parts.headers.get(request_id::HEADER).is_none()
+            && let Some(id) = request_id::current()
+        {
+            outbound = outbound.header(request_id::HEADER, id);
+        }
+        match outbound.send().await {
+            Ok(r)
+                if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                    && k + 1 < upstreams.len() =>
+            {
+                failure = ApiError::Unavailable("orchestrator: not ready".into());
+            }
+            Ok(r) => {
+                upstream = Some(r);
+                break;
+            }
+            // Not sent (connection refused): another orchestrator may take it.
+            Err(e) if e.is_connect() => {
+                failure = ApiError::Unavailable("orchestrator: unreachable".into());
+            }
+            // Sent but no answer: it may have been accepted; do not send it twice.
+            Err(e) => {
+                return Err(ApiError::Unavailable(format!(
+                    "orchestrator: {}",
+                    if e.is_timeout() {
+                        "timed out"
+                    } else {
+                        "request failed"
+                    }
+                )));
+            }
         }
     }
-    if parts.headers.get(request_id::HEADER).is_none()
-        && let Some(id) = request_id::current()
-    {
-        outbound = outbound.header(request_id::HEADER, id);
-    }
-    let upstream = outbound.send().await.map_err(|e| {
-        ApiError::Unavailable(format!(
-            "orchestrator: {}",
-            if e.is_timeout() {
-                "timed out"
-            } else {
-                "unreachable"
-            }
-        ))
-    })?;
+    let Some(upstream) = upstream else {
+        return Err(failure);
+    };
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = Response::builder().status(status);

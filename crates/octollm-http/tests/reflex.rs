@@ -382,3 +382,74 @@ async fn tasks_are_screened_then_forwarded() {
     );
     assert!(seen[0].starts_with("k-1 ") && seen[0].contains("haiku"));
 }
+
+#[tokio::test]
+async fn submissions_go_to_an_orchestrator_that_can_take_them() {
+    // One orchestrator draining (503), one gone (nothing listens), one taking tasks.
+    let draining = Router::new().route(
+        "/tasks",
+        axum::routing::post(|| async { (StatusCode::SERVICE_UNAVAILABLE, "draining") }),
+    );
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = taken.clone();
+    let healthy = Router::new().route(
+        "/tasks",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (
+                    StatusCode::ACCEPTED,
+                    axum::Json(serde_json::json!({"task_id": "task_AAAAAAAAAAAAAAAA"})),
+                )
+            }
+        }),
+    );
+    let mut bases = Vec::new();
+    for upstream in [draining, healthy] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        bases.push(format!("http://{}", listener.local_addr().unwrap()));
+        tokio::spawn(async move { axum::serve(listener, upstream).await.unwrap() });
+    }
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let app = router(
+        state(
+            unlimited(),
+            Arc::new(MemoryRateLimiter::new()),
+            Some(format!("{gone}, {}, {}", bases[0], bases[1])),
+        ),
+        64 * 1024,
+    );
+    // Whichever orchestrator the round robin starts at, every submission is accepted.
+    for n in 0..6 {
+        let request = Request::post("/tasks")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                serde_json::json!({"goal": format!("Write haiku number {n}")}).to_string(),
+            ))
+            .unwrap();
+        let (status, _, body) = call(&app, request).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 6);
+    // With none able to take it, the answer is a clear 503.
+    let none = router(
+        state(
+            unlimited(),
+            Arc::new(MemoryRateLimiter::new()),
+            Some(gone.clone()),
+        ),
+        64 * 1024,
+    );
+    let request = Request::post("/tasks")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            serde_json::json!({"goal": "Write a haiku"}).to_string(),
+        ))
+        .unwrap();
+    let (status, _, body) = call(&none, request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}

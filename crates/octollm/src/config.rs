@@ -486,11 +486,14 @@ impl Config {
                 "reflex.rate_limit capacities and windows must be positive".into(),
             ));
         }
-        if let Some(url) = &self.reflex.orchestrator_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
+        if let Some(urls) = &self.reflex.orchestrator_url
+            && urls
+                .split(',')
+                .map(str::trim)
+                .any(|url| !(url.starts_with("http://") || url.starts_with("https://")))
         {
             return Err(ConfigError::Invalid(
-                "reflex.orchestrator_url must start with http:// or https://".into(),
+                "reflex.orchestrator_url: each URL (comma-separated) must start with http:// or https://".into(),
             ));
         }
         if !(1..=64).contains(&self.llm.threads) {

@@ -39,8 +39,8 @@ enum Command {
     Run(run::RunArgs),
     /// Serve the API with workers (embedded mode: every component in this process).
     Serve {
-        /// `all` (default): API and workers, each arm in process unless OCTOLLM_ARM_<NAME>_URLS
-        /// names its instances. `reflex`: the reflex service alone (port 8080), forwarding
+        /// `all` (default) or `orchestrator`: API and workers, each arm in process unless
+        /// OCTOLLM_ARM_<NAME>_URLS names its instances. `reflex`: the reflex service alone (port 8080), forwarding
         /// `/tasks` to OCTOLLM_ORCHESTRATOR_URL. `arm NAME`: one arm as a service (planner 8105,
         /// coder 8102, judge 8103, executor 8104, retriever 8106, guardian 8107).
         #[arg(value_enum, default_value_t = serve::Component::All)]
@@ -149,7 +149,9 @@ async fn dispatch(cli: Cli, mut config: config::Config) -> anyhow::Result<ExitCo
                 config.reflex.bind = bind;
             }
             match (component, name) {
-                (serve::Component::All, _) => serve::serve(config).await,
+                (serve::Component::All | serve::Component::Orchestrator, _) => {
+                    serve::serve(config).await
+                }
                 (serve::Component::Reflex, _) => serve::serve_reflex(config).await,
                 (serve::Component::Arm, Some(arm)) => serve::serve_arm(config, arm, bind).await,
                 (serve::Component::Arm, None) => {

@@ -22,6 +22,8 @@ use crate::config::Config;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Component {
     All,
+    /// The same as `all`: the name SPEC §3 gives the orchestrator's service.
+    Orchestrator,
     Reflex,
     Arm,
 }
