@@ -58,14 +58,7 @@ fn start_arm(dir: &Path, name: &str) -> Arm {
 }
 
 fn served_ok(arm: &Arm) -> u64 {
-    let text = common::runtime().block_on(async {
-        reqwest::get(format!("{}/metrics", arm.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let text = common::text(&format!("{}/metrics", arm.base));
     text.lines()
         .filter(|l| {
             l.starts_with("octollm_arm_requests_total")

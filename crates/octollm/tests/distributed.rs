@@ -154,14 +154,7 @@ fn fifty_tasks_through_the_reflex_layer_over_every_service() {
     for id in &ids {
         let mut seen = Vec::new();
         for base in [&first.base, &second.base] {
-            let events = common::runtime().block_on(async {
-                reqwest::get(format!("{base}/tasks/{id}/events"))
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap()
-            });
+            let events = common::text(&format!("{base}/tasks/{id}/events"));
             assert_eq!(
                 events.matches(r#""status":"processing""#).count(),
                 1,
@@ -179,14 +172,7 @@ fn fifty_tasks_through_the_reflex_layer_over_every_service() {
     // Which replica ran each task shows in the arms' view only, so count claims per replica
     // from their metrics instead.
     for (k, base) in [&first.base, &second.base].into_iter().enumerate() {
-        let text = common::runtime().block_on(async {
-            reqwest::get(format!("{base}/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        });
+        let text = common::text(&format!("{base}/metrics"));
         ran_by[k] = text
             .lines()
             .filter(|l| l.starts_with("octollm_tasks_finished_total"))
@@ -200,14 +186,7 @@ fn fifty_tasks_through_the_reflex_layer_over_every_service() {
             "planner" | "coder" => 50,
             _ => continue,
         };
-        let text = common::runtime().block_on(async {
-            reqwest::get(format!("{}/metrics", arm.base))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        });
+        let text = common::text(&format!("{}/metrics", arm.base));
         let ok: f64 = text
             .lines()
             .filter(|l| {

@@ -96,14 +96,7 @@ fn a_replica_finishes_the_task_of_a_killed_one() {
         .collect();
     assert_eq!(keys, ["plan", "s1", "s2", "s3", "validate.0"]);
     // The survivor serves the whole event history, the dead replica's part included.
-    let events = common::runtime().block_on(async {
-        reqwest::get(format!("{}/tasks/{id}/events", second.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let events = common::text(&format!("{}/tasks/{id}/events", second.base));
     assert!(events.contains(r#""attempt":1"#), "{events}");
     assert!(events.contains(r#""attempt":2"#), "{events}");
     assert!(events.contains(r#""status":"completed""#), "{events}");
@@ -153,14 +146,7 @@ fn sigterm_hands_a_replica_s_task_over_at_once() {
     assert_eq!(task["status"], "completed", "{task}");
     // The second replica took the task over (a second claim), long before the 60 s lease
     // could have expired: the first released it.
-    let events = common::runtime().block_on(async {
-        reqwest::get(format!("{}/tasks/{id}/events", second.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let events = common::text(&format!("{}/tasks/{id}/events", second.base));
     assert!(events.contains(r#""attempt":2"#), "{events}");
     // The in-flight step finished within the grace period: nothing ran twice.
     let served = calls(&log);

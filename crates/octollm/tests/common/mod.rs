@@ -93,6 +93,11 @@ pub fn get(url: &str) -> Option<(u16, serde_json::Value)> {
     })
 }
 
+/// The body of `GET url` as text (event streams end after the final status).
+pub fn text(url: &str) -> String {
+    runtime().block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
+}
+
 pub fn post(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     runtime().block_on(async {
         let r = reqwest::Client::new()
