@@ -1,7 +1,8 @@
 //! Arms as their own processes: `octollm serve arm coder` twice, an orchestrator
 //! (`octollm serve` with OCTOLLM_ARM_CODER_URLS naming both) and a task whose coder steps go
 //! over HTTP. The coder instance serving a step is SIGKILLed mid-call: the step moves to the
-//! other instance and the task completes, no completed step running twice.
+//! other instance and the task completes, no completed step running twice; the dead
+//! instance's circuit breaker opens, and closes again when the instance is back.
 
 #![allow(
     clippy::unwrap_used,
@@ -31,7 +32,10 @@ impl Drop for Arm {
 }
 
 fn start_arm(dir: &Path, name: &str) -> Arm {
-    let port = free_port();
+    start_arm_on(dir, name, free_port())
+}
+
+fn start_arm_on(dir: &Path, name: &str, port: u16) -> Arm {
     let child = Command::new(env!("CARGO_BIN_EXE_octollm"))
         .args(["serve", "arm", name, "--bind", &format!("127.0.0.1:{port}")])
         .env_clear()
@@ -72,13 +76,28 @@ fn served_ok(arm: &Arm) -> u64 {
 #[test]
 fn a_step_moves_to_the_other_coder_when_its_instance_dies() {
     let dir = tempfile::tempdir().unwrap();
-    write_script(dir.path());
+    // Every answer may be given again: a second task runs after the restart below.
+    let script_path = write_script(dir.path());
+    let mut script: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&script_path).unwrap()).unwrap();
+    for response in script["responses"].as_array_mut().unwrap() {
+        response["repeat"] = serde_json::Value::Bool(true);
+    }
+    std::fs::write(&script_path, script.to_string()).unwrap();
     let log = dir.path().join("calls.jsonl");
     let first = start_arm(dir.path(), "coder");
     let mut second = start_arm(dir.path(), "coder");
     let urls = format!("{},{}", first.base, second.base);
-    let orchestrator =
-        Server::start_with(dir.path(), free_port(), &[("OCTOLLM_ARM_CODER_URLS", urls)]);
+    let orchestrator = Server::start_with(
+        dir.path(),
+        free_port(),
+        // One failure opens an instance's breaker; it may be probed again after a second.
+        &[
+            ("OCTOLLM_ARM_CODER_URLS", urls),
+            ("OCTOLLM__ARMS__BREAKER_FAILURES", "1".into()),
+            ("OCTOLLM__ARMS__BREAKER_COOL_DOWN_SECONDS", "1".into()),
+        ],
+    );
     let (status, accepted) = post(
         &format!("{}/tasks", orchestrator.base),
         serde_json::json!({
@@ -110,4 +129,30 @@ fn a_step_moves_to_the_other_coder_when_its_instance_dies() {
     let served = calls(&log);
     assert_eq!(served.iter().filter(|&&e| e == 0).count(), 1, "{served:?}");
     assert_eq!(served.iter().filter(|&&e| e == 1).count(), 1, "{served:?}");
+    // The dead instance's breaker opened...
+    let metrics = common::text(&format!("{}/metrics", orchestrator.base));
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("octollm_arm_breaker_opened_total") && l.contains("coder")),
+        "{metrics}"
+    );
+    // ...and once the instance is back on its port, the orchestrator uses it again (after
+    // the cool-down its breaker is probed first, and the probe closes it).
+    let port: u16 = second.base.rsplit(':').next().unwrap().parse().unwrap();
+    drop(second);
+    let back = start_arm_on(dir.path(), "coder", port);
+    std::thread::sleep(Duration::from_millis(1200));
+    let (status, accepted) = post(
+        &format!("{}/tasks", orchestrator.base),
+        serde_json::json!({"goal": "Write a two part Python program"}),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    let task = poll("the second task to finish", Duration::from_secs(40), || {
+        let (_, t) = get(&format!("{}/tasks/{id}", orchestrator.base))?;
+        matches!(t["status"].as_str(), Some("completed" | "failed")).then_some(t)
+    });
+    assert_eq!(task["status"], "completed", "{task}");
+    assert!(served_ok(&back) >= 1, "the restarted coder got no call");
 }
