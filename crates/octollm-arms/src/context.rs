@@ -11,6 +11,9 @@ pub struct CallContext {
     pub task_id: Option<TaskId>,
     pub step_id: Option<StepId>,
     pub request_id: String,
+    /// The trace this call belongs to (its span is the caller's side of the call).
+    #[serde(skip)]
+    pub trace: Option<octollm_core::TraceContext>,
     /// The share of the task's budget this call may spend. Arms spend from it and
     /// report what they spent in [`ArmOutcome::usage`].
     pub budget: BudgetTracker,
@@ -23,6 +26,7 @@ impl CallContext {
             task_id: None,
             step_id: None,
             request_id: request_id.into(),
+            trace: None,
             budget,
         }
     }

@@ -11,6 +11,7 @@
 //! - [`budget`]: hard limits on tokens, dollars and wall time, and the tracker that enforces them.
 //! - [`provenance`]: who produced a step result, when, at what cost.
 //! - [`error`]: the typed failure a task ends with.
+//! - [`trace`]: W3C trace context (`traceparent`) carried from a request through every call.
 
 pub mod arm;
 pub mod budget;
@@ -20,6 +21,7 @@ pub mod plan;
 pub mod provenance;
 pub mod secret;
 pub mod task;
+pub mod trace;
 
 pub use arm::ArmKind;
 pub use budget::{Budget, BudgetExceeded, BudgetTracker, CallEstimate, Usage};
@@ -29,3 +31,4 @@ pub use plan::{Plan, PlanError, PlanStep};
 pub use provenance::Provenance;
 pub use secret::Secret;
 pub use task::{Phase, Priority, TaskSpec, TaskStatus, TaskSubmission, ValidationError};
+pub use trace::TraceContext;

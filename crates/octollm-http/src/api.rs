@@ -14,9 +14,9 @@ use http::{HeaderMap, StatusCode};
 use octollm_arms::ArmInfo;
 use octollm_core::{ArmKind, TaskId, TaskStatus, TaskSubmission};
 use octollm_orchestrator::Orchestrator;
-use octollm_store::ListFilter;
+use octollm_store::{ListFilter, TaskEvent, TaskStore};
 use serde::Deserialize;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio::sync::broadcast;
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -28,6 +28,10 @@ pub struct ApiState {
     pub orchestrator: Arc<Orchestrator>,
     pub started: Instant,
     pub version: &'static str,
+    /// The arms this orchestrator calls over HTTP (for `/capabilities`).
+    pub remote_arms: Vec<Arc<crate::arm_client::ArmClient>>,
+    /// The arm registry, when enabled.
+    pub registry: Option<Arc<crate::registry::Registry>>,
 }
 
 pub fn router(state: ApiState, body_limit: usize) -> Router {
@@ -36,6 +40,12 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/tasks/{id}/events", get(task_events))
         .route("/capabilities", get(capabilities))
+        .route(
+            "/registry",
+            get(crate::registry::list)
+                .post(crate::registry::register)
+                .delete(crate::registry::deregister),
+        )
         .route("/openapi.json", get(openapi))
         .route("/health", get(health))
         .route("/health/live", get(live))
@@ -70,8 +80,12 @@ async fn submit_task(
             _ => submission.idempotency_key = Some(key.to_owned()),
         }
     }
-    let submitted = state.orchestrator.submit(submission).await?;
+    let submitted = state
+        .orchestrator
+        .submit_traced(submission, crate::request_id::trace())
+        .await?;
     let status = if submitted.created {
+        tracing::info!(task_id = %submitted.task.id, "task accepted");
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
@@ -148,19 +162,95 @@ async fn cancel_task(
     Ok(Json(TaskView::of(&task, None)))
 }
 
-fn sse_event(event: &octollm_store::TaskEvent) -> Event {
+fn sse_event(event: &TaskEvent) -> Event {
     Event::default()
         .id(event.seq.to_string())
         .event(event.kind.clone())
         .data(serde_json::json!({"task_id": event.task_id, "data": event.data, "at": event.created_at}).to_string())
 }
 
-fn is_final(event: &octollm_store::TaskEvent) -> bool {
+fn is_final(event: &TaskEvent) -> bool {
     event.kind == "status"
         && matches!(
             event.data.get("status").and_then(|s| s.as_str()),
             Some("completed" | "failed" | "cancelled")
         )
+}
+
+/// How often a stream reads the table while the live feed cannot be trusted (Redis down).
+const EVENT_POLL: Duration = Duration::from_secs(1);
+
+/// The task's events after `last_seq` as they happen: from the live feed, and from the table
+/// when the feed missed some (a slow reader) or cannot carry them (the Redis relay between
+/// replicas is down), so a stream never stalls on a task another replica runs.
+fn live_events(
+    store: Arc<dyn TaskStore>,
+    id: TaskId,
+    live: broadcast::Receiver<TaskEvent>,
+    last_seq: i64,
+) -> impl Stream<Item = TaskEvent> {
+    struct Feed {
+        store: Arc<dyn TaskStore>,
+        id: TaskId,
+        live: broadcast::Receiver<TaskEvent>,
+        tick: tokio::time::Interval,
+        last_seq: i64,
+        pending: std::collections::VecDeque<TaskEvent>,
+    }
+    impl Feed {
+        /// Queues what the table holds beyond `last_seq`; false when the store fails.
+        async fn catch_up(&mut self) -> bool {
+            match self.store.events_since(&self.id, self.last_seq).await {
+                Ok(events) => {
+                    self.pending.extend(events);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, task_id = %self.id, "event stream cannot read the table");
+                    false
+                }
+            }
+        }
+    }
+    let mut tick = tokio::time::interval(EVENT_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let feed = Feed {
+        store,
+        id,
+        live,
+        tick,
+        last_seq,
+        pending: Default::default(),
+    };
+    futures::stream::unfold(feed, |mut feed| async move {
+        loop {
+            if let Some(event) = feed.pending.pop_front() {
+                if event.seq > feed.last_seq {
+                    feed.last_seq = event.seq;
+                    return Some((event, feed));
+                }
+                continue;
+            }
+            tokio::select! {
+                received = feed.live.recv() => match received {
+                    Ok(e) if e.task_id == feed.id => feed.pending.push_back(e),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // The missed events are in the table.
+                        if !feed.catch_up().await {
+                            return None;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = feed.tick.tick() => {
+                    if feed.store.shared_events_connected() == Some(false) {
+                        feed.catch_up().await;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Stored events after `Last-Event-ID`, then live ones, ending after the final status.
@@ -177,35 +267,19 @@ async fn task_events(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     // Subscribe before reading history so nothing falls between the two.
-    let live = BroadcastStream::new(store.subscribe());
+    let live = store.subscribe();
     let task = store
         .get_task(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("task {id}")))?;
     let history = store.events_since(&id, after).await?;
-    let mut last_seq = history.last().map(|e| e.seq).unwrap_or(after);
+    let last_seq = history.last().map(|e| e.seq).unwrap_or(after);
     let done = task.status.is_terminal() || history.iter().any(is_final);
     let replay = futures::stream::iter(history);
-    let live_id = id.clone();
-    let live = live
-        .filter_map(move |item| {
-            let keep = match item {
-                Ok(e) if e.task_id == live_id && e.seq > last_seq => {
-                    last_seq = e.seq;
-                    Some(e)
-                }
-                // A slow reader missed events: they are in the store; end so the client reconnects
-                // with Last-Event-ID and replays them.
-                Err(_) => None,
-                Ok(_) => None,
-            };
-            futures::future::ready(keep)
-        })
-        .boxed();
     let live = if done {
         futures::stream::empty().boxed()
     } else {
-        live
+        live_events(store, id, live, last_seq).boxed()
     };
     // End right after the final status: a sentinel follows it, so the stream closes without
     // waiting for another event that will never come.
@@ -227,10 +301,32 @@ async fn capabilities(State(state): State<ApiState>) -> Json<serde_json::Value> 
         .iter()
         .map(|&arm| {
             let info = ArmInfo::of(arm);
-            let status = if arm == ArmKind::Executor && executor_down.is_some() {
-                "unavailable"
-            } else {
-                "healthy"
+            let remote = state.remote_arms.iter().find(|c| c.arm() == arm);
+            let (endpoint, status) = match remote {
+                None => (
+                    serde_json::Value::from("in-process"),
+                    if arm == ArmKind::Executor && executor_down.is_some() {
+                        "unavailable"
+                    } else {
+                        "healthy"
+                    },
+                ),
+                Some(client) => {
+                    let instances = client.breakers();
+                    let closed = instances
+                        .iter()
+                        .filter(|(_, b)| *b == crate::arm_client::BreakerState::Closed)
+                        .count();
+                    let status = if closed == instances.len() && closed > 0 {
+                        "healthy"
+                    } else if closed > 0 {
+                        "degraded"
+                    } else {
+                        "unavailable"
+                    };
+                    let urls: Vec<String> = instances.into_iter().map(|(u, _)| u).collect();
+                    (serde_json::Value::from(urls), status)
+                }
             };
             serde_json::json!({
                 "arm_id": info.arm_id,
@@ -238,7 +334,7 @@ async fn capabilities(State(state): State<ApiState>) -> Json<serde_json::Value> 
                 "description": info.description,
                 "capabilities": info.capabilities,
                 "cost_tier": info.cost_tier,
-                "endpoint": "in-process",
+                "endpoint": endpoint,
                 "status": status,
             })
         })
@@ -258,28 +354,46 @@ async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "alive"}))
 }
 
+/// `/health`: the database is essential (without it nothing runs: unhealthy); a missing
+/// sandbox or a Redis outage only degrade the service (tasks still run; the events of tasks
+/// that other replicas run reach this replica's streams late, from the table).
 async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    let database = state.orchestrator.store().ping().await.is_ok();
+    let store = state.orchestrator.store();
+    let database = store.ping().await.is_ok();
     let executor = state.orchestrator.arms().executor.unavailable_reason();
-    let status = match (database, executor.is_none()) {
-        (true, true) => "healthy",
-        (true, false) => "degraded",
+    let redis = store.shared_events_connected();
+    let degraded = executor.is_some() || redis == Some(false);
+    let status = match (database, degraded) {
+        (true, false) => "healthy",
+        (true, true) => "degraded",
         (false, _) => "unhealthy",
     };
+    let mut components = serde_json::json!({
+        "database": if database { "healthy" } else { "unhealthy" },
+        "executor": match &executor { None => "healthy".to_owned(), Some(reason) => format!("unavailable: {reason}") },
+    });
+    if let Some(connected) = redis {
+        components["redis"] = serde_json::Value::from(if connected {
+            "healthy"
+        } else {
+            "unavailable: live events of tasks run by other replicas are delayed"
+        });
+    }
     Json(serde_json::json!({
         "status": status,
         "version": state.version,
         "uptime_seconds": state.started.elapsed().as_secs(),
-        "components": {
-            "database": if database { "healthy" } else { "unhealthy" },
-            "executor": match &executor { None => "healthy".to_owned(), Some(reason) => format!("unavailable: {reason}") },
-        },
+        "components": components,
     }))
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {
     match state.orchestrator.store().ping().await {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(e) => ApiError::Unavailable(format!("database: {e}")).into_response(),
+        Err(e) => ApiError::DependencyDown {
+            dependency: "database",
+            cause: e.to_string(),
+        }
+        .into_response(),
     }
 }

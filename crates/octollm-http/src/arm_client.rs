@@ -7,12 +7,17 @@
 //! (each instance at most once per call). After [`BreakerSettings::failures`] failures in a
 //! row an instance's breaker opens for [`BreakerSettings::cool_down`]; then the next call
 //! tries it first (half-open): a success closes it, a failure opens it again and the call
-//! goes on to a healthy instance. Every call has a timeout: the
-//! configured one, or less when the task's deadline is nearer.
+//! goes on to a healthy instance, and only one call at a time probes it. Every call has a
+//! timeout: the configured one, or less when the task's deadline is nearer.
+//!
+//! Instances come from configuration (static, for the life of the process) and from the
+//! arm registry ([`ArmClient::set_registered`], refreshed by the orchestrator);
+//! [`ArmClient::poll_health`] asks each instance's `/ready` between calls, so a dead
+//! instance is skipped before a task's call finds it dead and a recovered one is probed.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -52,23 +57,73 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// The value of the `octollm_arm_instance_breaker_state` gauge.
+    fn gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
+    /// A call is probing the half-open instance until then (a probe that never reports back,
+    /// its call dropped, frees the slot when this passes).
+    probing_until: Option<Instant>,
+}
+
+/// Where an instance came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Configured,
+    Registered,
 }
 
 #[derive(Debug)]
 struct Instance {
+    arm: ArmKind,
     base: String,
+    origin: Origin,
     breaker: Mutex<Breaker>,
 }
 
 impl Instance {
+    fn new(arm: ArmKind, base: &str, origin: Origin) -> Arc<Self> {
+        let instance = Arc::new(Instance {
+            arm,
+            base: base.trim_end_matches('/').to_owned(),
+            origin,
+            breaker: Mutex::new(Breaker {
+                failures: 0,
+                open_until: None,
+                probing_until: None,
+            }),
+        });
+        instance.report(BreakerState::Closed);
+        instance
+    }
+
     fn state(&self, now: Instant) -> BreakerState {
         let Ok(b) = self.breaker.lock() else {
             return BreakerState::Closed;
         };
+        Self::state_of(&b, now)
+    }
+
+    fn state_of(b: &Breaker, now: Instant) -> BreakerState {
         match b.open_until {
             None => BreakerState::Closed,
             Some(until) if now < until => BreakerState::Open,
@@ -76,25 +131,83 @@ impl Instance {
         }
     }
 
+    fn report(&self, state: BreakerState) {
+        metrics::gauge!(
+            "octollm_arm_instance_breaker_state",
+            "arm" => self.arm.id(),
+            "instance" => self.base.clone()
+        )
+        .set(state.gauge());
+    }
+
+    /// Takes the half-open instance's single probe slot for one call; false when the
+    /// instance is not half-open or another call is probing it.
+    fn claim_probe(&self, now: Instant, hold: Duration) -> bool {
+        let Ok(mut b) = self.breaker.lock() else {
+            return false;
+        };
+        if Self::state_of(&b, now) != BreakerState::HalfOpen
+            || b.probing_until.is_some_and(|until| now < until)
+        {
+            return false;
+        }
+        b.probing_until = Some(now + hold);
+        true
+    }
+
     fn succeeded(&self) {
         if let Ok(mut b) = self.breaker.lock() {
+            let was_open = b.open_until.is_some();
             b.failures = 0;
             b.open_until = None;
+            b.probing_until = None;
+            if was_open {
+                tracing::info!(arm = self.arm.id(), instance = %self.base, "circuit breaker closed");
+                self.report(BreakerState::Closed);
+            }
         }
     }
 
-    fn failed(&self, settings: BreakerSettings, arm: ArmKind) {
+    fn failed(&self, settings: BreakerSettings) {
         if let Ok(mut b) = self.breaker.lock() {
             b.failures += 1;
+            b.probing_until = None;
             let half_open = b.open_until.is_some();
             if half_open || b.failures >= settings.failures {
-                if b.open_until.is_none() || half_open {
-                    tracing::warn!(arm = arm.id(), instance = %self.base, "circuit breaker open");
-                    metrics::counter!("octollm_arm_breaker_opened_total", "arm" => arm.id())
-                        .increment(1);
-                }
-                b.open_until = Some(Instant::now() + settings.cool_down);
+                self.open(&mut b, settings.cool_down);
             }
+        }
+    }
+
+    fn open(&self, b: &mut Breaker, cool_down: Duration) {
+        let now = Instant::now();
+        if Self::state_of(b, now) != BreakerState::Open {
+            tracing::warn!(arm = self.arm.id(), instance = %self.base, "circuit breaker open");
+            metrics::counter!("octollm_arm_breaker_opened_total", "arm" => self.arm.id())
+                .increment(1);
+            self.report(BreakerState::Open);
+        }
+        b.open_until = Some(now + cool_down);
+    }
+
+    /// What a health poll learned: unready opens the breaker at once (no call should wait
+    /// for it to fail); ready ends an open breaker's cool-down, so the next call probes it.
+    fn polled(&self, ready: bool, settings: BreakerSettings) {
+        let Ok(mut b) = self.breaker.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        match (ready, Self::state_of(&b, now)) {
+            (false, BreakerState::Closed | BreakerState::Open) => {
+                self.open(&mut b, settings.cool_down);
+            }
+            // A half-open instance that is still unready stays out for another cool-down.
+            (false, BreakerState::HalfOpen) => b.open_until = Some(now + settings.cool_down),
+            (true, BreakerState::Open) => {
+                b.open_until = Some(now);
+                self.report(BreakerState::HalfOpen);
+            }
+            (true, _) => {}
         }
     }
 }
@@ -102,7 +215,7 @@ impl Instance {
 /// The instances of one arm and how to call them.
 pub struct ArmClient {
     arm: ArmKind,
-    instances: Vec<Instance>,
+    instances: RwLock<Vec<Arc<Instance>>>,
     next: AtomicUsize,
     http: reqwest::Client,
     timeout: Duration,
@@ -159,8 +272,32 @@ fn error_of(status: u16, body: Option<ArmErrorBody>, usage: Usage) -> ArmError {
     }
 }
 
+/// Checks an arm instance's base URL: http(s), a host, nothing after the path.
+pub fn check_endpoint(arm: ArmKind, base: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(base)
+        .map_err(|e| format!("{} arm endpoint {base:?} is not a URL: {e}", arm.id()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{} arm endpoint {base:?} must start with http:// or https://",
+            arm.id()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty)
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(format!(
+            "{} arm endpoint {base:?} must be scheme://host[:port][/path] without credentials, query or fragment",
+            arm.id()
+        ));
+    }
+    Ok(())
+}
+
 impl ArmClient {
-    /// `bases` are the instances' base URLs (`http://coder-arm:8102`); at least one.
+    /// `bases` are the configured instances' base URLs (`http://coder-arm:8102`); at least one.
     pub fn new(
         arm: ArmKind,
         bases: &[String],
@@ -170,13 +307,19 @@ impl ArmClient {
         if bases.is_empty() {
             return Err(format!("no endpoint for the {} arm", arm.id()));
         }
+        Self::with_configured(arm, bases, timeout, breaker)
+    }
+
+    /// A client whose instances may all come from the registry (none at first: calls fail
+    /// as unavailable until one registers).
+    pub fn with_configured(
+        arm: ArmKind,
+        bases: &[String],
+        timeout: Duration,
+        breaker: BreakerSettings,
+    ) -> Result<Self, String> {
         for base in bases {
-            if !(base.starts_with("http://") || base.starts_with("https://")) {
-                return Err(format!(
-                    "{} arm endpoint {base:?} must start with http:// or https://",
-                    arm.id()
-                ));
-            }
+            check_endpoint(arm, base)?;
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
@@ -184,16 +327,12 @@ impl ArmClient {
             .map_err(|e| e.to_string())?;
         Ok(Self {
             arm,
-            instances: bases
-                .iter()
-                .map(|b| Instance {
-                    base: b.trim_end_matches('/').to_owned(),
-                    breaker: Mutex::new(Breaker {
-                        failures: 0,
-                        open_until: None,
-                    }),
-                })
-                .collect(),
+            instances: RwLock::new(
+                bases
+                    .iter()
+                    .map(|b| Instance::new(arm, b, Origin::Configured))
+                    .collect(),
+            ),
             next: AtomicUsize::new(0),
             http,
             timeout,
@@ -201,27 +340,96 @@ impl ArmClient {
         })
     }
 
-    /// Each instance's base URL and breaker state, in configuration order.
+    pub fn arm(&self) -> ArmKind {
+        self.arm
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Instance>> {
+        match self.instances.read() {
+            Ok(list) => list.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Each instance's base URL and breaker state: configured ones in configuration order,
+    /// then registered ones.
     pub fn breakers(&self) -> Vec<(String, BreakerState)> {
         let now = Instant::now();
-        self.instances
+        self.snapshot()
             .iter()
             .map(|i| (i.base.clone(), i.state(now)))
             .collect()
     }
 
-    /// The instances to try for one call: a half-open one first (its probe; if it fails the
-    /// call moves on), then the closed ones from the round-robin position; open ones are
-    /// skipped.
-    fn order(&self) -> Vec<&Instance> {
+    /// Each instance's base URL, origin and breaker state.
+    pub fn instances(&self) -> Vec<(String, Origin, BreakerState)> {
         let now = Instant::now();
-        let n = self.instances.len();
+        self.snapshot()
+            .iter()
+            .map(|i| (i.base.clone(), i.origin, i.state(now)))
+            .collect()
+    }
+
+    /// Makes `urls` the registered instances: new ones join (breaker closed), ones no longer
+    /// registered leave, the others keep their breaker state. Configured instances stay.
+    pub fn set_registered(&self, urls: &[String]) {
+        let mut list = match self.instances.write() {
+            Ok(list) => list,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let wanted: Vec<String> = urls
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .collect();
+        list.retain(|i| {
+            let keep = i.origin == Origin::Configured || wanted.contains(&i.base);
+            if !keep {
+                tracing::info!(arm = self.arm.id(), instance = %i.base, "arm instance left the registry");
+            }
+            keep
+        });
+        for url in wanted {
+            if !list.iter().any(|i| i.base == url) {
+                tracing::info!(arm = self.arm.id(), instance = %url, "arm instance registered");
+                list.push(Instance::new(self.arm, &url, Origin::Registered));
+            }
+        }
+    }
+
+    /// Asks every instance's `/ready` (at most `timeout` each, all at once) and feeds the
+    /// answers to the breakers.
+    pub async fn poll_health(&self, timeout: Duration) {
+        let checks = self.snapshot().into_iter().map(|instance| async move {
+            let ready = matches!(
+                self.http
+                    .get(format!("{}/ready", instance.base))
+                    .timeout(timeout)
+                    .send()
+                    .await,
+                Ok(r) if r.status().is_success()
+            );
+            instance.polled(ready, self.breaker);
+        });
+        futures::future::join_all(checks).await;
+    }
+
+    /// The instances to try for one call: a half-open one first if this call gets its probe
+    /// slot (if the probe fails the call moves on), then the closed ones from the
+    /// round-robin position; open ones are skipped.
+    fn order(&self) -> Vec<Arc<Instance>> {
+        let now = Instant::now();
+        let all = self.snapshot();
+        let n = all.len();
+        if n == 0 {
+            return Vec::new();
+        }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let rotated: Vec<&Instance> = (0..n).map(|k| &self.instances[(start + k) % n]).collect();
+        let rotated: Vec<Arc<Instance>> =
+            (0..n).map(|k| Arc::clone(&all[(start + k) % n])).collect();
         let probe = rotated
             .iter()
-            .copied()
-            .find(|i| i.state(now) == BreakerState::HalfOpen);
+            .find(|i| i.claim_probe(now, self.timeout))
+            .cloned();
         probe
             .into_iter()
             .chain(
@@ -260,6 +468,9 @@ impl ArmClient {
         }
         if let Some(step) = &ctx.step_id {
             call = call.header(STEP_ID, step.as_str());
+        }
+        if let Some(trace) = &ctx.trace {
+            call = call.header(crate::request_id::TRACEPARENT, trace.header());
         }
         let response = match call.send().await {
             Ok(r) => r,
@@ -314,14 +525,18 @@ impl ArmClient {
     ) -> Result<ArmOutcome<Resp>, ArmError> {
         let order = self.order();
         if order.is_empty() {
-            return Err(ArmError::Unavailable(format!(
-                "every {} arm instance is failing (circuit breakers open)",
-                self.arm.id()
-            )));
+            return Err(ArmError::Unavailable(if self.snapshot().is_empty() {
+                format!("no {} arm instance is registered", self.arm.id())
+            } else {
+                format!(
+                    "every {} arm instance is failing (circuit breakers open)",
+                    self.arm.id()
+                )
+            }));
         }
         let mut last = None;
         for instance in order {
-            match self.attempt(instance, path, request, ctx).await {
+            match self.attempt(&instance, path, request, ctx).await {
                 Ok(outcome) => {
                     instance.succeeded();
                     return Ok(outcome);
@@ -332,7 +547,7 @@ impl ArmClient {
                     return Err(e);
                 }
                 Err(Attempt::Retry(e)) => {
-                    instance.failed(self.breaker, self.arm);
+                    instance.failed(self.breaker);
                     metrics::counter!("octollm_arm_call_failovers_total", "arm" => self.arm.id())
                         .increment(1);
                     last = Some(e);
@@ -453,4 +668,96 @@ pub fn with_remote(mut arms: Arms, client: Arc<ArmClient>) -> Arms {
         ArmKind::Guardian => arms.guardian = remote,
     }
     arms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(urls: &[&str]) -> ArmClient {
+        let urls: Vec<String> = urls.iter().map(|u| (*u).to_owned()).collect();
+        ArmClient::new(
+            ArmKind::Coder,
+            &urls,
+            Duration::from_secs(30),
+            BreakerSettings {
+                failures: 1,
+                cool_down: Duration::ZERO,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_half_open_instance_is_probed_by_one_call_at_a_time() {
+        let c = client(&["http://a:1", "http://b:1"]);
+        let a = Arc::clone(&c.snapshot()[0]);
+        a.failed(c.breaker);
+        // Zero cool-down: half-open at once.
+        assert_eq!(a.state(Instant::now()), BreakerState::HalfOpen);
+        let first: Vec<String> = c.order().iter().map(|i| i.base.clone()).collect();
+        let second: Vec<String> = c.order().iter().map(|i| i.base.clone()).collect();
+        assert_eq!(
+            first,
+            ["http://a:1", "http://b:1"],
+            "the first call probes a"
+        );
+        assert_eq!(
+            second,
+            ["http://b:1"],
+            "a second call does not probe it too"
+        );
+        // The probe's answer frees the slot: success closes the breaker.
+        a.succeeded();
+        assert_eq!(a.state(Instant::now()), BreakerState::Closed);
+        assert_eq!(c.order().len(), 2);
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_frees_its_slot_after_the_call_timeout() {
+        let c = client(&["http://a:1"]);
+        let a = Arc::clone(&c.snapshot()[0]);
+        a.failed(c.breaker);
+        let now = Instant::now();
+        assert!(a.claim_probe(now, Duration::from_secs(30)));
+        assert!(!a.claim_probe(now + Duration::from_secs(29), Duration::from_secs(30)));
+        assert!(a.claim_probe(now + Duration::from_secs(31), Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn registration_keeps_the_breaker_of_an_instance_still_registered() {
+        let c = client(&["http://configured:1"]);
+        c.set_registered(&["http://r1:1".into(), "http://r2:1".into()]);
+        let r1 = c
+            .snapshot()
+            .into_iter()
+            .find(|i| i.base == "http://r1:1")
+            .unwrap();
+        r1.polled(false, BreakerSettings::default());
+        c.set_registered(&["http://r1:1/".into()]);
+        let states = c.instances();
+        assert_eq!(states.len(), 2, "{states:?}");
+        assert_eq!(
+            states[1],
+            ("http://r1:1".into(), Origin::Registered, BreakerState::Open)
+        );
+        assert_eq!(states[0].1, Origin::Configured);
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        for good in ["http://coder-arm:8102", "https://10.0.0.1:8102/arm"] {
+            assert!(check_endpoint(ArmKind::Coder, good).is_ok(), "{good}");
+        }
+        for bad in [
+            "coder:8102",
+            "ftp://coder:8102",
+            "http://user:pw@coder:8102",
+            "http://coder:8102/?x=1",
+            "http://coder:8102/#f",
+            "http://",
+        ] {
+            assert!(check_endpoint(ArmKind::Coder, bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -83,6 +83,7 @@ fn context(headers: &HeaderMap) -> CallContext {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| StepId::parse(v).ok()),
         request_id: request_id::current().unwrap_or_default(),
+        trace: request_id::trace(),
         budget: BudgetTracker {
             token_limit: header(headers, BUDGET_TOKENS).unwrap_or(0),
             cost_limit: header::<f64>(headers, BUDGET_COST)
@@ -113,6 +114,9 @@ fn answer<T: Serialize>(kind: ArmKind, result: Result<ArmOutcome<T>, ArmError>) 
     };
     metrics::counter!("octollm_arm_requests_total", "arm" => kind.id(), "outcome" => outcome)
         .increment(1);
+    // One line per call (calls are few and costly); the request span adds the request and
+    // trace ids.
+    tracing::info!(arm = kind.id(), outcome, "arm call served");
     match result {
         Ok(outcome) => {
             let mut response = Json(outcome.response).into_response();

@@ -30,8 +30,19 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("rate limit exceeded")]
     RateLimited { retry_after_seconds: u64 },
+    /// Something this service needs is down; the cause is logged, not shown.
     #[error("{0}")]
     Unavailable(String),
+    /// A named dependency is down: clients are told which (`database`, `rate-limit store`,
+    /// `orchestrator`, …), the cause is logged.
+    #[error("{dependency} is unavailable; try again later")]
+    DependencyDown {
+        dependency: &'static str,
+        cause: String,
+    },
+    /// Missing or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -68,7 +79,10 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            ApiError::Unavailable(_) | ApiError::DependencyDown { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
+            }
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -100,6 +114,10 @@ impl IntoResponse for ApiError {
                     Some(5),
                 )
             }
+            ApiError::DependencyDown { dependency, cause } => {
+                tracing::warn!(request_id = %request_id, dependency, cause = %cause, "dependency unavailable");
+                (self.to_string(), None, Some(5))
+            }
             other => (other.to_string(), None, None),
         };
         let body = ErrorBody {
@@ -110,6 +128,12 @@ impl IntoResponse for ApiError {
             retry_after,
         };
         let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
         if let Some(seconds) = retry_after
             && let Ok(v) = http::HeaderValue::from_str(&seconds.to_string())
         {

@@ -10,6 +10,7 @@
 //! - [`arm_client`]: the arms over HTTP behind their traits, with failover and breakers.
 //! - [`api`]: the orchestrator's public API (`/tasks…`, `/capabilities`, probes).
 //! - [`reflex`]: the reflex service (`/preprocess`, cache, rate limits, forwarding of `/tasks…`).
+//! - [`registry`]: the arm registry (`/registry`): self-registration, refresh, health polls.
 //! - [`views`]: the wire shapes of tasks and steps.
 //! - [`server`]: `serve(listener, router, shutdown)`.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod extract;
 pub mod observe;
 pub mod reflex;
+pub mod registry;
 pub mod request_id;
 pub mod server;
 pub mod views;

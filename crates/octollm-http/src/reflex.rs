@@ -301,7 +301,11 @@ async fn health(State(state): State<Arc<ReflexState>>) -> Json<serde_json::Value
 async fn ready(State(state): State<Arc<ReflexState>>) -> Response {
     match state.cache.stats().await {
         Ok(_) => Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(e) => ApiError::Unavailable(format!("cache: {e}")).into_response(),
+        Err(e) => ApiError::DependencyDown {
+            dependency: "cache",
+            cause: e.to_string(),
+        }
+        .into_response(),
     }
 }
 
@@ -350,7 +354,11 @@ async fn rate_limit(
             }
             Err(e) => match state.limits.on_store_error {
                 FailMode::Closed => {
-                    return ApiError::Unavailable(format!("rate-limit store: {e}")).into_response();
+                    return ApiError::DependencyDown {
+                        dependency: "rate-limit store",
+                        cause: e.to_string(),
+                    }
+                    .into_response();
                 }
                 FailMode::Open => tracing::warn!(error = %e, "rate-limit store down; failing open"),
             },
@@ -457,12 +465,19 @@ async fn forward(
         {
             outbound = outbound.header(request_id::HEADER, id);
         }
+        // This hop is the orchestrator's parent in the trace.
+        if let Some(trace) = request_id::trace() {
+            outbound = outbound.header(request_id::TRACEPARENT, trace.header());
+        }
         match outbound.send().await {
             Ok(r)
                 if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
                     && k + 1 < upstreams.len() =>
             {
-                failure = ApiError::Unavailable("orchestrator: not ready".into());
+                failure = ApiError::DependencyDown {
+                    dependency: "orchestrator",
+                    cause: "not ready".into(),
+                };
             }
             Ok(r) => {
                 upstream = Some(r);
@@ -470,24 +485,34 @@ async fn forward(
             }
             // Not sent (connection refused): another orchestrator may take it.
             Err(e) if e.is_connect() => {
-                failure = ApiError::Unavailable("orchestrator: unreachable".into());
+                failure = ApiError::DependencyDown {
+                    dependency: "orchestrator",
+                    cause: "unreachable".into(),
+                };
             }
             // Sent but no answer: it may have been accepted; do not send it twice.
             Err(e) => {
-                return Err(ApiError::Unavailable(format!(
-                    "orchestrator: {}",
-                    if e.is_timeout() {
+                return Err(ApiError::DependencyDown {
+                    dependency: "orchestrator",
+                    cause: if e.is_timeout() {
                         "timed out"
                     } else {
                         "request failed"
                     }
-                )));
+                    .into(),
+                });
             }
         }
     }
     let Some(upstream) = upstream else {
         return Err(failure);
     };
+    tracing::info!(
+        method = %parts.method,
+        status = upstream.status().as_u16(),
+        upstream = %upstream.url().origin().ascii_serialization(),
+        "forwarded to the orchestrator"
+    );
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = Response::builder().status(status);

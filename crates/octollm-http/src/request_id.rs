@@ -1,16 +1,37 @@
 //! `X-Request-ID`: taken from the request when it is sane, generated otherwise, echoed on
 //! every response, recorded on the request span, and readable by error bodies.
+//!
+//! W3C `traceparent`: the request's trace is continued (a new span id under the caller's)
+//! or started, recorded on the request span as `trace_id`, and readable by [`trace`] so
+//! calls made on the request's behalf carry it on ([`TRACEPARENT`]).
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::HeaderValue;
+use octollm_core::TraceContext;
 use tracing::Instrument;
 
 pub const HEADER: &str = "x-request-id";
+pub const TRACEPARENT: &str = "traceparent";
 
 tokio::task_local! {
     static REQUEST_ID: String;
+    static TRACE: TraceContext;
+}
+
+/// The trace context of the request being served (its own span), if called inside one.
+pub fn trace() -> Option<TraceContext> {
+    TRACE.try_with(|t| *t).ok()
+}
+
+/// The context of this hop: a child of the caller's, or a new trace.
+fn continue_trace(headers: &http::HeaderMap) -> TraceContext {
+    headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::root, |parent| parent.child())
 }
 
 /// The id of the request being served, if called inside one.
@@ -43,9 +64,19 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let span = tracing::info_span!("request", method = %request.method(), route = %route, request_id = %id);
+    let trace = continue_trace(request.headers());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = %route,
+        request_id = %id,
+        trace_id = %trace.trace_id_hex()
+    );
     let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(request).instrument(span))
+        .scope(
+            id.clone(),
+            TRACE.scope(trace, next.run(request).instrument(span)),
+        )
         .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);

@@ -75,6 +75,8 @@ async fn app(script: serde_json::Value, workers: bool) -> App {
         orchestrator.spawn_workers(&TaskTracker::new(), shutdown.clone());
     }
     let state = ApiState {
+        remote_arms: Vec::new(),
+        registry: None,
         orchestrator,
         started: Instant::now(),
         version: "test",

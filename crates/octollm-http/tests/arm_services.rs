@@ -272,3 +272,169 @@ async fn a_dead_instance_trips_its_breaker_and_closes_it_when_back() {
         .is_err()
     );
 }
+
+/// A guardian that remembers the context of each call.
+struct RecordingGuardian(std::sync::Mutex<Vec<CallContext>>);
+
+#[async_trait]
+impl octollm_arms::GuardianArm for RecordingGuardian {
+    async fn check(
+        &self,
+        request: CheckRequest,
+        ctx: CallContext,
+    ) -> Result<octollm_arms::ArmOutcome<octollm_arms::guardian::CheckResponse>, ArmError> {
+        self.0.lock().unwrap().push(ctx);
+        Err(ArmError::Refused(format!("recorded {}", request.content)))
+    }
+}
+
+#[tokio::test]
+async fn the_request_and_trace_ids_reach_the_arm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut arms = in_process(&dir, serde_json::json!({"responses": []})).await;
+    let recorder = Arc::new(RecordingGuardian(Default::default()));
+    arms.guardian = recorder.clone();
+    let (base, _stop) = serve(ArmKind::Guardian, arms, 0).await;
+    let client = ArmClient::new(
+        ArmKind::Guardian,
+        &[base],
+        Duration::from_secs(5),
+        BreakerSettings::default(),
+    )
+    .unwrap();
+    let parent = octollm_core::TraceContext::root();
+    let mut traced = ctx(Budget::default());
+    traced.trace = Some(parent);
+    let err = client
+        .call::<_, serde_json::Value>("/check", &check("x"), &traced)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ArmError::Refused(_)), "{err:?}");
+    // Without a trace the arm starts its own.
+    client
+        .call::<_, serde_json::Value>("/check", &check("y"), &ctx(Budget::default()))
+        .await
+        .unwrap_err();
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].request_id, "req_arm_test");
+    let continued = seen[0].trace.expect("the arm has a trace context");
+    assert_eq!(continued.trace_id(), parent.trace_id());
+    assert_ne!(continued.span_id(), parent.span_id(), "the arm's own span");
+    let fresh = seen[1].trace.expect("a new trace");
+    assert_ne!(fresh.trace_id(), parent.trace_id());
+}
+
+#[tokio::test]
+async fn health_polls_take_a_dead_instance_out_and_let_a_recovered_one_be_probed() {
+    let dir = tempfile::tempdir().unwrap();
+    let arms = in_process(&dir, serde_json::json!({"responses": []})).await;
+    let (live, _live_stop) = serve(ArmKind::Guardian, arms.clone(), 0).await;
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("http://127.0.0.1:{dead_port}");
+    // Three failed calls would be needed to open a breaker; one failed poll is enough.
+    let settings = BreakerSettings {
+        failures: 3,
+        cool_down: Duration::from_secs(60),
+    };
+    let client = Arc::new(
+        ArmClient::new(
+            ArmKind::Guardian,
+            &[dead.clone(), live.clone()],
+            Duration::from_secs(5),
+            settings,
+        )
+        .unwrap(),
+    );
+    client.poll_health(Duration::from_secs(1)).await;
+    assert_eq!(
+        client.breakers(),
+        [
+            (dead.clone(), BreakerState::Open),
+            (live.clone(), BreakerState::Closed)
+        ]
+    );
+    // Calls go to the live instance only: none fails over.
+    let remote = with_remote(arms.clone(), client.clone());
+    for _ in 0..4 {
+        remote
+            .guardian
+            .check(check("hello"), ctx(Budget::default()))
+            .await
+            .unwrap();
+    }
+    // Back on its port: the next poll ends the (60 s) cool-down, a call probes and closes it.
+    let (_back, _back_stop) = serve(ArmKind::Guardian, arms, dead_port).await;
+    client.poll_health(Duration::from_secs(1)).await;
+    assert_eq!(client.breakers()[0].1, BreakerState::HalfOpen);
+    remote
+        .guardian
+        .check(check("hello"), ctx(Budget::default()))
+        .await
+        .unwrap();
+    assert_eq!(client.breakers()[0].1, BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn registered_instances_join_and_leave_configured_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_arms = in_process(&dir, serde_json::json!({"responses": []})).await;
+    let serve_recording = async || {
+        let recorder = Arc::new(RecordingGuardian(Default::default()));
+        let mut arms = base_arms.clone();
+        arms.guardian = recorder.clone();
+        let (base, stop) = serve(ArmKind::Guardian, arms, 0).await;
+        (base, stop, recorder)
+    };
+    let (configured, _s1, configured_calls) = serve_recording().await;
+    let (registered, _s2, registered_calls) = serve_recording().await;
+    let empty = ArmClient::with_configured(
+        ArmKind::Guardian,
+        &[],
+        Duration::from_secs(5),
+        BreakerSettings::default(),
+    )
+    .unwrap();
+    // No instance yet: a clear error.
+    let err = empty
+        .call::<_, serde_json::Value>("/check", &check("x"), &ctx(Budget::default()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ArmError::Unavailable(m) if m.contains("no guardian arm instance is registered")),
+        "{err:?}"
+    );
+    let client = ArmClient::new(
+        ArmKind::Guardian,
+        std::slice::from_ref(&configured),
+        Duration::from_secs(5),
+        BreakerSettings::default(),
+    )
+    .unwrap();
+    client.set_registered(&[format!("{registered}/")]);
+    let urls: Vec<String> = client.breakers().into_iter().map(|(u, _)| u).collect();
+    assert_eq!(urls, [configured.clone(), registered.clone()]);
+    // Round-robin reaches both (each recorder refuses, which ends the call where it is).
+    for _ in 0..4 {
+        let _ = client
+            .call::<_, serde_json::Value>("/check", &check("x"), &ctx(Budget::default()))
+            .await;
+    }
+    assert_eq!(configured_calls.0.lock().unwrap().len(), 2);
+    assert_eq!(registered_calls.0.lock().unwrap().len(), 2);
+    // It leaves the registry; the configured instance stays even when not listed.
+    client.set_registered(&[]);
+    let urls: Vec<String> = client.breakers().into_iter().map(|(u, _)| u).collect();
+    assert_eq!(urls, [configured]);
+    for _ in 0..2 {
+        let _ = client
+            .call::<_, serde_json::Value>("/check", &check("x"), &ctx(Budget::default()))
+            .await;
+    }
+    assert_eq!(configured_calls.0.lock().unwrap().len(), 4);
+    assert_eq!(registered_calls.0.lock().unwrap().len(), 2);
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use octollm_core::{TaskId, TaskSpec, TaskSubmission, ValidationError};
+use octollm_core::{TaskId, TaskSpec, TaskSubmission, TraceContext, ValidationError};
 use octollm_reflex::{Finding, FindingKind, Redactor, ScanOptions};
 use octollm_store::{CreateOutcome, NewTask, StoreError, TaskRecord};
 use tracing::instrument;
@@ -33,8 +33,17 @@ pub struct Submitted {
 }
 
 impl Orchestrator {
-    #[instrument(skip_all)]
     pub async fn submit(&self, submission: TaskSubmission) -> Result<Submitted, SubmitError> {
+        self.submit_traced(submission, None).await
+    }
+
+    /// [`Orchestrator::submit`] from a request in a trace: the task's work continues it.
+    #[instrument(skip_all)]
+    pub async fn submit_traced(
+        &self,
+        submission: TaskSubmission,
+        trace: Option<TraceContext>,
+    ) -> Result<Submitted, SubmitError> {
         let raw_input = self
             .config
             .store_raw_input
@@ -48,6 +57,7 @@ impl Orchestrator {
                 spec,
                 raw_input,
                 created_at: Utc::now(),
+                trace,
             })
             .await?;
         let submitted = match outcome {

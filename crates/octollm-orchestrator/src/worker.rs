@@ -81,7 +81,8 @@ impl Orchestrator {
     /// Runs one claimed task to its end, or until cancellation, lease loss or shutdown.
     async fn process(&self, task: TaskRecord, owner: &str, shutdown: &CancellationToken) {
         let id = task.id.clone();
-        let span = info_span!("task", task_id = %id, attempt = task.attempts);
+        let trace_id = task.trace.map(|t| t.trace_id_hex()).unwrap_or_default();
+        let span = info_span!("task", task_id = %id, attempt = task.attempts, trace_id = %trace_id);
         async {
             if task.attempts > 1 {
                 metrics::counter!(m::LEASE_RESUMPTIONS).increment(1);
@@ -142,6 +143,7 @@ impl Orchestrator {
                         metrics::counter!(m::TASKS_FINISHED, "status" => status.as_str()).increment(1);
                         let wall = started_at.map(|s| (Utc::now() - s).num_milliseconds() as f64 / 1000.0).unwrap_or(clock.elapsed().as_secs_f64());
                         metrics::histogram!(m::TASK_DURATION).record(wall);
+                        info!(status = status.as_str(), seconds = wall, "task finished");
                     }
                     Err(e) => warn!(error = %e, "could not record the task's end (cancelled or taken over)"),
                 }

@@ -8,6 +8,7 @@
 //! and delivered locally; the relay reconnects by itself.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -32,9 +33,16 @@ const OUTBOX: usize = 4096;
 #[derive(Clone)]
 pub struct EventSender {
     tx: mpsc::Sender<TaskEvent>,
+    connected: Arc<AtomicBool>,
 }
 
 impl EventSender {
+    /// Whether the last exchange with Redis worked (the relay is subscribed and the last
+    /// publish went through): with it down, other replicas' live views lag.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
     pub fn send(&self, event: TaskEvent) {
         if self.tx.try_send(event).is_err() {
             tracing::warn!("task event outbox full; other replicas miss a live event");
@@ -49,6 +57,7 @@ pub struct RedisEvents {
     channel: String,
     /// Distinguishes this process's messages from the others'.
     origin: String,
+    connected: Arc<AtomicBool>,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -70,6 +79,7 @@ impl RedisEvents {
             publisher: tokio::sync::Mutex::new(None),
             channel: format!("{namespace}:task-events"),
             origin,
+            connected: Arc::new(AtomicBool::new(false)),
         }))
     }
 
@@ -117,13 +127,20 @@ impl RedisEvents {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
-                if let Err(e) = this.publish(&event).await {
-                    tracing::warn!(error = %e, "task event not published to other replicas");
+                match this.publish(&event).await {
+                    Ok(()) => this.connected.store(true, Ordering::Relaxed),
+                    Err(e) => {
+                        this.connected.store(false, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "task event not published to other replicas");
+                    }
                 }
             }
         });
         self.relay(local);
-        EventSender { tx }
+        EventSender {
+            tx,
+            connected: Arc::clone(&self.connected),
+        }
     }
 
     /// Forwards the other processes' events into `local` until the process ends,
@@ -133,7 +150,9 @@ impl RedisEvents {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                match this.subscribe_once(&local).await {
+                let outcome = this.subscribe_once(&local).await;
+                this.connected.store(false, Ordering::Relaxed);
+                match outcome {
                     Ok(()) => backoff = Duration::from_millis(100),
                     Err(e) => {
                         tracing::warn!(error = %e, "task event relay: Redis unavailable; retrying");
@@ -149,6 +168,7 @@ impl RedisEvents {
     async fn subscribe_once(&self, local: &broadcast::Sender<TaskEvent>) -> Result<(), StoreError> {
         let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
         pubsub.subscribe(&self.channel).await.map_err(unavailable)?;
+        self.connected.store(true, Ordering::Relaxed);
         let mut messages = pubsub.into_on_message();
         while let Some(message) = messages.next().await {
             let Ok(payload) = message.get_payload::<String>() else {

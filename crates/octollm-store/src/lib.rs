@@ -10,6 +10,7 @@
 //! - [`ratelimit`]: token buckets per identity ([`MemoryRateLimiter`]).
 //! - `qdrant` (cargo feature `qdrant`): `QdrantStore`, the [`VectorStore`] on Qdrant.
 //! - [`events`]: [`RedisEvents`], task events shared by replicas over Redis pub/sub.
+//! - [`registry`]: the [`ArmRegistry`] of self-registered arm instances (SQLite, PostgreSQL).
 //! - [`redis_backend`]: the same cache and rate limiter on Redis, shared by replicas.
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend for all of them.
 //! - [`postgres`]: [`PostgresStore`], the task store and queue on PostgreSQL, shared by any
@@ -26,6 +27,7 @@ pub mod postgres;
 pub mod qdrant;
 pub mod ratelimit;
 pub mod redis_backend;
+pub mod registry;
 mod rows;
 pub mod sqlite;
 pub mod tasks;
@@ -43,5 +45,6 @@ pub use postgres::PostgresStore;
 pub use qdrant::QdrantStore;
 pub use ratelimit::{Decision, MemoryRateLimiter, RateLimiter, Tier};
 pub use redis_backend::{RedisCache, RedisRateLimiter};
+pub use registry::{ArmRegistry, Registration};
 pub use sqlite::SqliteStore;
 pub use tasks::TaskStore;

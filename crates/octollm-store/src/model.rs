@@ -14,6 +14,8 @@ pub struct NewTask {
     /// The unredacted input, kept only when `OCTOLLM_STORE_RAW_INPUT=true`.
     pub raw_input: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The submitting request's trace context: the task's work continues its trace.
+    pub trace: Option<octollm_core::TraceContext>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +56,7 @@ pub struct TaskRecord {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub trace: Option<octollm_core::TraceContext>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -179,8 +179,8 @@ impl TaskStore for PostgresStore {
             }
         }
         let row = sqlx::query(concat!(
-            "INSERT INTO tasks (id, status, priority, spec, raw_input, idempotency_key, created_at, updated_at) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6) RETURNING ",
+            "INSERT INTO tasks (id, status, priority, spec, raw_input, idempotency_key, created_at, updated_at, trace_parent) \
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7) RETURNING ",
             task_columns!()
         ))
         .bind(task.id.as_str())
@@ -189,6 +189,7 @@ impl TaskStore for PostgresStore {
         .bind(task.raw_input.as_deref())
         .bind(task.spec.idempotency_key.as_deref())
         .bind(now)
+        .bind(task.trace.map(|t| t.header()))
         .fetch_one(&mut *tx)
         .await?;
         let record = task_from_row(&row)?;
@@ -585,6 +586,10 @@ impl TaskStore for PostgresStore {
         .await?
         .rows_affected();
         Ok(n)
+    }
+
+    fn shared_events_connected(&self) -> Option<bool> {
+        self.bus.as_ref().map(EventSender::connected)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ macro_rules! task_columns {
     () => {
         "id, status, spec, phase, plan, result, error, prompt_tokens, completion_tokens, \
          cost_dollars, arms_used, completed_steps, total_steps, current_step, attempts, \
-         created_at, updated_at, started_at, finished_at"
+         created_at, updated_at, started_at, finished_at, trace_parent"
     };
 }
 pub(crate) use task_columns;
@@ -42,6 +42,7 @@ pub(crate) struct TaskRow {
     updated_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    trace_parent: Option<String>,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -90,6 +91,11 @@ impl TaskRow {
             updated_at: from_ms(self.updated_at)?,
             started_at: self.started_at.map(from_ms).transpose()?,
             finished_at: self.finished_at.map(from_ms).transpose()?,
+            // Written from a parsed context; an unreadable one only loses the trace link.
+            trace: self
+                .trace_parent
+                .as_deref()
+                .and_then(octollm_core::TraceContext::parse),
         })
     }
 }

@@ -178,8 +178,8 @@ impl TaskStore for SqliteStore {
                 return Ok(CreateOutcome::Existing(task_from_row(&row)?));
             }
         }
-        let row = sqlx::query(concat!("INSERT INTO tasks (id, status, priority, spec, raw_input, idempotency_key, created_at, updated_at) \
-             VALUES (?, 'queued', ?, ?, ?, ?, ?, ?) RETURNING ", task_columns!(), ""))
+        let row = sqlx::query(concat!("INSERT INTO tasks (id, status, priority, spec, raw_input, idempotency_key, created_at, updated_at, trace_parent) \
+             VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?) RETURNING ", task_columns!(), ""))
         .bind(task.id.as_str())
         .bind(task.spec.priority.rank())
         .bind(serde_json::to_string(&task.spec)?)
@@ -187,6 +187,7 @@ impl TaskStore for SqliteStore {
         .bind(task.spec.idempotency_key.as_deref())
         .bind(now)
         .bind(now)
+        .bind(task.trace.map(|t| t.header()))
         .fetch_one(&mut *tx)
         .await?;
         let record = task_from_row(&row)?;

@@ -118,4 +118,10 @@ pub trait TaskStore: Send + Sync {
 
     /// Cheap round trip for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether the channel that carries live events to the other replicas (Redis) works;
+    /// `None` when events are not shared (one process).
+    fn shared_events_connected(&self) -> Option<bool> {
+        None
+    }
 }

@@ -8,15 +8,27 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use octollm_arms::{Arms, InProcessSettings};
+use octollm_http::arm_client::ArmClient;
+use octollm_http::registry::Registry;
 use octollm_llm::{Embedder, LlmError, LlmProvider, MeteredLlm};
 use octollm_orchestrator::Orchestrator;
-use octollm_store::{PostgresStore, SqliteStore, TaskStore};
+use octollm_store::{ArmRegistry, PostgresStore, SqliteStore, TaskStore};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, Database, ProviderKind};
 
 pub struct System {
     pub orchestrator: Arc<Orchestrator>,
+    /// The arms called over HTTP.
+    pub remote_arms: Vec<Arc<ArmClient>>,
+    /// The arm registry, when `arms.registry_token` is set.
+    pub registry: Option<Arc<Registry>>,
+}
+
+/// The database the tasks live in, as the task store and as the arm registry.
+pub struct Stores {
+    pub tasks: Arc<dyn TaskStore>,
+    pub registry: Arc<dyn ArmRegistry>,
 }
 
 pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
@@ -29,12 +41,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
 /// The task store: the SQLite file (`embedded`, the same store as the knowledge base) or
 /// PostgreSQL, migrated at start unless `storage.migrate_on_start` is off, with task events
 /// shared over Redis when `REDIS_URL` is set.
-pub async fn open_task_store(
-    config: &Config,
-    embedded: &SqliteStore,
-) -> anyhow::Result<Arc<dyn TaskStore>> {
+pub async fn open_task_store(config: &Config, embedded: &SqliteStore) -> anyhow::Result<Stores> {
     Ok(match config.database() {
-        Database::Sqlite(_) => Arc::new(embedded.clone()),
+        Database::Sqlite(_) => Stores {
+            tasks: Arc::new(embedded.clone()),
+            registry: Arc::new(embedded.clone()),
+        },
         Database::Postgres(url) => {
             let mut store = connect_postgres(&url, config).await?;
             if config.storage.migrate_on_start {
@@ -48,7 +60,10 @@ pub async fn open_task_store(
             if !redis.is_empty() {
                 store = store.with_events(&octollm_store::RedisEvents::new(redis, "octollm")?);
             }
-            Arc::new(store)
+            Stores {
+                tasks: Arc::new(store.clone()),
+                registry: Arc::new(store),
+            }
         }
     })
 }
@@ -168,8 +183,12 @@ impl Embedder for LazyEmbedder {
     }
 }
 
-/// Every arm in this process, then each arm that has endpoints replaced by its HTTP client.
-pub async fn arms(config: &Config, store: &SqliteStore) -> anyhow::Result<Arms> {
+/// Every arm in this process, then each arm that has endpoints (configured, or from the
+/// registry when it is enabled) replaced by its HTTP client; returns the clients too.
+pub async fn arms(
+    config: &Config,
+    store: &SqliteStore,
+) -> anyhow::Result<(Arms, Vec<Arc<ArmClient>>)> {
     let provider = provider(config).await?;
     let price = config
         .llm
@@ -189,30 +208,51 @@ pub async fn arms(config: &Config, store: &SqliteStore) -> anyhow::Result<Arms> 
         failures: config.arms.breaker_failures,
         cool_down: Duration::from_secs(config.arms.breaker_cool_down_seconds),
     };
+    let mut clients = Vec::new();
     for kind in octollm_core::ArmKind::ALL {
         let urls = config.arms.urls(kind);
-        if urls.is_empty() {
+        if urls.is_empty() && !config.arms.registry_enabled() {
             continue;
         }
-        let client = octollm_http::arm_client::ArmClient::new(
-            kind,
-            &urls,
-            Duration::from_secs(config.arms.timeout_seconds),
-            breaker,
-        )
-        .map_err(anyhow::Error::msg)?;
-        tracing::info!(arm = kind.id(), instances = urls.len(), "arm over HTTP");
-        arms = octollm_http::arm_client::with_remote(arms, Arc::new(client));
+        let client = Arc::new(
+            ArmClient::with_configured(
+                kind,
+                &urls,
+                Duration::from_secs(config.arms.timeout_seconds),
+                breaker,
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
+        tracing::info!(
+            arm = kind.id(),
+            configured = urls.len(),
+            registry = config.arms.registry_enabled(),
+            "arm over HTTP"
+        );
+        arms = octollm_http::arm_client::with_remote(arms, Arc::clone(&client));
+        clients.push(client);
     }
-    Ok(arms)
+    Ok((arms, clients))
 }
 
 pub async fn build(config: &Config) -> anyhow::Result<System> {
     let store = open_store(config).await?;
-    let tasks = open_task_store(config, &store).await?;
-    let arms = arms(config, &store).await?;
-    let orchestrator = Orchestrator::new(tasks, arms, config.orchestrator.clone());
-    Ok(System { orchestrator })
+    let stores = open_task_store(config, &store).await?;
+    let (arms, remote_arms) = arms(config, &store).await?;
+    let orchestrator = Orchestrator::new(stores.tasks, arms, config.orchestrator.clone());
+    let registry = config.arms.registry_enabled().then(|| {
+        Arc::new(Registry::new(
+            stores.registry,
+            config.arms.registry_token.expose().to_owned(),
+            Duration::from_secs(config.arms.registry_ttl_seconds),
+            remote_arms.clone(),
+        ))
+    });
+    Ok(System {
+        orchestrator,
+        remote_arms,
+        registry,
+    })
 }
 
 #[cfg(test)]

@@ -48,6 +48,21 @@ pub struct ArmsConfig {
     /// Failures in a row that open an instance's circuit breaker, and for how long.
     pub breaker_failures: u32,
     pub breaker_cool_down_seconds: u64,
+    /// Shared by the orchestrators and the arm services: with it, the orchestrator accepts
+    /// self-registrations (`/registry`) and every arm it does not run itself comes from
+    /// there (plus the configured instances); without it the registry is off.
+    pub registry_token: Secret,
+    /// On an arm service (`ARM_REGISTRY_URL`): where to register, e.g.
+    /// `http://orchestrator:8000/registry`.
+    pub registry_url: String,
+    /// On an arm service: the base URL the orchestrators reach it at; empty: derived from
+    /// the bind address (`http://<hostname>:<port>` when bound to every interface).
+    pub advertise_url: String,
+    /// How long a registration lives unless renewed (arms renew every third of it).
+    pub registry_ttl_seconds: u64,
+    /// How often each orchestrator re-reads the registrations and polls every instance's
+    /// `/ready`.
+    pub health_poll_seconds: u64,
 }
 
 impl Default for ArmsConfig {
@@ -62,11 +77,21 @@ impl Default for ArmsConfig {
             timeout_seconds: 120,
             breaker_failures: 3,
             breaker_cool_down_seconds: 10,
+            registry_token: Secret::default(),
+            registry_url: String::new(),
+            advertise_url: String::new(),
+            registry_ttl_seconds: 30,
+            health_poll_seconds: 5,
         }
     }
 }
 
 impl ArmsConfig {
+    /// Whether this orchestrator takes arm instances from the registry.
+    pub fn registry_enabled(&self) -> bool {
+        !self.registry_token.expose().is_empty()
+    }
+
     /// The configured instances of `arm`.
     pub fn urls(&self, arm: octollm_core::ArmKind) -> Vec<String> {
         use octollm_core::ArmKind::*;
@@ -338,6 +363,17 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_ARM_RETRIEVER_URLS", "arms.retriever"),
     ("OCTOLLM_ARM_JUDGE_URLS", "arms.judge"),
     ("OCTOLLM_ARM_GUARDIAN_URLS", "arms.guardian"),
+    ("ARM_REGISTRY_URL", "arms.registry_url"),
+    ("OCTOLLM_ARM_REGISTRY_TOKEN", "arms.registry_token"),
+    ("OCTOLLM_ARM_ADVERTISE_URL", "arms.advertise_url"),
+    (
+        "OCTOLLM_ARM_REGISTRY_TTL_SECONDS",
+        "arms.registry_ttl_seconds",
+    ),
+    (
+        "OCTOLLM_ARM_HEALTH_POLL_SECONDS",
+        "arms.health_poll_seconds",
+    ),
     (
         "OCTOLLM_ALLOW_UNAUTHENTICATED",
         "server.allow_unauthenticated",
@@ -444,14 +480,11 @@ impl Config {
         }
         for arm in octollm_core::ArmKind::ALL {
             for url in self.arms.urls(arm) {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(ConfigError::Invalid(format!(
-                        "arms.{}: {url:?} must start with http:// or https://",
-                        arm.id()
-                    )));
-                }
+                octollm_http::arm_client::check_endpoint(arm, &url)
+                    .map_err(|e| ConfigError::Invalid(format!("arms.{}: {e}", arm.id())))?;
             }
         }
+        self.validate_registry()?;
         if !(1..=600).contains(&self.arms.timeout_seconds) || self.arms.breaker_failures == 0 {
             return Err(ConfigError::Invalid(
                 "arms.timeout_seconds must be 1 to 600 and arms.breaker_failures at least 1".into(),
@@ -512,6 +545,53 @@ impl Config {
         if !(1..=200).contains(&self.storage.pool_size) {
             return Err(ConfigError::Invalid(
                 "storage.pool_size must be 1 to 200".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_registry(&self) -> Result<(), ConfigError> {
+        let arms = &self.arms;
+        let token = arms.registry_token.expose();
+        if !token.is_empty() && token.len() < 16 {
+            return Err(ConfigError::Invalid(
+                "arms.registry_token (OCTOLLM_ARM_REGISTRY_TOKEN) must be at least 16 characters"
+                    .into(),
+            ));
+        }
+        if !arms.registry_url.is_empty() {
+            if !(arms.registry_url.starts_with("http://")
+                || arms.registry_url.starts_with("https://"))
+            {
+                return Err(ConfigError::Invalid(
+                    "arms.registry_url (ARM_REGISTRY_URL) must start with http:// or https://"
+                        .into(),
+                ));
+            }
+            if token.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "ARM_REGISTRY_URL needs OCTOLLM_ARM_REGISTRY_TOKEN, the token the orchestrators accept registrations with".into(),
+                ));
+            }
+        }
+        if !arms.advertise_url.is_empty() {
+            octollm_http::arm_client::check_endpoint(
+                octollm_core::ArmKind::Coder,
+                &arms.advertise_url,
+            )
+            .map_err(|_| {
+                ConfigError::Invalid(
+                    "arms.advertise_url (OCTOLLM_ARM_ADVERTISE_URL) must be http(s)://host[:port]"
+                        .into(),
+                )
+            })?;
+        }
+        if !(5..=3600).contains(&arms.registry_ttl_seconds)
+            || !(1..=300).contains(&arms.health_poll_seconds)
+        {
+            return Err(ConfigError::Invalid(
+                "arms.registry_ttl_seconds must be 5 to 3600 and arms.health_poll_seconds 1 to 300"
+                    .into(),
             ));
         }
         Ok(())
@@ -698,6 +778,54 @@ mod tests {
             (c.orchestrator.workers, c.orchestrator.lease_seconds),
             (5, 9)
         );
+    }
+
+    #[test]
+    fn the_arm_registry_needs_a_real_token() {
+        let token = "registry-token-0123456789";
+        let c = Config::load(&env(&[
+            ("ARM_REGISTRY_URL", "http://orchestrator:8000/registry"),
+            ("OCTOLLM_ARM_REGISTRY_TOKEN", token),
+        ]))
+        .unwrap();
+        assert!(c.arms.registry_enabled());
+        assert_eq!(c.arms.registry_url, "http://orchestrator:8000/registry");
+        assert!(!Config::load(&env(&[])).unwrap().arms.registry_enabled());
+        for (pairs, expected) in [
+            (
+                vec![("ARM_REGISTRY_URL", "http://orchestrator:8000/registry")],
+                "OCTOLLM_ARM_REGISTRY_TOKEN",
+            ),
+            (
+                vec![("OCTOLLM_ARM_REGISTRY_TOKEN", "short")],
+                "16 characters",
+            ),
+            (
+                vec![
+                    ("ARM_REGISTRY_URL", "orchestrator:8000/registry"),
+                    ("OCTOLLM_ARM_REGISTRY_TOKEN", token),
+                ],
+                "http://",
+            ),
+            (
+                vec![("OCTOLLM_ARM_ADVERTISE_URL", "http://u:p@coder:8102")],
+                "OCTOLLM_ARM_ADVERTISE_URL",
+            ),
+            (
+                vec![("OCTOLLM_ARM_CODER_URLS", "http://coder:8102/?q=1")],
+                "arms.coder",
+            ),
+            (
+                vec![("OCTOLLM_ARM_REGISTRY_TTL_SECONDS", "1")],
+                "registry_ttl",
+            ),
+        ] {
+            let err = Config::load(&env(&pairs)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{pairs:?}: {err}");
+        }
+        // The token is a secret: masked when the configuration is printed.
+        let printed = c.to_masked_toml().unwrap();
+        assert!(!printed.contains(token), "{printed}");
     }
 
     #[test]

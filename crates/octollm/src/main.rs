@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod announce;
 mod client;
 mod compose;
 mod config;

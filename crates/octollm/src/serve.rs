@@ -53,19 +53,52 @@ pub async fn serve_arm(
     let mut local = config.clone();
     local.arms = Default::default();
     let store = compose::open_store(&local).await?;
-    let arms = compose::arms(&local, &store).await?;
+    let (arms, _) = compose::arms(&local, &store).await?;
     let listener = bind_listener(bind).await?;
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    if !config.arms.registry_url.is_empty() {
+        let advertised = advertise_url(&config, listener.local_addr()?)?;
+        tracker.spawn(crate::announce::announce(
+            crate::announce::Announcement {
+                registry_url: config.arms.registry_url.clone(),
+                token: config.arms.registry_token.clone(),
+                arm,
+                url: advertised,
+            },
+            shutdown.clone(),
+        ));
+    }
     let app = octollm_http::arm_service::router(arm, arms, config.server.body_limit_bytes);
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
-    serve_until_shutdown(
-        listener,
-        app,
-        grace,
-        CancellationToken::new(),
-        TaskTracker::new(),
-    )
-    .await?;
+    serve_until_shutdown(listener, app, grace, shutdown, tracker).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The base URL an arm registers: `arms.advertise_url`, else the bound address, with the
+/// host name in place of an unspecified address (`0.0.0.0` in a container).
+fn advertise_url(config: &Config, bound: std::net::SocketAddr) -> anyhow::Result<String> {
+    if !config.arms.advertise_url.is_empty() {
+        return Ok(config.arms.advertise_url.trim_end_matches('/').to_owned());
+    }
+    if !bound.ip().is_unspecified() {
+        return Ok(format!("http://{bound}"));
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "cannot tell the URL to register at: set OCTOLLM_ARM_ADVERTISE_URL (http://host:port)"
+            )
+        })?;
+    Ok(format!("http://{host}:{}", bound.port()))
 }
 
 /// The reflex service alone: screening, cache, rate limits, forwarding of `/tasks…`.
@@ -131,10 +164,21 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         shutdown.clone(),
     ));
 
+    if !system.remote_arms.is_empty() {
+        tracker.spawn(octollm_http::registry::watch_arms(
+            system.registry.clone(),
+            system.remote_arms.clone(),
+            Duration::from_secs(config.arms.health_poll_seconds),
+            Duration::from_secs(2),
+            shutdown.clone(),
+        ));
+    }
     let state = ApiState {
         orchestrator: system.orchestrator.clone(),
         started: Instant::now(),
         version: env!("CARGO_PKG_VERSION"),
+        remote_arms: system.remote_arms.clone(),
+        registry: system.registry.clone(),
     };
     let app = router(state, config.server.body_limit_bytes);
     if let Some(metrics_bind) = config.server.metrics_bind {

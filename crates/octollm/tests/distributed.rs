@@ -21,53 +21,9 @@ mod pg;
 #[path = "../../octollm-store/tests/common/redis.rs"]
 mod redis_server;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, free_port, get, poll, post};
-
-struct Process {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Process {
-    let port = free_port();
-    let log = dir.join(format!("{}-{port}.log", args.join("-")));
-    let child = Command::new(env!("CARGO_BIN_EXE_octollm"))
-        .args(args)
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("OCTOLLM_DATA_DIR", dir.join(format!("data-{port}")))
-        .env("OCTOLLM_LLM_PROVIDER", "scripted")
-        .env("OCTOLLM_LLM_SCRIPT", dir.join("script.json"))
-        .env("LOG_LEVEL", "info")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-        .spawn()
-        .unwrap();
-    let process = Process {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    poll(
-        &format!("{args:?} to be ready"),
-        Duration::from_secs(30),
-        || get(&format!("{}/ready", process.base)).filter(|(s, _)| *s == 200),
-    );
-    process
-}
+use common::{Process, Server, free_port, get, poll, post, spawn};
 
 #[test]
 fn fifty_tasks_through_the_reflex_layer_over_every_service() {
@@ -121,8 +77,23 @@ fn fifty_tasks_through_the_reflex_layer_over_every_service() {
         ],
     );
 
-    let mut ids = Vec::new();
-    for n in 0..50 {
+    // One task arrives inside a caller's trace (W3C traceparent): the reflex layer, the
+    // orchestrator that runs it and the arms it calls all log that trace id.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traced: serde_json::Value = common::runtime().block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/tasks", reflex.base))
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .json(&serde_json::json!({"goal": "Write a Python program that prints hello, traced"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let mut ids = vec![traced["task_id"].as_str().unwrap().to_owned()];
+    for n in 1..50 {
         let (status, accepted) = post(
             &format!("{}/tasks", reflex.base),
             serde_json::json!({"goal": format!("Write a Python program that prints hello, number {n}")}),
@@ -196,5 +167,22 @@ fn fifty_tasks_through_the_reflex_layer_over_every_service() {
             .sum();
         assert_eq!(ok as usize, expected, "{name}: {text}");
     }
+    let logs_with_trace: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .filter(|p| std::fs::read_to_string(p).unwrap().contains(trace_id))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for service in ["serve-reflex", "serve-arm-planner", "serve-arm-coder"] {
+        assert!(
+            logs_with_trace.iter().any(|l| l.starts_with(service)),
+            "{service} did not log trace {trace_id}: {logs_with_trace:?}"
+        );
+    }
+    assert!(
+        logs_with_trace.iter().any(|l| l.starts_with("server-")),
+        "no orchestrator logged trace {trace_id}: {logs_with_trace:?}"
+    );
     drop(arms);
 }

@@ -245,3 +245,138 @@ fn a_task_s_live_events_stream_from_a_replica_that_does_not_run_it() {
     // Nobody but the first replica ran it.
     assert!(!events.contains(r#""attempt":2"#), "{events}");
 }
+
+/// `/health` of an orchestrator replica.
+fn health(base: &str) -> serde_json::Value {
+    get(&format!("{base}/health")).unwrap().1
+}
+
+#[test]
+fn a_redis_outage_is_reported_and_recovered_from_without_restart() {
+    let server = pg::PgServer::start();
+    let url = server.database("octollm");
+    let mut redis = redis_server::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Part two takes 8 s, so a stream opened during it follows a running task; every answer
+    // repeats, so the script serves more than one task.
+    let script = serde_json::json!({"responses": [
+        {"purpose": "planner", "repeat": true, "json": {"steps": [
+            {"step_id": "s1", "arm_id": "coder", "description": "Write part one", "dependencies": []},
+            {"step_id": "s2", "arm_id": "coder", "description": "Write part two", "dependencies": ["s1"]}
+        ]}},
+        {"purpose": "coder", "repeat": true, "when": "part one", "content": "```python\nprint('one')\n```"},
+        {"purpose": "coder", "repeat": true, "when": "part two", "content": "```python\nprint('two')\n```", "delay_ms": 8000},
+        {"purpose": "judge", "repeat": true, "content": "{\"verdict\":\"yes\",\"reason\":\"ok\"}"},
+    ]});
+    std::fs::write(dir.path().join("script.json"), script.to_string()).unwrap();
+    let log = dir.path().join("calls.jsonl");
+    let env = [("DATABASE_URL", url), ("REDIS_URL", redis.url())];
+    let first = Server::start_with(dir.path(), free_port(), &env);
+    let reflex = common::spawn(
+        dir.path(),
+        &["serve", "reflex"],
+        &[
+            ("OCTOLLM_ORCHESTRATOR_URL", first.base.clone()),
+            ("REDIS_URL", redis.url()),
+        ],
+    );
+    poll(
+        "the event relay to subscribe",
+        Duration::from_secs(20),
+        || (health(&first.base)["components"]["redis"] == "healthy").then_some(()),
+    );
+
+    redis.stop();
+    // The reflex layer needs Redis for its rate limits (closed by default): unready, and a
+    // clear 503 rather than a misleading 429 or a hang.
+    poll(
+        "the reflex layer to be unready",
+        Duration::from_secs(20),
+        || get(&format!("{}/ready", reflex.base)).filter(|(s, _)| *s == 503),
+    );
+    let (status, refused) = post(
+        &format!("{}/tasks", reflex.base),
+        serde_json::json!({"goal": "Write a two part Python program"}),
+    );
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["code"], "service_unavailable", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate-limit store"),
+        "{refused}"
+    );
+    // The orchestrator runs tasks without Redis: degraded, still ready.
+    let degraded = poll(
+        "the replica to report Redis",
+        Duration::from_secs(20),
+        || {
+            let h = health(&first.base);
+            h["components"]["redis"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("unavailable"))
+                .then_some(h)
+        },
+    );
+    assert_eq!(degraded["status"], "degraded", "{degraded}");
+    assert_eq!(get(&format!("{}/ready", first.base)).unwrap().0, 200);
+
+    // A task runs on the first replica; a second replica, started while Redis is down,
+    // streams its events to the end from the table.
+    let (status, accepted) = post(
+        &format!("{}/tasks", first.base),
+        serde_json::json!({"goal": "Write a two part Python program"}),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    poll("part two to start", Duration::from_secs(20), || {
+        (calls(&log).len() >= 3).then_some(())
+    });
+    let second = Server::start_with(dir.path(), free_port(), &env);
+    let (_, now) = get(&format!("{}/tasks/{id}", second.base)).unwrap();
+    assert_eq!(now["status"], "processing", "{now}");
+    let events = common::runtime().block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(40),
+            reqwest::get(format!("{}/tasks/{id}/events", second.base))
+                .await
+                .unwrap()
+                .text(),
+        )
+        .await
+        .expect("the stream stalled while Redis was down")
+        .unwrap()
+    });
+    assert!(events.contains(r#""status":"completed""#), "{events}");
+
+    // Redis returns on its port: everything recovers without a restart.
+    let redis = redis_server::Redis::start_on(redis.port);
+    poll(
+        "the reflex layer to be ready",
+        Duration::from_secs(30),
+        || get(&format!("{}/ready", reflex.base)).filter(|(s, _)| *s == 200),
+    );
+    for replica in [&first, &second] {
+        poll(
+            "the replicas' relays to resubscribe",
+            Duration::from_secs(30),
+            || {
+                let h = health(&replica.base);
+                (h["components"]["redis"] == "healthy" && h["status"] == "healthy").then_some(())
+            },
+        );
+    }
+    let (status, accepted) = post(
+        &format!("{}/tasks", reflex.base),
+        serde_json::json!({"goal": "Write a two part Python program"}),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    let task = poll("the task to finish", Duration::from_secs(60), || {
+        let (_, t) = get(&format!("{}/tasks/{id}", reflex.base))?;
+        matches!(t["status"].as_str(), Some("completed" | "failed")).then_some(t)
+    });
+    assert_eq!(task["status"], "completed", "{task}");
+    drop(redis);
+}

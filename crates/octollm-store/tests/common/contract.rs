@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use octollm_core::budget::{Budget, Usage};
 use octollm_core::{ArmKind, Provenance, TaskId, TaskStatus, TaskSubmission};
+use octollm_store::{ArmRegistry, Registration};
 use octollm_store::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
     StoreError, TaskResult, TaskStore, VectorStore,
@@ -25,7 +26,36 @@ pub fn new_task(key: Option<&str>) -> NewTask {
         spec,
         raw_input: None,
         created_at: Utc::now(),
+        trace: None,
     }
+}
+
+/// The submitting request's trace context comes back with the task, on every read.
+pub async fn the_trace_context_is_kept(s: &dyn TaskStore) {
+    let trace = octollm_core::TraceContext::root();
+    let CreateOutcome::Created(created) = s
+        .create_task(NewTask {
+            trace: Some(trace),
+            ..new_task(None)
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new task");
+    };
+    assert_eq!(created.trace, Some(trace));
+    let read = s.get_task(&created.id).await.unwrap().unwrap();
+    assert_eq!(read.trace, Some(trace));
+    let claimed = s
+        .claim_next("w1", LEASE, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.trace, Some(trace));
+    let CreateOutcome::Created(untraced) = s.create_task(new_task(None)).await.unwrap() else {
+        panic!("expected a new task");
+    };
+    assert_eq!(untraced.trace, None);
 }
 
 pub fn step(key: &str) -> StepRecord {
@@ -342,6 +372,64 @@ pub async fn vector_store_contract(s: &dyn VectorStore, prefix: &str) {
     );
 }
 
+/// Registrations: renewed in place, lapsed ones gone (and deleted), deregistration at once.
+pub async fn arm_registry_keeps_live_registrations(s: &dyn ArmRegistry) {
+    let t0 = Utc::now();
+    let ttl = Duration::from_secs(30);
+    s.register(ArmKind::Coder, "http://10.0.0.2:8102", ttl, t0)
+        .await
+        .unwrap();
+    s.register(ArmKind::Coder, "http://10.0.0.1:8102", ttl, t0)
+        .await
+        .unwrap();
+    s.register(ArmKind::Judge, "http://10.0.0.3:8103", ttl, t0)
+        .await
+        .unwrap();
+    let live = s.registered(t0).await.unwrap();
+    let urls: Vec<(ArmKind, &str)> = live.iter().map(|r| (r.arm, r.url.as_str())).collect();
+    assert_eq!(
+        urls,
+        [
+            (ArmKind::Coder, "http://10.0.0.1:8102"),
+            (ArmKind::Coder, "http://10.0.0.2:8102"),
+            (ArmKind::Judge, "http://10.0.0.3:8103"),
+        ]
+    );
+    // The first coder renews 20 s later; at 40 s only it is left.
+    let t20 = t0 + TimeDelta::seconds(20);
+    s.register(ArmKind::Coder, "http://10.0.0.1:8102", ttl, t20)
+        .await
+        .unwrap();
+    let t40 = t0 + TimeDelta::seconds(40);
+    let live = s.registered(t40).await.unwrap();
+    assert_eq!(
+        live,
+        [Registration {
+            arm: ArmKind::Coder,
+            url: "http://10.0.0.1:8102".into(),
+            expires_at: live[0].expires_at,
+        }]
+    );
+    assert_eq!(
+        live[0].expires_at.timestamp_millis(),
+        (t20 + TimeDelta::seconds(30)).timestamp_millis()
+    );
+    // Lapsed registrations were deleted, not just hidden.
+    assert!(s.registered(t0).await.unwrap().len() == 1);
+    // Deregistration takes effect at once; a second one finds nothing.
+    assert!(
+        s.deregister(ArmKind::Coder, "http://10.0.0.1:8102")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.deregister(ArmKind::Coder, "http://10.0.0.1:8102")
+            .await
+            .unwrap()
+    );
+    assert!(s.registered(t20).await.unwrap().is_empty());
+}
+
 /// One `#[tokio::test]` per contract property, each on a fresh store made by `$make`
 /// (an async expression giving `(guard, store)`; the guard lives until the test ends).
 #[allow(unused_macros, reason = "not every test binary runs the contract")]
@@ -386,6 +474,16 @@ macro_rules! task_store_contract {
         async fn pruning_removes_only_old_finished_tasks() {
             let (_guard, store) = $make.await;
             common::contract::pruning_removes_only_old_finished_tasks(&store).await;
+        }
+        #[tokio::test]
+        async fn the_trace_context_is_kept() {
+            let (_guard, store) = $make.await;
+            common::contract::the_trace_context_is_kept(&store).await;
+        }
+        #[tokio::test]
+        async fn arm_registry_keeps_live_registrations() {
+            let (_guard, store) = $make.await;
+            common::contract::arm_registry_keeps_live_registrations(&store).await;
         }
     };
 }

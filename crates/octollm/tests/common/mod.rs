@@ -147,3 +147,46 @@ pub fn write_script(dir: &Path) -> PathBuf {
     std::fs::write(&path, script.to_string()).unwrap();
     path
 }
+
+/// A service of the binary (`serve reflex`, `serve arm coder`, …) on a free port, ready.
+pub struct Process {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Process {
+    let port = free_port();
+    let log = dir.join(format!("{}-{port}.log", args.join("-")));
+    let child = Command::new(env!("CARGO_BIN_EXE_octollm"))
+        .args(args)
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("OCTOLLM_DATA_DIR", dir.join(format!("data-{port}")))
+        .env("OCTOLLM_LLM_PROVIDER", "scripted")
+        .env("OCTOLLM_LLM_SCRIPT", dir.join("script.json"))
+        .env("LOG_LEVEL", "info")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .spawn()
+        .unwrap();
+    let process = Process {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    poll(
+        &format!("{args:?} to be ready"),
+        Duration::from_secs(30),
+        || get(&format!("{}/ready", process.base)).filter(|(s, _)| *s == 200),
+    );
+    process
+}
