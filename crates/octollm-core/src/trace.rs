@@ -77,6 +77,15 @@ impl TraceContext {
         })
     }
 
+    /// A context from its parts (an exporting tracer's span); `None` for all-zero ids.
+    pub fn from_parts(trace_id: [u8; 16], span_id: [u8; 8], sampled: bool) -> Option<Self> {
+        (trace_id != [0; 16] && span_id != [0; 8]).then_some(Self {
+            trace_id,
+            span_id,
+            flags: if sampled { SAMPLED } else { 0 },
+        })
+    }
+
     /// A new trace (sampled), for a request that arrived without one.
     pub fn root() -> Self {
         let mut rng = rand::rng();
@@ -203,6 +212,18 @@ mod tests {
         .unwrap();
         // We answer in the version we speak.
         assert_eq!(ctx.header(), EXAMPLE);
+    }
+
+    #[test]
+    fn parts_make_a_context_unless_zero() {
+        let ctx = TraceContext::from_parts([7; 16], [9; 8], false).unwrap();
+        assert_eq!(
+            ctx.header(),
+            "00-07070707070707070707070707070707-0909090909090909-00"
+        );
+        assert!(!ctx.sampled());
+        assert_eq!(TraceContext::from_parts([0; 16], [9; 8], true), None);
+        assert_eq!(TraceContext::from_parts([7; 16], [0; 8], true), None);
     }
 
     #[test]

@@ -25,13 +25,12 @@ pub fn trace() -> Option<TraceContext> {
     TRACE.try_with(|t| *t).ok()
 }
 
-/// The context of this hop: a child of the caller's, or a new trace.
-fn continue_trace(headers: &http::HeaderMap) -> TraceContext {
+/// The caller's trace context, when it sent a valid one.
+fn caller_trace(headers: &http::HeaderMap) -> Option<TraceContext> {
     headers
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse)
-        .map_or_else(TraceContext::root, |parent| parent.child())
 }
 
 /// The id of the request being served, if called inside one.
@@ -64,14 +63,16 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let trace = continue_trace(request.headers());
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
         route = %route,
         request_id = %id,
-        trace_id = %trace.trace_id_hex()
+        trace_id = tracing::field::Empty
     );
+    // This hop: a child of the caller's context, or a new trace.
+    let trace = octollm_orchestrator::trace_link::attach(&span, caller_trace(request.headers()));
+    span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
     let mut response = REQUEST_ID
         .scope(
             id.clone(),

@@ -10,6 +10,7 @@
 //! - [`worker`]: worker loops, leases and heartbeats, graceful shutdown.
 //! - [`budget`]: the task budget shared by parallel steps.
 //! - [`metrics`]: metric names.
+//! - [`trace_link`]: our W3C trace context and an exporting tracer (OTLP), joined.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ pub mod dispatch;
 pub mod metrics;
 pub mod pipeline;
 pub mod submit;
+pub mod trace_link;
 pub mod worker;
 
 pub use config::OrchestratorConfig;

@@ -557,8 +557,9 @@ impl<'a> Run<'a> {
                 task_id: Some(self.task.id.clone()),
                 step_id: StepId::parse(key).ok(),
                 request_id: format!("{}:{key}:{attempt}", self.task.id),
-                // Each attempt is its own span in the submitting request's trace.
-                trace: self.task.trace.map(|t| t.child()),
+                // Each attempt is its own span in the submitting request's trace (the
+                // exported step span when traces are exported).
+                trace: crate::trace_link::current().or_else(|| self.task.trace.map(|t| t.child())),
                 budget: allowance.clone(),
             };
             let time_left = Duration::from_millis(self.budget.time_remaining_ms(now_ms));

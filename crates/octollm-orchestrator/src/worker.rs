@@ -79,10 +79,22 @@ impl Orchestrator {
     }
 
     /// Runs one claimed task to its end, or until cancellation, lease loss or shutdown.
-    async fn process(&self, task: TaskRecord, owner: &str, shutdown: &CancellationToken) {
+    async fn process(&self, mut task: TaskRecord, owner: &str, shutdown: &CancellationToken) {
         let id = task.id.clone();
-        let trace_id = task.trace.map(|t| t.trace_id_hex()).unwrap_or_default();
-        let span = info_span!("task", task_id = %id, attempt = task.attempts, trace_id = %trace_id);
+        let span = info_span!(
+            "task",
+            task_id = %id,
+            attempt = task.attempts,
+            trace_id = tracing::field::Empty
+        );
+        // The run continues the submitting request's trace, whenever and wherever it runs.
+        let run_trace = crate::trace_link::attach(&span, task.trace);
+        span.record(
+            "trace_id",
+            tracing::field::display(run_trace.trace_id_hex()),
+        );
+        // A task submitted outside any trace (the CLI) has its steps in this run's.
+        task.trace.get_or_insert(run_trace);
         async {
             if task.attempts > 1 {
                 metrics::counter!(m::LEASE_RESUMPTIONS).increment(1);

@@ -163,6 +163,11 @@ pub struct LogConfig {
     /// `RUST_LOG` syntax; `LOG_LEVEL` sets a plain level.
     pub level: String,
     pub format: LogFormat,
+    /// OTLP/HTTP collector base URL (`http://otel-collector:4318`); spans go to `/v1/traces`
+    /// under it. Empty (the default): no trace leaves the process.
+    pub otlp_endpoint: String,
+    /// The service name traces carry; empty: `octollm-<component>`.
+    pub service_name: String,
 }
 
 impl Default for LogConfig {
@@ -170,6 +175,8 @@ impl Default for LogConfig {
         Self {
             level: "info".into(),
             format: LogFormat::Pretty,
+            otlp_endpoint: String::new(),
+            service_name: String::new(),
         }
     }
 }
@@ -363,6 +370,8 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_ARM_RETRIEVER_URLS", "arms.retriever"),
     ("OCTOLLM_ARM_JUDGE_URLS", "arms.judge"),
     ("OCTOLLM_ARM_GUARDIAN_URLS", "arms.guardian"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "log.otlp_endpoint"),
+    ("OTEL_SERVICE_NAME", "log.service_name"),
     ("ARM_REGISTRY_URL", "arms.registry_url"),
     ("OCTOLLM_ARM_REGISTRY_TOKEN", "arms.registry_token"),
     ("OCTOLLM_ARM_ADVERTISE_URL", "arms.advertise_url"),
@@ -485,6 +494,14 @@ impl Config {
             }
         }
         self.validate_registry()?;
+        let otlp = &self.log.otlp_endpoint;
+        let is_http = otlp.starts_with("http://") || otlp.starts_with("https://");
+        if !otlp.is_empty() && !is_http {
+            return Err(ConfigError::Invalid(
+                "log.otlp_endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) must be an http(s) URL of an OTLP/HTTP collector"
+                    .into(),
+            ));
+        }
         if !(1..=600).contains(&self.arms.timeout_seconds) || self.arms.breaker_failures == 0 {
             return Err(ConfigError::Invalid(
                 "arms.timeout_seconds must be 1 to 600 and arms.breaker_failures at least 1".into(),
@@ -717,7 +734,14 @@ pub fn expand_file_secrets(env: &mut BTreeMap<String, String>) -> Result<(), Con
                 .map(|base| (base.to_owned(), v.clone()))
         })
         .filter(|(base, _)| {
-            ["DATABASE_URL", "LLM_API_KEY", "OPENAI_API_KEY"].contains(&base.as_str())
+            [
+                "DATABASE_URL",
+                "REDIS_URL",
+                "LLM_API_KEY",
+                "OPENAI_API_KEY",
+                "OCTOLLM_ARM_REGISTRY_TOKEN",
+            ]
+            .contains(&base.as_str())
         })
         .collect();
     for (base, path) in file_vars {
@@ -826,6 +850,52 @@ mod tests {
         // The token is a secret: masked when the configuration is printed.
         let printed = c.to_masked_toml().unwrap();
         assert!(!printed.contains(token), "{printed}");
+    }
+
+    #[test]
+    fn secrets_come_from_mounted_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "registry-token-from-a-file\n").unwrap();
+        let mut vars = env(&[
+            ("OCTOLLM_ARM_REGISTRY_TOKEN_FILE", token.to_str().unwrap()),
+            ("OCTOLLM_WORKERS_FILE", token.to_str().unwrap()),
+        ]);
+        expand_file_secrets(&mut vars).unwrap();
+        assert_eq!(
+            vars.get("OCTOLLM_ARM_REGISTRY_TOKEN").map(String::as_str),
+            Some("registry-token-from-a-file")
+        );
+        // Only secrets are read from files.
+        assert!(!vars.contains_key("OCTOLLM_WORKERS"));
+        let mut missing = env(&[("REDIS_URL_FILE", "/nonexistent/redis-url")]);
+        let err = expand_file_secrets(&mut missing).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/redis-url"), "{err}");
+    }
+
+    #[test]
+    fn traces_are_exported_only_to_an_http_collector_when_asked() {
+        assert!(
+            Config::load(&env(&[]))
+                .unwrap()
+                .log
+                .otlp_endpoint
+                .is_empty()
+        );
+        let c = Config::load(&env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4318"),
+            ("OTEL_SERVICE_NAME", "octollm-edge"),
+        ]))
+        .unwrap();
+        assert_eq!(c.log.otlp_endpoint, "http://otel-collector:4318");
+        assert_eq!(c.log.service_name, "octollm-edge");
+        let err = Config::load(&env(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "otel-collector:4317",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{err}");
     }
 
     #[test]

@@ -120,7 +120,31 @@ fn start(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::CheckConfig = cli.command {
         return tools::check_config(&config);
     }
+    // Before the runtime: the trace exporter runs on its own thread, and dropping the guard
+    // after the runtime has stopped flushes what is still buffered.
+    let _guard = telemetry::init(
+        &config,
+        &service_name(&cli.command),
+        matches!(cli.command, Command::Run(_)),
+    )?;
     runtime(config.server.worker_threads)?.block_on(dispatch(cli, config))
+}
+
+/// How this process is named in exported traces.
+fn service_name(command: &Command) -> String {
+    match command {
+        Command::Serve {
+            component: serve::Component::Reflex,
+            ..
+        } => "octollm-reflex".into(),
+        Command::Serve {
+            component: serve::Component::Arm,
+            name: Some(arm),
+            ..
+        } => format!("octollm-arm-{}", arm.id()),
+        Command::Serve { .. } => "octollm-orchestrator".into(),
+        _ => "octollm".into(),
+    }
 }
 
 fn runtime(worker_threads: u32) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -137,7 +161,6 @@ fn runtime(worker_threads: u32) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn dispatch(cli: Cli, mut config: config::Config) -> anyhow::Result<ExitCode> {
-    let _guard = telemetry::init(&config, matches!(cli.command, Command::Run(_)))?;
     match cli.command {
         Command::Run(args) => run::run(config, args).await,
         Command::Serve {
