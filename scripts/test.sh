@@ -16,7 +16,7 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The Qdrant backend is behind a feature (a larger build); keep it compiling and linted. Its
 # contract test runs only where QDRANT_URL names a server (none can run here).
-cargo clippy -p octollm-store --features qdrant --all-targets --locked -- -D warnings
+cargo clippy -p octollm-store -p octollm --features octollm/qdrant --all-targets --locked -- -D warnings
 # The slim build (no local model, no OTLP) that the reflex benchmark uses.
 cargo clippy -p octollm --no-default-features --all-targets --locked -- -D warnings
 echo "== tests"

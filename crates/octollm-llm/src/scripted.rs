@@ -138,7 +138,8 @@ impl ScriptedProvider {
             .create(true)
             .append(true)
             .open(path)
-            .and_then(|mut f| writeln!(f, "{line}"));
+            // One write per line: several processes (arm services) may share the log.
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
         if let Err(e) = written {
             tracing::warn!(error = %e, path = %path.display(), "cannot append to scripted log");
         }

@@ -13,6 +13,8 @@
 //! - [`registry`]: the [`ArmRegistry`] of self-registered arm instances (SQLite, PostgreSQL).
 //! - [`redis_backend`]: the same cache and rate limiter on Redis, shared by replicas.
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend for all of them.
+//! - [`pg_knowledge`]: [`PostgresKnowledge`], the knowledge base on PostgreSQL shared by
+//!   retriever instances (vectors in Qdrant or in PostgreSQL).
 //! - [`postgres`]: [`PostgresStore`], the task store and queue on PostgreSQL, shared by any
 //!   number of orchestrator replicas (`FOR UPDATE SKIP LOCKED` claims).
 //! - [`error`]: the store error, [`StoreError`].
@@ -22,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod knowledge;
 pub mod model;
+pub mod pg_knowledge;
 pub mod postgres;
 #[cfg(feature = "qdrant")]
 pub mod qdrant;
@@ -40,6 +43,7 @@ pub use model::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
     TaskEvent, TaskPage, TaskRecord, TaskResult,
 };
+pub use pg_knowledge::PostgresKnowledge;
 pub use postgres::PostgresStore;
 #[cfg(feature = "qdrant")]
 pub use qdrant::QdrantStore;

@@ -637,6 +637,9 @@ impl KnowledgeStore for SqliteStore {
         metadata: serde_json::Value,
         chunks: Vec<NewChunk>,
     ) -> Result<i64, StoreError> {
+        // Load the cache before writing: loaded after, it would already hold this document's
+        // vectors and the extend below would add them twice.
+        self.load_vectors().await?;
         let mut tx = self.pool.begin().await?;
         let doc_id: i64 = sqlx::query_scalar(
             "INSERT INTO documents (source, metadata, created_at) VALUES (?, ?, ?) RETURNING id",
@@ -667,7 +670,6 @@ impl KnowledgeStore for SqliteStore {
             vectors.push((chunk_id.to_string(), chunk.embedding, payload));
         }
         tx.commit().await?;
-        self.load_vectors().await?;
         if let Some(cache) = self.vectors.write().await.as_mut() {
             cache
                 .entry(KNOWLEDGE_COLLECTION.to_owned())

@@ -171,3 +171,79 @@ async fn replicas_see_each_others_live_events_through_redis() {
     let seen_by_a = collect(&mut on_a, &id, std::time::Duration::from_millis(500)).await;
     assert_eq!(seen_by_a.len(), stored.len(), "{seen_by_a:?}");
 }
+
+/// A knowledge base handle with its own pool on the database at `url`.
+async fn knowledge(url: &str) -> octollm_store::PostgresKnowledge {
+    let store = PostgresStore::connect(url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    octollm_store::PostgresKnowledge::new(store.pool().clone(), None)
+}
+
+#[tokio::test]
+async fn knowledge_store_contract_with_vectors_in_postgres() {
+    let server = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    common::contract::knowledge_store_contract(&knowledge(&server.database("octollm")).await).await;
+}
+
+#[tokio::test]
+async fn knowledge_store_contract_with_vectors_in_a_vector_store() {
+    let server = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let store = PostgresStore::connect(&server.database("octollm"), 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    // The embedded index stands in for Qdrant: the same trait, the same contract.
+    let dir = tempfile::tempdir().unwrap();
+    let index = std::sync::Arc::new(
+        octollm_store::SqliteStore::open(&dir.path().join("vectors.db"))
+            .await
+            .unwrap(),
+    );
+    let shared = octollm_store::PostgresKnowledge::new(store.pool().clone(), Some(index.clone()));
+    common::contract::knowledge_store_contract(&shared).await;
+    // The chunks' vectors went to the index, in the knowledge base's collection.
+    use octollm_store::VectorStore as _;
+    let hits = index
+        .search(
+            octollm_store::pg_knowledge::KNOWLEDGE_COLLECTION,
+            &[1.0, 0.0, 0.0],
+            1,
+        )
+        .await
+        .unwrap();
+    assert!(hits[0].score > 0.99, "{hits:?}");
+}
+
+#[tokio::test]
+async fn retriever_instances_share_one_knowledge_base() {
+    use octollm_store::{KnowledgeStore as _, NewChunk};
+    let server = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
+    let url = server.database("octollm");
+    let first = knowledge(&url).await;
+    let second = knowledge(&url).await;
+    // The second searches (and caches the embeddings) before the first adds anything.
+    assert!(
+        second
+            .vector_search(&[1.0, 0.0], 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    first
+        .add_document(
+            "cephalopods.md",
+            serde_json::json!({}),
+            vec![NewChunk {
+                content: "An octopus changes colour to hide from predators.".into(),
+                embedding: vec![1.0, 0.0],
+            }],
+        )
+        .await
+        .unwrap();
+    let hits = second.vector_search(&[0.9, 0.1], 5).await.unwrap();
+    assert_eq!(hits.len(), 1, "the other instance's chunk was not seen");
+    assert_eq!(hits[0].source, "cephalopods.md");
+    let hits = second.keyword_search("octopus", 5).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(second.document_count().await.unwrap(), 1);
+}

@@ -11,7 +11,7 @@
 #[macro_use]
 mod common;
 
-use octollm_store::{KnowledgeStore, NewChunk, SqliteStore, VectorStore};
+use octollm_store::{SqliteStore, VectorStore};
 
 async fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -22,33 +22,9 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
 task_store_contract!(store());
 
 #[tokio::test]
-async fn keyword_and_vector_search_find_the_right_chunk() {
+async fn knowledge_store_contract() {
     let (_d, s) = store().await;
-    s.add_document(
-        "a.md",
-        serde_json::json!({"lang": "en"}),
-        vec![
-            NewChunk {
-                content: "The Fibonacci sequence starts 0, 1, 1, 2, 3.".into(),
-                embedding: vec![1.0, 0.0, 0.0],
-            },
-            NewChunk {
-                content: "Kubernetes schedules pods onto nodes.".into(),
-                embedding: vec![0.0, 1.0, 0.0],
-            },
-        ],
-    )
-    .await
-    .unwrap();
-    let hits = s.keyword_search("fibonacci sequence?", 5).await.unwrap();
-    assert_eq!(hits.len(), 1);
-    assert!(hits[0].content.contains("Fibonacci"));
-    assert_eq!(hits[0].source, "a.md");
-    let hits = s.vector_search(&[0.1, 0.9, 0.0], 1).await.unwrap();
-    assert!(hits[0].content.contains("Kubernetes"));
-    assert!(hits[0].score > 0.9);
-    assert!(s.keyword_search("\"*:(", 5).await.unwrap().is_empty());
-    assert_eq!(s.document_count().await.unwrap(), 1);
+    common::contract::knowledge_store_contract(&s).await;
 }
 
 #[tokio::test]

@@ -12,7 +12,9 @@ use octollm_http::arm_client::ArmClient;
 use octollm_http::registry::Registry;
 use octollm_llm::{Embedder, LlmError, LlmProvider, MeteredLlm};
 use octollm_orchestrator::Orchestrator;
-use octollm_store::{ArmRegistry, PostgresStore, SqliteStore, TaskStore};
+use octollm_store::{
+    ArmRegistry, KnowledgeStore, PostgresKnowledge, PostgresStore, SqliteStore, TaskStore,
+};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, Database, ProviderKind};
@@ -66,6 +68,49 @@ pub async fn open_task_store(config: &Config, embedded: &SqliteStore) -> anyhow:
             }
         }
     })
+}
+
+/// The knowledge base: the SQLite file (embedded), or PostgreSQL shared by every retriever
+/// instance when `DATABASE_URL` is PostgreSQL (vectors in Qdrant when `QDRANT_URL` is set).
+pub async fn knowledge(
+    config: &Config,
+    embedded: &SqliteStore,
+) -> anyhow::Result<Arc<dyn KnowledgeStore>> {
+    let Database::Postgres(url) = config.database() else {
+        return Ok(Arc::new(embedded.clone()));
+    };
+    let store = connect_postgres(&url, config).await?;
+    if config.storage.migrate_on_start {
+        store
+            .migrate()
+            .await
+            .context("cannot migrate the PostgreSQL schema")?;
+    }
+    Ok(Arc::new(PostgresKnowledge::new(
+        store.pool().clone(),
+        qdrant(config)?,
+    )))
+}
+
+#[cfg(feature = "qdrant")]
+fn qdrant(config: &Config) -> anyhow::Result<Option<Arc<dyn octollm_store::VectorStore>>> {
+    if config.storage.qdrant_url.is_empty() {
+        return Ok(None);
+    }
+    let key = config.storage.qdrant_api_key.expose();
+    let store = octollm_store::QdrantStore::connect(
+        &config.storage.qdrant_url,
+        (!key.is_empty()).then(|| key.to_owned()),
+    )?;
+    Ok(Some(Arc::new(store)))
+}
+
+#[cfg(not(feature = "qdrant"))]
+fn qdrant(config: &Config) -> anyhow::Result<Option<Arc<dyn octollm_store::VectorStore>>> {
+    if config.storage.qdrant_url.is_empty() {
+        return Ok(None);
+    }
+    anyhow::bail!("QDRANT_URL is set but this build has no Qdrant client (cargo feature `qdrant`)")
 }
 
 pub async fn connect_postgres(url: &str, config: &Config) -> anyhow::Result<PostgresStore> {
@@ -185,9 +230,12 @@ impl Embedder for LazyEmbedder {
 
 /// Every arm in this process, then each arm that has endpoints (configured, or from the
 /// registry when it is enabled) replaced by its HTTP client; returns the clients too.
+/// `serving`: the one arm an arm service runs (the others are built but never called, so
+/// only the retriever's service opens the shared knowledge base).
 pub async fn arms(
     config: &Config,
     store: &SqliteStore,
+    serving: Option<octollm_core::ArmKind>,
 ) -> anyhow::Result<(Arms, Vec<Arc<ArmClient>>)> {
     let provider = provider(config).await?;
     let price = config
@@ -203,7 +251,22 @@ pub async fn arms(
         planner: config.planner.clone(),
         coder_max_tokens: config.coder.max_tokens,
     };
-    let mut arms = Arms::in_process(llm, Arc::new(store.clone()), embedder, settings);
+    let retriever_here = match serving {
+        Some(arm) => arm == octollm_core::ArmKind::Retriever,
+        None => {
+            config
+                .arms
+                .urls(octollm_core::ArmKind::Retriever)
+                .is_empty()
+                && !config.arms.registry_enabled()
+        }
+    };
+    let knowledge: Arc<dyn KnowledgeStore> = if retriever_here {
+        knowledge(config, store).await?
+    } else {
+        Arc::new(store.clone())
+    };
+    let mut arms = Arms::in_process(llm, knowledge, embedder, settings);
     let breaker = octollm_http::arm_client::BreakerSettings {
         failures: config.arms.breaker_failures,
         cool_down: Duration::from_secs(config.arms.breaker_cool_down_seconds),
@@ -238,7 +301,7 @@ pub async fn arms(
 pub async fn build(config: &Config) -> anyhow::Result<System> {
     let store = open_store(config).await?;
     let stores = open_task_store(config, &store).await?;
-    let (arms, remote_arms) = arms(config, &store).await?;
+    let (arms, remote_arms) = arms(config, &store, None).await?;
     let orchestrator = Orchestrator::new(stores.tasks, arms, config.orchestrator.clone());
     let registry = config.arms.registry_enabled().then(|| {
         Arc::new(Registry::new(

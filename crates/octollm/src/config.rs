@@ -233,6 +233,10 @@ pub struct StorageConfig {
     pub pool_size: u32,
     /// Apply PostgreSQL migrations at start (else only `octollm migrate` does).
     pub migrate_on_start: bool,
+    /// Qdrant's gRPC URL (`http://qdrant:6334`) for the knowledge base's vectors when the
+    /// knowledge base is on PostgreSQL; empty keeps them in PostgreSQL.
+    pub qdrant_url: String,
+    pub qdrant_api_key: Secret,
 }
 
 /// Where tasks are stored, from `storage.database_url`.
@@ -250,6 +254,8 @@ impl Default for StorageConfig {
             retention_days: 30,
             pool_size: 10,
             migrate_on_start: true,
+            qdrant_url: String::new(),
+            qdrant_api_key: Secret::default(),
         }
     }
 }
@@ -372,6 +378,8 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_ARM_GUARDIAN_URLS", "arms.guardian"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "log.otlp_endpoint"),
     ("OTEL_SERVICE_NAME", "log.service_name"),
+    ("QDRANT_URL", "storage.qdrant_url"),
+    ("OCTOLLM_QDRANT_API_KEY", "storage.qdrant_api_key"),
     ("ARM_REGISTRY_URL", "arms.registry_url"),
     ("OCTOLLM_ARM_REGISTRY_TOKEN", "arms.registry_token"),
     ("OCTOLLM_ARM_ADVERTISE_URL", "arms.advertise_url"),
@@ -495,6 +503,13 @@ impl Config {
         }
         self.validate_registry()?;
         let otlp = &self.log.otlp_endpoint;
+        let qdrant = &self.storage.qdrant_url;
+        if !(qdrant.is_empty() || qdrant.starts_with("http://") || qdrant.starts_with("https://")) {
+            return Err(ConfigError::Invalid(
+                "storage.qdrant_url (QDRANT_URL) must be Qdrant's gRPC URL, http(s)://host:6334"
+                    .into(),
+            ));
+        }
         let is_http = otlp.starts_with("http://") || otlp.starts_with("https://");
         if !otlp.is_empty() && !is_http {
             return Err(ConfigError::Invalid(
@@ -740,6 +755,7 @@ pub fn expand_file_secrets(env: &mut BTreeMap<String, String>) -> Result<(), Con
                 "LLM_API_KEY",
                 "OPENAI_API_KEY",
                 "OCTOLLM_ARM_REGISTRY_TOKEN",
+                "OCTOLLM_QDRANT_API_KEY",
             ]
             .contains(&base.as_str())
         })
@@ -843,6 +859,7 @@ mod tests {
                 vec![("OCTOLLM_ARM_REGISTRY_TTL_SECONDS", "1")],
                 "registry_ttl",
             ),
+            (vec![("QDRANT_URL", "qdrant:6334")], "QDRANT_URL"),
         ] {
             let err = Config::load(&env(&pairs)).unwrap_err().to_string();
             assert!(err.contains(expected), "{pairs:?}: {err}");

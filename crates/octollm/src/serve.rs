@@ -53,7 +53,7 @@ pub async fn serve_arm(
     let mut local = config.clone();
     local.arms = Default::default();
     let store = compose::open_store(&local).await?;
-    let (arms, _) = compose::arms(&local, &store).await?;
+    let (arms, _) = compose::arms(&local, &store, Some(arm)).await?;
     let listener = bind_listener(bind).await?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -87,8 +87,9 @@ pub async fn kb_add(
         anyhow::bail!("no .md, .txt or .rst files under {}", path.display());
     }
     let store = compose::open_store(config).await?;
+    let knowledge = compose::knowledge(config, &store).await?;
     let embedder = std::sync::Arc::new(compose::LazyEmbedder::new(config.embedding_model_path()));
-    let retriever = octollm_arms::retriever::Retriever::new(std::sync::Arc::new(store), embedder);
+    let retriever = octollm_arms::retriever::Retriever::new(knowledge, embedder);
     let mut out = std::io::stdout().lock();
     for file in files {
         let content = std::fs::read_to_string(&file)

@@ -25,6 +25,39 @@ use std::time::Duration;
 
 use common::{Process, Server, free_port, get, poll, post, spawn};
 
+const ARMS: [&str; 6] = [
+    "planner",
+    "coder",
+    "executor",
+    "retriever",
+    "judge",
+    "guardian",
+];
+
+/// Each arm's name and process.
+type ArmProcesses = Vec<(&'static str, Process)>;
+
+/// Every arm as its own process; the orchestrator environment that names them.
+fn arm_services(
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> (ArmProcesses, Vec<(String, String)>) {
+    let arms: Vec<(&str, Process)> = ARMS
+        .into_iter()
+        .map(|name| (name, spawn(dir, &["serve", "arm", name], env)))
+        .collect();
+    let urls = arms
+        .iter()
+        .map(|(name, p)| {
+            (
+                format!("OCTOLLM_ARM_{}_URLS", name.to_uppercase()),
+                p.base.clone(),
+            )
+        })
+        .collect();
+    (arms, urls)
+}
+
 #[test]
 fn fifty_tasks_through_the_reflex_layer_over_every_service() {
     let database = pg::PgServer::start();
@@ -40,26 +73,7 @@ fn fifty_tasks_through_the_reflex_layer_over_every_service() {
     ]});
     std::fs::write(dir.path().join("script.json"), script.to_string()).unwrap();
 
-    let arms: Vec<(&str, Process)> = [
-        "planner",
-        "coder",
-        "executor",
-        "retriever",
-        "judge",
-        "guardian",
-    ]
-    .into_iter()
-    .map(|name| (name, spawn(dir.path(), &["serve", "arm", name], &[])))
-    .collect();
-    let mut env: Vec<(String, String)> = arms
-        .iter()
-        .map(|(name, p)| {
-            (
-                format!("OCTOLLM_ARM_{}_URLS", name.to_uppercase()),
-                p.base.clone(),
-            )
-        })
-        .collect();
+    let (arms, mut env) = arm_services(dir.path(), &[]);
     env.push(("DATABASE_URL".into(), url));
     env.push(("REDIS_URL".into(), redis.url()));
     env.push(("OCTOLLM_WORKERS".into(), "4".into()));
@@ -184,5 +198,97 @@ fn fifty_tasks_through_the_reflex_layer_over_every_service() {
         logs_with_trace.iter().any(|l| l.starts_with("server-")),
         "no orchestrator logged trace {trace_id}: {logs_with_trace:?}"
     );
+    drop(arms);
+}
+
+/// A replica holding several tasks mid-step is SIGKILLed; the other replica finishes every
+/// one after the leases expire. Per task: the plan and part one ran once, part two (in flight
+/// at the kill) twice; every task completes once, none is lost or duplicated.
+#[test]
+fn a_killed_replica_s_tasks_are_finished_by_the_other_over_every_service() {
+    const TASKS: usize = 4;
+    let database = pg::PgServer::start();
+    let url = database.database("octollm");
+    let redis = redis_server::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = common::write_script(dir.path());
+    let mut parsed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&script).unwrap()).unwrap();
+    for response in parsed["responses"].as_array_mut().unwrap() {
+        response["repeat"] = serde_json::Value::Bool(true);
+    }
+    std::fs::write(&script, parsed.to_string()).unwrap();
+    let log = dir.path().join("calls.jsonl");
+    let (arms, mut env) = arm_services(
+        dir.path(),
+        &[("OCTOLLM_LLM_SCRIPT_LOG", log.display().to_string())],
+    );
+    env.push(("DATABASE_URL".into(), url));
+    env.push(("REDIS_URL".into(), redis.url()));
+    env.push(("OCTOLLM_WORKERS".into(), TASKS.to_string()));
+    env.push(("OCTOLLM_LEASE_SECONDS".into(), "3".into()));
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let mut first = Server::start_with(dir.path(), free_port(), &env);
+    let ids: Vec<String> = (0..TASKS)
+        .map(|n| {
+            let (status, accepted) = post(
+                &format!("{}/tasks", first.base),
+                serde_json::json!({"goal": format!("Write a two part Python program, number {n}")}),
+            );
+            assert_eq!(status, 202, "{accepted}");
+            accepted["task_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // Every task's part two (4 s at the coder) is in flight on the first replica.
+    let entries = |log: &std::path::Path, entry: u64| {
+        common::calls(log).iter().filter(|&&e| e == entry).count()
+    };
+    poll("every part two to start", Duration::from_secs(30), || {
+        (entries(&log, 2) == TASKS).then_some(())
+    });
+    let second = Server::start_with(dir.path(), free_port(), &env);
+    first.child.kill().unwrap(); // SIGKILL while it holds every task
+    first.child.wait().unwrap();
+    for id in &ids {
+        let task = poll("the survivor to finish", Duration::from_secs(90), || {
+            let (_, t) = get(&format!("{}/tasks/{id}", second.base))?;
+            matches!(
+                t["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+            .then_some(t)
+        });
+        assert_eq!(task["status"], "completed", "{task}");
+        let keys: Vec<&str> = task["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["plan", "s1", "s2", "s3", "validate.0"], "{task}");
+        let events = common::text(&format!("{}/tasks/{id}/events", second.base));
+        assert_eq!(
+            events.matches(r#""status":"completed""#).count(),
+            1,
+            "{events}"
+        );
+    }
+    // Completed work never ran again: one plan and one part one per task; part two, cut
+    // off by the kill, ran twice.
+    assert_eq!(entries(&log, 0), TASKS);
+    assert_eq!(entries(&log, 1), TASKS);
+    assert_eq!(entries(&log, 2), 2 * TASKS);
+    // Nothing lost, nothing duplicated.
+    let (_, listed) = get(&format!("{}/tasks?limit=100", second.base)).unwrap();
+    let mut listed: Vec<String> = listed["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
     drop(arms);
 }

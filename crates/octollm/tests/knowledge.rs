@@ -8,6 +8,14 @@
     reason = "test helpers"
 )]
 
+mod common;
+#[path = "../../octollm-store/tests/common/postgres.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the store's tests, which use all of it"
+)]
+mod pg;
+
 use std::process::Command;
 
 fn octollm(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -104,4 +112,80 @@ fn added_documents_are_found_by_a_retriever_step() {
     );
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
+
+/// With `DATABASE_URL` on PostgreSQL the knowledge base is shared: documents added once with
+/// `octollm kb add` are found by every retriever service, each its own process.
+#[test]
+fn every_retriever_replica_finds_documents_added_once() {
+    let server = pg::PgServer::start();
+    let url = server.database("octollm");
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("octopus.md"),
+        "Octopuses change the colour and texture of their skin to blend into rocks and coral, \
+         and squirt ink to escape from predators.",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("kubernetes.md"),
+        "Kubernetes schedules pods onto nodes and restarts containers whose liveness probe fails.",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("script.json"), r#"{"responses": []}"#).unwrap();
+    let added = Command::new(env!("CARGO_BIN_EXE_octollm"))
+        .args(["kb", "add", docs.to_str().unwrap()])
+        .env("OCTOLLM_DATA_DIR", dir.path().join("cli-data"))
+        .env(
+            "OCTOLLM_MODEL_DIR",
+            octollm_llm::models::default_model_dir(),
+        )
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let env = [
+        ("DATABASE_URL", url.clone()),
+        (
+            "OCTOLLM_MODEL_DIR",
+            octollm_llm::models::default_model_dir()
+                .display()
+                .to_string(),
+        ),
+    ];
+    // Each replica has its own data directory: nothing is shared but the database.
+    let replicas: Vec<common::Process> = (0..2)
+        .map(|_| common::spawn(dir.path(), &["serve", "arm", "retriever"], &env))
+        .collect();
+    for replica in &replicas {
+        let found: serde_json::Value = common::runtime().block_on(async {
+            reqwest::Client::new()
+                .post(format!("{}/search", replica.base))
+                .json(&serde_json::json!({"query": "How does a cephalopod hide from predators", "max_results": 2}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        let results = found["results"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{found}"));
+        assert_eq!(results.len(), 2, "{found}");
+        assert!(
+            results[0]["source"]
+                .as_str()
+                .unwrap()
+                .ends_with("octopus.md"),
+            "{found}"
+        );
+    }
+    drop(server);
 }

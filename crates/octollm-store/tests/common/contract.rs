@@ -430,6 +430,68 @@ pub async fn arm_registry_keeps_live_registrations(s: &dyn ArmRegistry) {
     assert!(s.registered(t20).await.unwrap().is_empty());
 }
 
+/// The knowledge base: keyword search (any of the query's words, the best match first,
+/// query syntax treated as text), vector search (nearest first, cosine), counts.
+pub async fn knowledge_store_contract(s: &dyn octollm_store::KnowledgeStore) {
+    use octollm_store::NewChunk;
+    assert_eq!(s.document_count().await.unwrap(), 0);
+    s.add_document(
+        "a.md",
+        serde_json::json!({"lang": "en"}),
+        vec![
+            NewChunk {
+                content: "The Fibonacci sequence starts 0, 1, 1, 2, 3.".into(),
+                embedding: vec![1.0, 0.0, 0.0],
+            },
+            NewChunk {
+                content: "Kubernetes schedules pods onto nodes.".into(),
+                embedding: vec![0.0, 1.0, 0.0],
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    s.add_document(
+        "b.md",
+        serde_json::json!({}),
+        vec![NewChunk {
+            content: "Pods restart when the liveness probe of a Kubernetes node fails.".into(),
+            embedding: vec![0.0, 0.7, 0.7],
+        }],
+    )
+    .await
+    .unwrap();
+    let hits = s.keyword_search("fibonacci sequence?", 5).await.unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(hits[0].content.contains("Fibonacci"));
+    assert_eq!(hits[0].source, "a.md");
+    assert_eq!(hits[0].metadata, serde_json::json!({"lang": "en"}));
+    assert!(hits[0].score > 0.0);
+    // Any word is enough; the chunk with more of the words ranks first.
+    let hits = s
+        .keyword_search("liveness probe zebra kubernetes", 5)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert_eq!(hits[0].source, "b.md");
+    assert!(hits[0].score > hits[1].score);
+    // Query syntax of the engine is just text.
+    assert!(s.keyword_search("\"*:(", 5).await.unwrap().is_empty());
+    assert!(
+        s.keyword_search("x & !y | z:*", 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let hits = s.vector_search(&[0.1, 0.9, 0.0], 2).await.unwrap();
+    assert_eq!(hits.len(), 2);
+    assert!(hits[0].content.contains("Kubernetes schedules"));
+    assert!(hits[0].score > 0.9);
+    assert!(hits[0].score >= hits[1].score);
+    assert_eq!(hits[1].source, "b.md");
+    assert_eq!(s.document_count().await.unwrap(), 2);
+}
+
 /// One `#[tokio::test]` per contract property, each on a fresh store made by `$make`
 /// (an async expression giving `(guard, store)`; the guard lives until the test ends).
 #[allow(unused_macros, reason = "not every test binary runs the contract")]
