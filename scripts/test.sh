@@ -25,3 +25,4 @@ cargo test -p octollm-store --features qdrant --locked --lib --test qdrant_store
 echo "== image"
 docker info >/dev/null 2>&1 || { echo "the image tests need a Docker engine (docker info failed)" >&2; exit 1; }
 bash scripts/test-image.sh
+bash scripts/test-compose.sh
