@@ -73,4 +73,70 @@ done
 [ "$count" -ge 6 ] || { echo "compose: only $count arms registered" >&2; exit 1; }
 
 bash scripts/smoke-tests.sh "http://127.0.0.1:$REFLEX_PORT" "http://127.0.0.1:$PROMETHEUS_PORT"
+
+# Acceptance 4: two coder containers; one is killed while tasks run on it; every task
+# completes on the other; restarted, it registers again and the orchestrator uses it again.
+echo "== compose: a coder container dies while tasks run"
+registry() {
+    curl -sS -H "Authorization: Bearer $OCTOLLM_ARM_REGISTRY_TOKEN" "http://127.0.0.1:$ORCHESTRATOR_PORT/registry"
+}
+coders_closed() {
+    registry | python3 -c 'import json,sys; print(len([i for i in json.load(sys.stdin)["instances"] if i["arm"] == "coder" and i["breaker"] == "closed"]))'
+}
+"${compose[@]}" up -d --no-build --no-deps --scale coder-arm=2 coder-arm 2>&1 | grep -v -i "deprecated\|buildkit" || true
+for _ in $(seq 1 60); do
+    [ "$(coders_closed)" -ge 2 ] && break
+    sleep 1
+done
+[ "$(coders_closed)" -ge 2 ] || { echo "compose: the second coder never registered" >&2; registry >&2; exit 1; }
+mapfile -t coders < <("${compose[@]}" ps -q coder-arm)
+submit() {
+    curl -sS -X POST -H 'content-type: application/json' -d "{\"goal\": \"$1\"}" \
+        "http://127.0.0.1:$REFLEX_PORT/tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])'
+}
+wait_done() {
+    local status=
+    for _ in $(seq 1 120); do
+        status=$(curl -sS "http://127.0.0.1:$REFLEX_PORT/tasks/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+        case "$status" in completed | failed | cancelled) break ;; esac
+        sleep 1
+    done
+    [ "$status" = completed ] || { echo "compose: task $1 ended $status" >&2; exit 1; }
+}
+# Calls an arm container served since a time, from its own log lines.
+calls_since() {
+    docker logs --since "$2" "$1" 2>&1 | grep -c '"message":"arm call served","arm":"coder","outcome":"ok"' || true
+}
+tasks=()
+for n in 1 2 3 4; do
+    tasks+=("$(submit "Write a Python greeting program slowly, number $n")")
+done
+sleep 2 # each coder call takes 3 s: both instances hold calls now
+docker kill "${coders[0]}" >/dev/null
+for task in "${tasks[@]}"; do
+    wait_done "$task"
+done
+failovers=$(curl -sS "http://127.0.0.1:$ORCHESTRATOR_PORT/metrics" \
+    | awk '/^octollm_arm_call_failovers_total\{.*arm="coder"/ {n += $NF} END {print n + 0}')
+[ "$failovers" -ge 1 ] || { echo "compose: no coder call failed over: the kill hit no call" >&2; exit 1; }
+echo "compose: ${#tasks[@]} tasks completed with ${coders[0]:0:12} killed mid-call ($failovers calls moved to the other coder)"
+restarted_at=$(date -u +%Y-%m-%dT%H:%M:%S)
+docker start "${coders[0]}" >/dev/null
+# Back when the health polls find it ready: its breaker leaves `open` (half-open until a call
+# succeeds on it, then closed).
+coders_not_open() {
+    registry | python3 -c 'import json,sys; print(len([i for i in json.load(sys.stdin)["instances"] if i["arm"] == "coder" and i["breaker"] != "open"]))'
+}
+for _ in $(seq 1 60); do
+    [ "$(coders_not_open)" -ge 2 ] && break
+    sleep 1
+done
+[ "$(coders_not_open)" -ge 2 ] || { echo "compose: the restarted coder is not back in rotation" >&2; registry >&2; exit 1; }
+for n in 1 2 3 4; do
+    wait_done "$(submit "Write a Python greeting program, round two number $n")"
+done
+back=$(calls_since "${coders[0]}" "$restarted_at")
+[ "$back" -ge 1 ] || { echo "compose: the restarted coder got no call" >&2; exit 1; }
+[ "$(coders_closed)" -ge 2 ] || { echo "compose: a coder breaker is still not closed" >&2; registry >&2; exit 1; }
+echo "compose: the restarted coder served $back calls"
 echo "compose test: ok"
