@@ -22,6 +22,8 @@ cargo clippy -p octollm --no-default-features --all-targets --locked -- -D warni
 echo "== tests"
 cargo test --workspace --locked -- --test-threads 2
 cargo test -p octollm-store --features qdrant --locked --lib --test qdrant_store
+echo "== manifests"
+bash scripts/test-k8s.sh
 echo "== image"
 docker info >/dev/null 2>&1 || { echo "the image tests need a Docker engine (docker info failed)" >&2; exit 1; }
 bash scripts/test-image.sh
