@@ -65,6 +65,15 @@ async fn serve(kind: ArmKind, arms: Arms, port: u16) -> (String, CancellationTok
     (base, stop)
 }
 
+/// A loopback port with nothing behind it (for now).
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn ctx(budget: Budget) -> CallContext {
     CallContext::standalone(
         "req_arm_test",
@@ -199,11 +208,7 @@ async fn a_dead_instance_trips_its_breaker_and_closes_it_when_back() {
     let arms = in_process(&dir, serde_json::json!({"responses": []})).await;
     let (live, _live_stop) = serve(ArmKind::Guardian, arms.clone(), 0).await;
     // A port with nothing behind it (for now).
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead_port = unused_port();
     let dead = format!("http://127.0.0.1:{dead_port}");
     let settings = BreakerSettings {
         failures: 2,
@@ -245,13 +250,7 @@ async fn a_dead_instance_trips_its_breaker_and_closes_it_when_back() {
     // With every instance down the call fails fast with a clear error.
     let lonely = ArmClient::new(
         ArmKind::Guardian,
-        &[format!("http://127.0.0.1:{}", {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })],
+        &[format!("http://127.0.0.1:{}", unused_port())],
         Duration::from_secs(5),
         settings,
     )
@@ -330,11 +329,7 @@ async fn health_polls_take_a_dead_instance_out_and_let_a_recovered_one_be_probed
     let dir = tempfile::tempdir().unwrap();
     let arms = in_process(&dir, serde_json::json!({"responses": []})).await;
     let (live, _live_stop) = serve(ArmKind::Guardian, arms.clone(), 0).await;
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead_port = unused_port();
     let dead = format!("http://127.0.0.1:{dead_port}");
     // Three failed calls would be needed to open a breaker; one failed poll is enough.
     let settings = BreakerSettings {

@@ -61,18 +61,6 @@ fn start_arm_on(dir: &Path, name: &str, port: u16) -> Arm {
     arm
 }
 
-fn served_ok(arm: &Arm) -> u64 {
-    let text = common::text(&format!("{}/metrics", arm.base));
-    text.lines()
-        .filter(|l| {
-            l.starts_with("octollm_arm_requests_total")
-                && l.contains(r#"arm="coder""#)
-                && l.contains(r#"outcome="ok""#)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn a_step_moves_to_the_other_coder_when_its_instance_dies() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,7 +100,7 @@ fn a_step_moves_to_the_other_coder_when_its_instance_dies() {
         (calls(&log).len() >= 3).then_some(())
     });
     assert_eq!(
-        served_ok(&first),
+        common::arm_calls(&first.base, "coder"),
         1,
         "part one was served by the first coder"
     );
@@ -125,7 +113,7 @@ fn a_step_moves_to_the_other_coder_when_its_instance_dies() {
     assert_eq!(task["status"], "completed", "{task}");
     assert!(task["result"]["output"].as_str().unwrap().contains("two"));
     // Part two moved to the first coder; the plan and part one ran once.
-    assert_eq!(served_ok(&first), 2);
+    assert_eq!(common::arm_calls(&first.base, "coder"), 2);
     let served = calls(&log);
     assert_eq!(served.iter().filter(|&&e| e == 0).count(), 1, "{served:?}");
     assert_eq!(served.iter().filter(|&&e| e == 1).count(), 1, "{served:?}");
@@ -154,5 +142,8 @@ fn a_step_moves_to_the_other_coder_when_its_instance_dies() {
         matches!(t["status"].as_str(), Some("completed" | "failed")).then_some(t)
     });
     assert_eq!(task["status"], "completed", "{task}");
-    assert!(served_ok(&back) >= 1, "the restarted coder got no call");
+    assert!(
+        common::arm_calls(&back.base, "coder") >= 1,
+        "the restarted coder got no call"
+    );
 }

@@ -93,18 +93,6 @@ fn run_task(base: &str) -> serde_json::Value {
     })
 }
 
-fn coder_calls(arm: &Process) -> u64 {
-    common::text(&format!("{}/metrics", arm.base))
-        .lines()
-        .filter(|l| {
-            l.starts_with("octollm_arm_requests_total")
-                && l.contains(r#"arm="coder""#)
-                && l.contains(r#"outcome="ok""#)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn arms_register_themselves_and_leave_when_stopped_or_dead() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,7 +174,9 @@ fn arms_register_themselves_and_leave_when_stopped_or_dead() {
         let task = run_task(base);
         assert_eq!(task["status"], "completed", "{task}");
     }
-    assert!(coder_calls(&coder_a) + coder_calls(&coder_b) >= 2);
+    assert!(
+        common::arm_calls(&coder_a.base, "coder") + common::arm_calls(&coder_b.base, "coder") >= 2
+    );
 
     // SIGTERM: the instance deregisters on its way out (it says so), and is gone at once.
     let mut coder_a = coder_a;
@@ -250,6 +240,6 @@ fn arms_register_themselves_and_leave_when_stopped_or_dead() {
     });
     let task = run_task(&second.base);
     assert_eq!(task["status"], "completed", "{task}");
-    assert_eq!(coder_calls(&coder_c), 1);
+    assert_eq!(common::arm_calls(&coder_c.base, "coder"), 1);
     drop(others);
 }

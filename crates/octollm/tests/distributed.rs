@@ -94,18 +94,11 @@ fn fifty_tasks_through_the_reflex_layer_over_every_service() {
     // One task arrives inside a caller's trace (W3C traceparent): the reflex layer, the
     // orchestrator that runs it and the arms it calls all log that trace id.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let traced: serde_json::Value = common::runtime().block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/tasks", reflex.base))
-            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-            .json(&serde_json::json!({"goal": "Write a Python program that prints hello, traced"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let (_, traced) = common::post_with(
+        &format!("{}/tasks", reflex.base),
+        serde_json::json!({"goal": "Write a Python program that prints hello, traced"}),
+        &[("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))],
+    );
     let mut ids = vec![traced["task_id"].as_str().unwrap().to_owned()];
     for n in 1..50 {
         let (status, accepted) = post(

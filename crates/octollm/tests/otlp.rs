@@ -100,18 +100,11 @@ fn a_task_s_spans_reach_the_collector_as_one_trace() {
     );
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let caller_span = "b7ad6b7169203331";
-    let accepted: serde_json::Value = common::runtime().block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/tasks", server.base))
-            .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
-            .json(&serde_json::json!({"goal": "Write a two part Python program"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let (_, accepted) = common::post_with(
+        &format!("{}/tasks", server.base),
+        serde_json::json!({"goal": "Write a two part Python program"}),
+        &[("traceparent", format!("00-{trace_id}-{caller_span}-01"))],
+    );
     let id = accepted["task_id"].as_str().unwrap().to_owned();
     let task = poll("the task to finish", Duration::from_secs(60), || {
         let (_, t) = get(&format!("{}/tasks/{id}", server.base))?;

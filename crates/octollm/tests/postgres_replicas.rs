@@ -228,18 +228,11 @@ fn a_task_s_live_events_stream_from_a_replica_that_does_not_run_it() {
     assert_eq!(now["status"], "processing", "{now}");
     // The stream ends only after the final status, which the first replica stores later:
     // it reaches the second replica's stream only through the relay.
-    let events = common::runtime().block_on(async {
-        tokio::time::timeout(
-            Duration::from_secs(40),
-            reqwest::get(format!("{}/tasks/{id}/events", second.base))
-                .await
-                .unwrap()
-                .text(),
-        )
-        .await
-        .expect("the stream never ended: live events did not cross replicas")
-        .unwrap()
-    });
+    let events = common::events_to_end(
+        &format!("{}/tasks/{id}/events", second.base),
+        Duration::from_secs(40),
+        "the stream never ended: live events did not cross replicas",
+    );
     assert!(events.contains(r#""status":"completed""#), "{events}");
     assert!(events.contains("step_completed"), "{events}");
     // Nobody but the first replica ran it.
@@ -336,18 +329,11 @@ fn a_redis_outage_is_reported_and_recovered_from_without_restart() {
     let second = Server::start_with(dir.path(), free_port(), &env);
     let (_, now) = get(&format!("{}/tasks/{id}", second.base)).unwrap();
     assert_eq!(now["status"], "processing", "{now}");
-    let events = common::runtime().block_on(async {
-        tokio::time::timeout(
-            Duration::from_secs(40),
-            reqwest::get(format!("{}/tasks/{id}/events", second.base))
-                .await
-                .unwrap()
-                .text(),
-        )
-        .await
-        .expect("the stream stalled while Redis was down")
-        .unwrap()
-    });
+    let events = common::events_to_end(
+        &format!("{}/tasks/{id}/events", second.base),
+        Duration::from_secs(40),
+        "the stream stalled while Redis was down",
+    );
     assert!(events.contains(r#""status":"completed""#), "{events}");
 
     // Redis returns on its port: everything recovers without a restart.

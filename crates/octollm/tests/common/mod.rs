@@ -99,15 +99,48 @@ pub fn text(url: &str) -> String {
 }
 
 pub fn post(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    post_with(url, body, &[])
+}
+
+/// [`post`] with extra request headers (`traceparent`, say).
+pub fn post_with(
+    url: &str,
+    body: serde_json::Value,
+    headers: &[(&str, String)],
+) -> (u16, serde_json::Value) {
     runtime().block_on(async {
-        let r = reqwest::Client::new()
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let mut request = reqwest::Client::new().post(url).json(&body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let r = request.send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     })
+}
+
+/// A task's whole event stream (it ends after the final status); panics with `stalled` when
+/// it has not ended within `within`.
+pub fn events_to_end(url: &str, within: Duration, stalled: &str) -> String {
+    runtime().block_on(async {
+        tokio::time::timeout(within, async {
+            reqwest::get(url).await.unwrap().text().await.unwrap()
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{stalled}"))
+    })
+}
+
+/// Successful calls an arm service has served (`octollm_arm_requests_total`, outcome ok).
+pub fn arm_calls(base: &str, arm: &str) -> u64 {
+    text(&format!("{base}/metrics"))
+        .lines()
+        .filter(|l| {
+            l.starts_with("octollm_arm_requests_total")
+                && l.contains(&format!(r#"arm="{arm}""#))
+                && l.contains(r#"outcome="ok""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 pub fn calls(path: &Path) -> Vec<u64> {
