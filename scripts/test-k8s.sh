@@ -75,6 +75,12 @@ for rule in "Secret with values" "non-root" "read-only" "allowPrivilegeEscalatio
     grep -q "$rule" <<<"$violations" || { echo "test-k8s: the policy missed: $rule" >&2; exit 1; }
 done
 
+# A release renders with its image everywhere (scripts/deploy.sh, as the deploy workflow runs it).
+release=ghcr.io/example/octollm/octollm:v9.8.7
+images=$(bash scripts/deploy.sh production "$release" --render | grep -E '^\s+image: .*octollm' | sort -u | awk '{print $2}')
+[ "$images" = "$release" ] || { echo "test-k8s: deploy.sh rendered images: $images" >&2; exit 1; }
+python3 -c 'import yaml, sys; [yaml.safe_load(open(f)) for f in sys.argv[1:]]' .github/workflows/*.yml
+
 docker-compose --env-file .env.example -f docker-compose.yml config -q
 docker-compose --env-file .env.example -f docker-compose.yml -f deploy/compose/test.yml config -q
 echo "test-k8s: ok"
