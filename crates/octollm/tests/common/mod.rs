@@ -42,12 +42,14 @@ impl Server {
             .env("LOG_LEVEL", "info")
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
+            // One file per port, appended to: a server restarted on its port keeps the
+            // earlier run's lines, and no two servers write over each other.
             .stderr(Stdio::from(
-                std::fs::File::create(dir.join(format!(
-                    "server-{}.log",
-                    Instant::now().elapsed().as_nanos()
-                )))
-                .unwrap(),
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(format!("server-{port}.log")))
+                    .unwrap(),
             ))
             .spawn()
             .unwrap();
@@ -209,7 +211,13 @@ pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Process {
         .env("LOG_LEVEL", "info")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        ))
         .spawn()
         .unwrap();
     let process = Process {
