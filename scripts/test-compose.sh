@@ -139,4 +139,30 @@ back=$(calls_since "${coders[0]}" "$restarted_at")
 [ "$back" -ge 1 ] || { echo "compose: the restarted coder got no call" >&2; exit 1; }
 [ "$(coders_closed)" -ge 2 ] || { echo "compose: a coder breaker is still not closed" >&2; registry >&2; exit 1; }
 echo "compose: the restarted coder served $back calls"
+
+# Backup and restore drill (docs/deployment.md): a logical dump of the live database restores
+# into an empty one with every row of every table (but arm_instances: live registrations that
+# heartbeats keep changing, and that the arms rebuild by registering again after a restore).
+pg=$("${compose[@]}" ps -q postgresql)
+pg_bin=/usr/lib/postgresql/15/bin
+pg_exec() { docker exec -i -e PGPASSWORD="$POSTGRES_PASSWORD" "$pg" "$@"; }
+dump=$(mktemp)
+pg_exec "$pg_bin/pg_dump" -h 127.0.0.1 -U octollm -d octollm --format=custom > "$dump"
+pg_exec "$pg_bin/createdb" -h 127.0.0.1 -U octollm octollm_restored
+pg_exec "$pg_bin/pg_restore" -h 127.0.0.1 -U octollm -d octollm_restored --no-owner --exit-on-error < "$dump"
+rm -f "$dump"
+row_counts() {
+    local tables
+    tables=$(pg_exec "$pg_bin/psql" -h 127.0.0.1 -U octollm -d "$1" -At \
+        -c "select tablename from pg_tables where schemaname = 'public' and tablename <> 'arm_instances' order by 1")
+    for table in $tables; do
+        echo "$table $(pg_exec "$pg_bin/psql" -h 127.0.0.1 -U octollm -d "$1" -At -c "select count(*) from \"$table\"")"
+    done
+}
+live=$(row_counts octollm)
+restored=$(row_counts octollm_restored)
+[ "$live" = "$restored" ] || { echo "compose: the restored database differs:" >&2; diff <(echo "$live") <(echo "$restored") >&2; exit 1; }
+restored_tasks=$(awk '$1 == "tasks" {print $2}' <<<"$restored")
+[ "${restored_tasks:-0}" -ge 8 ] || { echo "compose: the restored database holds ${restored_tasks:-no} tasks" >&2; exit 1; }
+echo "compose: backup drill: $(wc -l <<<"$restored") tables and $restored_tasks tasks restored from a dump"
 echo "compose test: ok"

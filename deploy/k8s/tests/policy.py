@@ -70,7 +70,8 @@ def check(obj, where):
             if "value" in env and SECRET_NAME.search(env["name"]) and env["value"]:
                 problems.append(f"{at}: env {env['name']} holds a literal value (use a secretKeyRef)")
         if kind in ("Deployment", "DaemonSet"):
-            app = obj["metadata"]["name"]
+            # The component label (the Helm chart prefixes object names with the release).
+            app = obj["metadata"].get("labels", {}).get("app.kubernetes.io/name", obj["metadata"]["name"])
             live, ready = PROBES.get(app, DEFAULT_PROBES)
             for probe, path in (("livenessProbe", live), ("readinessProbe", ready)):
                 got = (c.get(probe) or {}).get("httpGet", {}).get("path")
