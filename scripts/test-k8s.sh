@@ -130,7 +130,7 @@ refuse() {
 refuse image.tag --set image.tag=latest
 refuse postgresql.image --set postgresql.image=postgres:latest
 refuse redis.image --set redis.image=redis
-refuse arms.coder.replicas --set arms.coder.replicas=three
+refuse arms.coder.replicaCount --set arms.coder.replicaCount=three
 refuse arms.coder.resources --set arms.coder.resources.limits=null
 refuse arms.judge.pdb --set arms.judge.pdb.maxUnavailable=1
 refuse config --set config.LLM_API_KEY=sk-not-here
@@ -138,7 +138,7 @@ refuse postgresql.external.cidrs --set postgresql.bundled=false
 refuse qdrant.external.url --set 'qdrant.bundled=false,qdrant.external.cidrs[0]=10.0.0.0/8'
 refuse ingress.host --set ingress.host=Not_A_Host
 refuse podSecurityContext.runAsUser --set podSecurityContext.runAsUser=0
-refuse orchestrator --set orchestrator.replica=3
+refuse orchestrator --set orchestrator.replicas=3
 echo "test-k8s: the chart refuses $refused kinds of bad values"
 
 # The alert rules: valid, and their unit tests pass.
