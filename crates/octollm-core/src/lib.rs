@@ -12,8 +12,10 @@
 //! - [`provenance`]: who produced a step result, when, at what cost.
 //! - [`error`]: the typed failure a task ends with.
 //! - [`trace`]: W3C trace context (`traceparent`) carried from a request through every call.
+//! - [`auth`]: API key scopes, the key format and hash, the principal a request acts as.
 
 pub mod arm;
+pub mod auth;
 pub mod budget;
 pub mod error;
 pub mod ids;
@@ -24,6 +26,7 @@ pub mod task;
 pub mod trace;
 
 pub use arm::ArmKind;
+pub use auth::{Principal, Scope, Scopes};
 pub use budget::{Budget, BudgetExceeded, BudgetTracker, CallEstimate, Usage};
 pub use error::{TaskError, TaskErrorKind};
 pub use ids::{StepId, TaskId};

@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -12,12 +13,13 @@ use axum::{Json, Router};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, StatusCode};
 use octollm_arms::ArmInfo;
-use octollm_core::{ArmKind, TaskId, TaskStatus, TaskSubmission};
+use octollm_core::{ArmKind, Principal, Scope, TaskId, TaskStatus, TaskSubmission};
 use octollm_orchestrator::Orchestrator;
 use octollm_store::{ListFilter, TaskEvent, TaskStore};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
+use crate::auth::{Auth, require};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::observe;
@@ -32,6 +34,8 @@ pub struct ApiState {
     pub remote_arms: Vec<Arc<crate::arm_client::ArmClient>>,
     /// The arm registry, when enabled.
     pub registry: Option<Arc<crate::registry::Registry>>,
+    /// API keys: who each request acts as.
+    pub auth: Auth,
 }
 
 pub fn router(state: ApiState, body_limit: usize) -> Router {
@@ -51,7 +55,11 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/health/live", get(live))
         .route("/ready", get(ready))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(observe::render));
+        .route("/metrics", get(observe::render))
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            crate::auth::middleware,
+        ));
     crate::common_layers(routes, body_limit).with_state(state)
 }
 
@@ -62,11 +70,29 @@ fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
     })
 }
 
+/// The task, if `principal` may see it: another key's task is as unknown as a missing one
+/// (404, so ids cannot be probed).
+async fn visible_task(
+    state: &ApiState,
+    principal: &Principal,
+    id: &TaskId,
+) -> Result<octollm_store::TaskRecord, ApiError> {
+    state
+        .orchestrator
+        .store()
+        .get_task(id)
+        .await?
+        .filter(|task| principal.sees(task.owner.as_deref()))
+        .ok_or_else(|| ApiError::NotFound(format!("task {id}")))
+}
+
 async fn submit_task(
     State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     ApiJson(mut submission): ApiJson<TaskSubmission>,
 ) -> Result<Response, ApiError> {
+    require(&principal, Scope::TasksSubmit)?;
     if let Some(key) = headers.get("idempotency-key") {
         let key = key
             .to_str()
@@ -82,7 +108,11 @@ async fn submit_task(
     }
     let submitted = state
         .orchestrator
-        .submit_traced(submission, crate::request_id::trace())
+        .submit_traced(
+            submission,
+            crate::request_id::trace(),
+            principal.owner().map(str::to_owned),
+        )
         .await?;
     let status = if submitted.created {
         tracing::info!(task_id = %submitted.task.id, "task accepted");
@@ -101,13 +131,16 @@ async fn submit_task(
 
 async fn get_task(
     State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
+    require(&principal, Scope::TasksRead)?;
     let id = parse_id(&id)?;
     let (task, steps) = state
         .orchestrator
         .get(&id)
         .await?
+        .filter(|(task, _)| principal.sees(task.owner.as_deref()))
         .ok_or_else(|| ApiError::NotFound(format!("task {id}")))?;
     Ok(Json(TaskView::of(&task, Some(&steps))))
 }
@@ -122,8 +155,10 @@ struct ListQuery {
 
 async fn list_tasks(
     State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&principal, Scope::TasksRead)?;
     let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
     let status = query
         .status
@@ -141,6 +176,12 @@ async fn list_tasks(
             status,
             limit,
             cursor: query.cursor,
+            // Admin lists every task; any other key its own.
+            owner: if principal.allows(Scope::Admin) {
+                None
+            } else {
+                principal.owner().map(str::to_owned)
+            },
         })
         .await?;
     let tasks: Vec<TaskView> = page.tasks.iter().map(|t| TaskView::of(t, None)).collect();
@@ -151,9 +192,12 @@ async fn list_tasks(
 
 async fn cancel_task(
     State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
+    require(&principal, Scope::TasksCancel)?;
     let id = parse_id(&id)?;
+    visible_task(&state, &principal, &id).await?;
     let task = state
         .orchestrator
         .cancel(&id)
@@ -256,9 +300,11 @@ fn live_events(
 /// Stored events after `Last-Event-ID`, then live ones, ending after the final status.
 async fn task_events(
     State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    require(&principal, Scope::TasksRead)?;
     let id = parse_id(&id)?;
     let store = state.orchestrator.store().clone();
     let after: i64 = headers
@@ -268,10 +314,7 @@ async fn task_events(
         .unwrap_or(0);
     // Subscribe before reading history so nothing falls between the two.
     let live = store.subscribe();
-    let task = store
-        .get_task(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("task {id}")))?;
+    let task = visible_task(&state, &principal, &id).await?;
     let history = store.events_since(&id, after).await?;
     let last_seq = history.last().map(|e| e.seq).unwrap_or(after);
     let done = task.status.is_terminal() || history.iter().any(is_final);

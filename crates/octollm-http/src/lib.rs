@@ -8,6 +8,7 @@
 //! - [`observe`]: per-route request metrics and the Prometheus endpoint.
 //! - [`arm_service`]: one arm as its own HTTP service, and the wire conventions.
 //! - [`arm_client`]: the arms over HTTP behind their traits, with failover and breakers.
+//! - [`auth`]: API keys: the principal of a request, scopes, the open-route allowlist.
 //! - [`api`]: the orchestrator's public API (`/tasks…`, `/capabilities`, probes).
 //! - [`reflex`]: the reflex service (`/preprocess`, cache, rate limits, forwarding of `/tasks…`).
 //! - [`registry`]: the arm registry (`/registry`): self-registration, refresh, health polls.
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod arm_client;
 pub mod arm_service;
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod observe;

@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use octollm_arms::{Arms, InProcessSettings};
 use octollm_core::budget::Price;
 use octollm_http::api::{ApiState, router};
+use octollm_http::auth::Auth;
 use octollm_llm::scripted::ScriptedProvider;
 use octollm_llm::{Embedder, LlmError, MeteredLlm};
 use octollm_orchestrator::{Orchestrator, OrchestratorConfig};
@@ -46,11 +47,17 @@ struct App {
     _dir: tempfile::TempDir,
     router: Router,
     shutdown: CancellationToken,
+    store: SqliteStore,
 }
 
 const LIMIT: usize = 64 * 1024;
 
 async fn app(script: serde_json::Value, workers: bool) -> App {
+    app_with(script, workers, false).await
+}
+
+/// With `keys_required`, every route but the open ones needs an API key.
+async fn app_with(script: serde_json::Value, workers: bool, keys_required: bool) -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("db.sqlite"))
         .await
@@ -69,7 +76,7 @@ async fn app(script: serde_json::Value, workers: bool) -> App {
         poll_interval_ms: 20,
         ..Default::default()
     };
-    let orchestrator = Orchestrator::new(Arc::new(store), arms, config);
+    let orchestrator = Orchestrator::new(Arc::new(store.clone()), arms, config);
     let shutdown = CancellationToken::new();
     if workers {
         orchestrator.spawn_workers(&TaskTracker::new(), shutdown.clone());
@@ -80,11 +87,13 @@ async fn app(script: serde_json::Value, workers: bool) -> App {
         orchestrator,
         started: Instant::now(),
         version: "test",
+        auth: Auth::new(Arc::new(store.clone()), keys_required),
     };
     App {
         _dir: dir,
         router: router(state, LIMIT),
         shutdown,
+        store,
     }
 }
 
@@ -364,4 +373,253 @@ async fn probes_metrics_capabilities_openapi() {
         text.contains("octollm_http_requests_total") && text.contains("route=\"/tasks/{id}\""),
         "{text}"
     );
+}
+
+/// Makes a key straight in the store; returns the key to present.
+async fn make_key(store: &SqliteStore, scopes: &str) -> (String, String) {
+    use octollm_store::{ApiKeyRecord, ApiKeyStore};
+    let key = octollm_core::auth::NewApiKey::generate();
+    store
+        .create_key(&ApiKeyRecord {
+            id: key.id.clone(),
+            name: format!("test {scopes}"),
+            key_hash: key.hash.clone(),
+            scopes: scopes.parse().unwrap(),
+            created_at: chrono::Utc::now(),
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+    (key.id, key.key.expose().to_owned())
+}
+
+fn with_key(method: &str, uri: &str, key: Option<&str>, body: Option<&str>) -> Request<Body> {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    match body {
+        Some(body) => request
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap(),
+        None => request.body(Body::empty()).unwrap(),
+    }
+}
+
+const GOAL: &str = r#"{"goal":"Write a haiku about octopuses"}"#;
+
+#[tokio::test]
+async fn every_refusal_of_a_key_has_its_status() {
+    let app = app_with(serde_json::json!({"responses": []}), false, true).await;
+    let (_, writer) = make_key(&app.store, "tasks:submit,tasks:read").await;
+    let (_, reader) = make_key(&app.store, "tasks:read").await;
+    let (revoked_id, revoked) = make_key(&app.store, "tasks:submit").await;
+    octollm_store::ApiKeyStore::revoke_key(&app.store, &revoked_id, chrono::Utc::now())
+        .await
+        .unwrap();
+    let forged = {
+        // The right shape and a real key's id, but not its secret.
+        let mut chars: Vec<char> = writer.chars().collect();
+        let last = chars.len() - 1;
+        chars[last] = if chars[last] == 'A' { 'B' } else { 'A' };
+        chars.into_iter().collect::<String>()
+    };
+
+    let cases = [
+        ("no key", None, StatusCode::UNAUTHORIZED, "unauthorized"),
+        (
+            "wrong key",
+            Some("octo_not_a_key"),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "forged secret",
+            Some(forged.as_str()),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "revoked key",
+            Some(revoked.as_str()),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "missing scope",
+            Some(reader.as_str()),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+    ];
+    for (what, key, status, code) in cases {
+        let (got, headers, json) =
+            call(&app.router, with_key("POST", "/tasks", key, Some(GOAL))).await;
+        assert_eq!(got, status, "{what}: {json}");
+        assert_error_body(&json, code);
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(headers["www-authenticate"], "Bearer", "{what}");
+        }
+        // The refusal names no key material.
+        assert!(!json.to_string().contains(&writer[5..17]), "{what}: {json}");
+    }
+    // Bearer works like X-API-Key; two different keys at once do not.
+    let bearer = Request::post("/tasks")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {writer}"))
+        .body(Body::from(GOAL))
+        .unwrap();
+    let (status, _, json) = call(&app.router, bearer).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    let both = Request::post("/tasks")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {writer}"))
+        .header("x-api-key", &reader)
+        .body(Body::from(GOAL))
+        .unwrap();
+    assert_eq!(call(&app.router, both).await.0, StatusCode::UNAUTHORIZED);
+    let basic = Request::get("/tasks")
+        .header("authorization", "Basic dXNlcjpwdw==")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&app.router, basic).await.0, StatusCode::UNAUTHORIZED);
+    // The open routes need no key.
+    for open in [
+        "/health",
+        "/health/live",
+        "/ready",
+        "/health/ready",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        let (status, _, _) = call(&app.router, get(open)).await;
+        assert_eq!(status, StatusCode::OK, "{open}");
+    }
+    // Everything else does, including routes that are not task routes.
+    for closed in ["/capabilities", "/tasks", "/no-such-route"] {
+        let (status, _, _) = call(&app.router, get(closed)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{closed}");
+    }
+}
+
+#[tokio::test]
+async fn keys_see_only_their_own_tasks_unless_admin() {
+    let app = app_with(serde_json::json!({"responses": []}), false, true).await;
+    let (alice_id, alice) = make_key(&app.store, "tasks:submit,tasks:read,tasks:cancel").await;
+    let (_, bob) = make_key(&app.store, "tasks:submit,tasks:read,tasks:cancel").await;
+    let (_, admin) = make_key(&app.store, "admin").await;
+    let (_, reader) = make_key(&app.store, "tasks:read").await;
+
+    let (status, _, json) = call(
+        &app.router,
+        with_key("POST", "/tasks", Some(&alice), Some(GOAL)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    let alices = json["task_id"].as_str().unwrap().to_owned();
+    let (_, _, json) = call(
+        &app.router,
+        with_key("POST", "/tasks", Some(&bob), Some(GOAL)),
+    )
+    .await;
+    let bobs = json["task_id"].as_str().unwrap().to_owned();
+    let stored = octollm_store::TaskStore::get_task(
+        &app.store,
+        &octollm_core::TaskId::parse(&alices).unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(stored.owner.as_deref(), Some(alice_id.as_str()));
+
+    // Another key's task is 404 (not 403) for reading, events and cancelling.
+    let task_uri = format!("/tasks/{alices}");
+    let events_uri = format!("/tasks/{alices}/events");
+    for (method, uri, key) in [
+        ("GET", task_uri.as_str(), &bob),
+        ("GET", events_uri.as_str(), &bob),
+        ("DELETE", task_uri.as_str(), &bob),
+        ("GET", task_uri.as_str(), &reader),
+    ] {
+        let (status, _, json) = call(&app.router, with_key(method, uri, Some(key), None)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {json}");
+        assert_error_body(&json, "not_found");
+    }
+    // Bob's cancel attempt changed nothing.
+    let (status, _, json) = call(&app.router, with_key("GET", &task_uri, Some(&alice), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["status"], "queued");
+
+    // Lists: each key its own; admin all.
+    let ids = |json: &serde_json::Value| -> Vec<String> {
+        json["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["task_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, _, json) = call(&app.router, with_key("GET", "/tasks", Some(&alice), None)).await;
+    assert_eq!(ids(&json), vec![alices.clone()]);
+    let (_, _, json) = call(&app.router, with_key("GET", "/tasks", Some(&reader), None)).await;
+    assert!(ids(&json).is_empty(), "{json}");
+    let (_, _, json) = call(&app.router, with_key("GET", "/tasks", Some(&admin), None)).await;
+    let mut all = ids(&json);
+    all.sort();
+    let mut expected = vec![alices.clone(), bobs.clone()];
+    expected.sort();
+    assert_eq!(all, expected);
+    let (status, _, _) = call(
+        &app.router,
+        with_key("GET", &format!("/tasks/{bobs}"), Some(&admin), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The owner cancels its own task.
+    let (status, _, json) = call(
+        &app.router,
+        with_key("DELETE", &task_uri, Some(&alice), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_their_api_key() {
+    let app = app_with(serde_json::json!({"responses": []}), false, true).await;
+    let (_, alice) = make_key(&app.store, "tasks:submit,tasks:read").await;
+    let (_, bob) = make_key(&app.store, "tasks:submit,tasks:read").await;
+    let submit = |key: &str| {
+        Request::post("/tasks")
+            .header("content-type", "application/json")
+            .header("idempotency-key", "same-key")
+            .header("x-api-key", key)
+            .body(Body::from(GOAL))
+            .unwrap()
+    };
+    let (status, _, first) = call(&app.router, submit(&alice)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // Bob's use of the same idempotency key makes his own task, not a view of Alice's.
+    let (status, _, other) = call(&app.router, submit(&bob)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{other}");
+    assert_ne!(other["task_id"], first["task_id"]);
+    let (status, _, again) = call(&app.router, submit(&alice)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["task_id"], first["task_id"]);
+}
+
+#[tokio::test]
+async fn without_required_keys_a_keyless_request_may_do_everything_but_a_bad_key_is_refused() {
+    let app = app(serde_json::json!({"responses": []}), false).await;
+    let (status, _, _) = call(&app.router, with_key("POST", "/tasks", None, Some(GOAL))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _, _) = call(
+        &app.router,
+        with_key("GET", "/tasks", Some("octo_wrong"), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

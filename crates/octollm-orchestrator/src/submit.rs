@@ -34,15 +34,17 @@ pub struct Submitted {
 
 impl Orchestrator {
     pub async fn submit(&self, submission: TaskSubmission) -> Result<Submitted, SubmitError> {
-        self.submit_traced(submission, None).await
+        self.submit_traced(submission, None, None).await
     }
 
-    /// [`Orchestrator::submit`] from a request in a trace: the task's work continues it.
+    /// [`Orchestrator::submit`] from a request in a trace (the task's work continues it) on
+    /// behalf of an API key (`owner`, its id: the task is that key's).
     #[instrument(skip_all)]
     pub async fn submit_traced(
         &self,
         submission: TaskSubmission,
         trace: Option<TraceContext>,
+        owner: Option<String>,
     ) -> Result<Submitted, SubmitError> {
         let raw_input = self
             .config
@@ -58,6 +60,7 @@ impl Orchestrator {
                 raw_input,
                 created_at: Utc::now(),
                 trace,
+                owner,
             })
             .await?;
         let submitted = match outcome {

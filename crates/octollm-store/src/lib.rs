@@ -10,6 +10,7 @@
 //! - [`ratelimit`]: token buckets per identity ([`MemoryRateLimiter`]).
 //! - `qdrant` (cargo feature `qdrant`): `QdrantStore`, the [`VectorStore`] on Qdrant.
 //! - [`events`]: [`RedisEvents`], task events shared by replicas over Redis pub/sub.
+//! - [`keys`]: the [`ApiKeyStore`] of API keys, hashed (SQLite, PostgreSQL).
 //! - [`registry`]: the [`ArmRegistry`] of self-registered arm instances (SQLite, PostgreSQL).
 //! - [`redis_backend`]: the same cache and rate limiter on Redis, shared by replicas.
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend for all of them.
@@ -22,6 +23,7 @@
 pub mod cache;
 pub mod error;
 pub mod events;
+pub mod keys;
 pub mod knowledge;
 pub mod model;
 pub mod pg_knowledge;
@@ -38,6 +40,7 @@ pub mod tasks;
 pub use cache::{CacheStats, MemoryCache, ResponseCache};
 pub use error::StoreError;
 pub use events::RedisEvents;
+pub use keys::{ApiKeyRecord, ApiKeyStore};
 pub use knowledge::{ChunkHit, KnowledgeStore, NewChunk, VectorHit, VectorStore};
 pub use model::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,

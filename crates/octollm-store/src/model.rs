@@ -16,6 +16,20 @@ pub struct NewTask {
     pub created_at: DateTime<Utc>,
     /// The submitting request's trace context: the task's work continues its trace.
     pub trace: Option<octollm_core::TraceContext>,
+    /// The API key that submitted it (its id); `None` without one.
+    pub owner: Option<String>,
+}
+
+impl NewTask {
+    /// The idempotency key as stored: per owner, so one key's retries never find (or
+    /// collide with) another key's task.
+    pub(crate) fn stored_idempotency_key(&self) -> Option<String> {
+        let key = self.spec.idempotency_key.as_deref()?;
+        Some(match &self.owner {
+            Some(owner) => format!("{owner}/{key}"),
+            None => key.to_owned(),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +71,8 @@ pub struct TaskRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub trace: Option<octollm_core::TraceContext>,
+    /// The API key that submitted it (its id); `None` without one.
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +115,8 @@ pub struct ListFilter {
     pub limit: u32,
     /// Opaque cursor from a previous page.
     pub cursor: Option<String>,
+    /// Only the tasks of this API key (its id).
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone)]

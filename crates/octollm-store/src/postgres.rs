@@ -151,7 +151,8 @@ impl TaskStore for PostgresStore {
     async fn create_task(&self, task: NewTask) -> Result<CreateOutcome, StoreError> {
         let now = ms(task.created_at);
         let mut tx = self.pool.begin().await?;
-        if let Some(key) = &task.spec.idempotency_key {
+        let idempotency_key = task.stored_idempotency_key();
+        if let Some(key) = &idempotency_key {
             // Serialise submissions of one key: the unique index alone would turn a race
             // into an error instead of the first task.
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
@@ -179,17 +180,18 @@ impl TaskStore for PostgresStore {
             }
         }
         let row = sqlx::query(concat!(
-            "INSERT INTO tasks (id, status, priority, spec, raw_input, idempotency_key, created_at, updated_at, trace_parent) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7) RETURNING ",
+            "INSERT INTO tasks (id, status, priority, spec, raw_input, idempotency_key, created_at, updated_at, trace_parent, owner_key) \
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7, $8) RETURNING ",
             task_columns!()
         ))
         .bind(task.id.as_str())
         .bind(task.spec.priority.rank())
         .bind(serde_json::to_string(&task.spec)?)
         .bind(task.raw_input.as_deref())
-        .bind(task.spec.idempotency_key.as_deref())
+        .bind(idempotency_key.as_deref())
         .bind(now)
         .bind(task.trace.map(|t| t.header()))
+        .bind(task.owner.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         let record = task_from_row(&row)?;
@@ -233,12 +235,14 @@ impl TaskStore for PostgresStore {
             " FROM tasks \
              WHERE ($1::TEXT IS NULL OR status = $1) \
                AND ($2::BIGINT IS NULL OR created_at < $2 OR (created_at = $2 AND id < $3)) \
+               AND ($5::TEXT IS NULL OR owner_key = $5) \
              ORDER BY created_at DESC, id DESC LIMIT $4"
         ))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(cursor_ts)
         .bind(cursor_id)
         .bind(i64::from(limit) + 1)
+        .bind(filter.owner.as_deref())
         .fetch_all(&self.pool)
         .await?;
         let mut tasks = rows

@@ -16,7 +16,7 @@ macro_rules! task_columns {
     () => {
         "id, status, spec, phase, plan, result, error, prompt_tokens, completion_tokens, \
          cost_dollars, arms_used, completed_steps, total_steps, current_step, attempts, \
-         created_at, updated_at, started_at, finished_at, trace_parent"
+         created_at, updated_at, started_at, finished_at, trace_parent, owner_key"
     };
 }
 pub(crate) use task_columns;
@@ -43,6 +43,7 @@ pub(crate) struct TaskRow {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     trace_parent: Option<String>,
+    owner_key: Option<String>,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -96,6 +97,7 @@ impl TaskRow {
                 .trace_parent
                 .as_deref()
                 .and_then(octollm_core::TraceContext::parse),
+            owner: self.owner_key,
         })
     }
 }

@@ -158,7 +158,8 @@ impl TaskStore for SqliteStore {
     async fn create_task(&self, task: NewTask) -> Result<CreateOutcome, StoreError> {
         let now = ms(task.created_at);
         let mut tx = self.pool.begin().await?;
-        if let Some(key) = &task.spec.idempotency_key {
+        let idempotency_key = task.stored_idempotency_key();
+        if let Some(key) = &idempotency_key {
             // An old use of the key no longer counts: free it for this task.
             sqlx::query("UPDATE tasks SET idempotency_key = NULL WHERE idempotency_key = ? AND created_at < ?")
                 .bind(key)
@@ -178,16 +179,17 @@ impl TaskStore for SqliteStore {
                 return Ok(CreateOutcome::Existing(task_from_row(&row)?));
             }
         }
-        let row = sqlx::query(concat!("INSERT INTO tasks (id, status, priority, spec, raw_input, idempotency_key, created_at, updated_at, trace_parent) \
-             VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?) RETURNING ", task_columns!(), ""))
+        let row = sqlx::query(concat!("INSERT INTO tasks (id, status, priority, spec, raw_input, idempotency_key, created_at, updated_at, trace_parent, owner_key) \
+             VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ", task_columns!(), ""))
         .bind(task.id.as_str())
         .bind(task.spec.priority.rank())
         .bind(serde_json::to_string(&task.spec)?)
         .bind(task.raw_input.as_deref())
-        .bind(task.spec.idempotency_key.as_deref())
+        .bind(idempotency_key.as_deref())
         .bind(now)
         .bind(now)
         .bind(task.trace.map(|t| t.header()))
+        .bind(task.owner.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         let record = task_from_row(&row)?;
@@ -232,12 +234,14 @@ impl TaskStore for SqliteStore {
             " FROM tasks \
              WHERE (?1 IS NULL OR status = ?1) \
                AND (?2 IS NULL OR created_at < ?2 OR (created_at = ?2 AND id < ?3)) \
+               AND (?5 IS NULL OR owner_key = ?5) \
              ORDER BY created_at DESC, id DESC LIMIT ?4"
         ))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(cursor_ts)
         .bind(cursor_id)
         .bind(i64::from(limit) + 1)
+        .bind(filter.owner.as_deref())
         .fetch_all(&self.pool)
         .await?;
         let mut tasks = rows

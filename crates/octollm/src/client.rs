@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Subcommand;
 use futures::StreamExt;
+use octollm_core::Secret;
 
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
@@ -35,9 +36,17 @@ pub enum TaskCommand {
     },
 }
 
-fn http() -> anyhow::Result<reqwest::Client> {
+fn http(api_key: Option<&Secret>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(key.expose())
+            .context("the API key is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert("x-api-key", value);
+    }
     Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
+        .default_headers(headers)
         .build()?)
 }
 
@@ -55,9 +64,13 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<serde_json::Value
     Ok(body)
 }
 
-pub async fn task(server: &str, command: TaskCommand) -> anyhow::Result<ExitCode> {
+pub async fn task(
+    server: &str,
+    api_key: Option<&Secret>,
+    command: TaskCommand,
+) -> anyhow::Result<ExitCode> {
     let base = server.trim_end_matches('/');
-    let client = http()?;
+    let client = http(api_key)?;
     let mut out = std::io::stdout().lock();
     match command {
         TaskCommand::Submit {
@@ -207,7 +220,7 @@ pub async fn task(server: &str, command: TaskCommand) -> anyhow::Result<ExitCode
 }
 
 pub async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
-    let response = http()?
+    let response = http(None)?
         .get(url)
         .timeout(Duration::from_secs(5))
         .send()

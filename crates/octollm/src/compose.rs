@@ -13,7 +13,8 @@ use octollm_http::registry::Registry;
 use octollm_llm::{Embedder, LlmError, LlmProvider, MeteredLlm};
 use octollm_orchestrator::Orchestrator;
 use octollm_store::{
-    ArmRegistry, KnowledgeStore, PostgresKnowledge, PostgresStore, SqliteStore, TaskStore,
+    ApiKeyStore, ArmRegistry, KnowledgeStore, PostgresKnowledge, PostgresStore, SqliteStore,
+    TaskStore,
 };
 use tokio::sync::OnceCell;
 
@@ -25,12 +26,14 @@ pub struct System {
     pub remote_arms: Vec<Arc<ArmClient>>,
     /// The arm registry, when `arms.registry_token` is set.
     pub registry: Option<Arc<Registry>>,
+    pub keys: Arc<dyn ApiKeyStore>,
 }
 
-/// The database the tasks live in, as the task store and as the arm registry.
+/// The database the tasks live in, as the task store, the arm registry and the API keys.
 pub struct Stores {
     pub tasks: Arc<dyn TaskStore>,
     pub registry: Arc<dyn ArmRegistry>,
+    pub keys: Arc<dyn ApiKeyStore>,
 }
 
 pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
@@ -48,6 +51,7 @@ pub async fn open_task_store(config: &Config, embedded: &SqliteStore) -> anyhow:
         Database::Sqlite(_) => Stores {
             tasks: Arc::new(embedded.clone()),
             registry: Arc::new(embedded.clone()),
+            keys: Arc::new(embedded.clone()),
         },
         Database::Postgres(url) => {
             let mut store = connect_postgres(&url, config).await?;
@@ -64,7 +68,8 @@ pub async fn open_task_store(config: &Config, embedded: &SqliteStore) -> anyhow:
             }
             Stores {
                 tasks: Arc::new(store.clone()),
-                registry: Arc::new(store),
+                registry: Arc::new(store.clone()),
+                keys: Arc::new(store),
             }
         }
     })
@@ -302,6 +307,7 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
     let store = open_store(config).await?;
     let stores = open_task_store(config, &store).await?;
     let (arms, remote_arms) = arms(config, &store, None).await?;
+    let keys = stores.keys;
     let orchestrator = Orchestrator::new(stores.tasks, arms, config.orchestrator.clone());
     let registry = config.arms.registry_enabled().then(|| {
         Arc::new(Registry::new(
@@ -315,6 +321,7 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
         orchestrator,
         remote_arms,
         registry,
+        keys,
     })
 }
 

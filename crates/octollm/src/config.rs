@@ -195,9 +195,12 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// In-flight requests and steps get this long after SIGTERM (below Kubernetes' 30 s).
     pub shutdown_grace_seconds: u64,
-    /// Serving on a non-loopback address needs API keys (a later release); until then it
-    /// must be allowed explicitly.
+    /// API keys are required on a non-loopback bind; this serves requests without one there
+    /// anyway (behind a gateway that authenticates). A presented key is checked either way.
     pub allow_unauthenticated: bool,
+    /// Require API keys on a loopback bind too (they are optional there by default: the
+    /// laptop's own user needs none).
+    pub require_api_keys: bool,
     /// A second listener serving only `/metrics` (the orchestrator's 9090 in a deployment);
     /// off when unset. `/metrics` is on the API port as well.
     pub metrics_bind: Option<SocketAddr>,
@@ -213,6 +216,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 1024 * 1024,
             shutdown_grace_seconds: 25,
             allow_unauthenticated: false,
+            require_api_keys: false,
             metrics_bind: None,
             worker_threads: 0,
         }
@@ -395,6 +399,7 @@ const ENV_PATHS: &[(&str, &str)] = &[
         "OCTOLLM_ALLOW_UNAUTHENTICATED",
         "server.allow_unauthenticated",
     ),
+    ("OCTOLLM_REQUIRE_API_KEYS", "server.require_api_keys"),
     (
         "OCTOLLM_SHUTDOWN_GRACE_SECONDS",
         "server.shutdown_grace_seconds",

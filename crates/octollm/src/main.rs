@@ -18,6 +18,7 @@ mod announce;
 mod client;
 mod compose;
 mod config;
+mod keys;
 mod run;
 mod serve;
 mod telemetry;
@@ -67,11 +68,19 @@ enum Command {
         #[command(subcommand)]
         command: KbCommand,
     },
+    /// Manage API keys (in the configured database).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Talk to a running server.
     Task {
         /// Server URL (or OCTOLLM_SERVER).
         #[arg(long, env = "OCTOLLM_SERVER", default_value = "http://127.0.0.1:8000")]
         server: String,
+        /// API key (or OCTOLLM_API_KEY), sent as X-API-Key.
+        #[arg(long, env = "OCTOLLM_API_KEY", hide_env_values = true, value_parser = parse_secret)]
+        api_key: Option<octollm_core::Secret>,
         #[command(subcommand)]
         command: client::TaskCommand,
     },
@@ -94,6 +103,10 @@ enum KbCommand {
         #[arg(long)]
         source: Option<String>,
     },
+}
+
+fn parse_secret(raw: &str) -> Result<octollm_core::Secret, String> {
+    Ok(octollm_core::Secret::new(raw))
 }
 
 fn main() -> ExitCode {
@@ -192,7 +205,12 @@ async fn dispatch(cli: Cli, mut config: config::Config) -> anyhow::Result<ExitCo
         Command::Kb {
             command: KbCommand::Add { path, source },
         } => tools::kb_add(&config, &path, source).await,
-        Command::Task { server, command } => client::task(&server, command).await,
+        Command::Task {
+            server,
+            api_key,
+            command,
+        } => client::task(&server, api_key.as_ref(), command).await,
+        Command::Keys { command } => keys::run(&config, command).await,
         Command::CheckConfig | Command::Healthcheck { .. } => Ok(ExitCode::SUCCESS),
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use octollm_http::api::{ApiState, router};
+use octollm_http::auth::Auth;
 use octollm_store::{
     MemoryCache, MemoryRateLimiter, RateLimiter, RedisCache, RedisRateLimiter, ResponseCache,
 };
@@ -149,7 +150,6 @@ pub async fn serve_reflex(config: Config) -> anyhow::Result<ExitCode> {
 
 pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let bind = config.server.bind;
-    refuse_unauthenticated(bind, &config)?;
     let system = compose::build(&config).await?;
     let listener = bind_listener(bind).await?;
     let shutdown = CancellationToken::new();
@@ -179,7 +179,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         version: env!("CARGO_PKG_VERSION"),
         remote_arms: system.remote_arms.clone(),
         registry: system.registry.clone(),
+        auth: Auth::new(system.keys.clone(), api_keys_required(bind, &config)),
     };
+    info!(api_keys_required = state.auth.required(), "authentication");
     let app = router(state, config.server.body_limit_bytes);
     if let Some(metrics_bind) = config.server.metrics_bind {
         // Prometheus scrapes here; the port carries nothing else, so it needs no API key.
@@ -200,14 +202,24 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The arm and reflex services check no API key themselves yet (the orchestrator behind the
+/// reflex layer does; capability tokens for the arms are to come), so off loopback they serve
+/// only when told that the network in front of them authenticates.
 fn refuse_unauthenticated(bind: std::net::SocketAddr, config: &Config) -> anyhow::Result<()> {
     if !bind.ip().is_loopback() && !config.server.allow_unauthenticated {
         anyhow::bail!(
             "refusing to serve on {bind} without authentication; bind a loopback address, or set \
-             OCTOLLM_ALLOW_UNAUTHENTICATED=true behind a trusted gateway"
+             OCTOLLM_ALLOW_UNAUTHENTICATED=true where only the orchestrator and a gateway can reach it"
         );
     }
     Ok(())
+}
+
+/// Keys are required on any non-loopback bind unless a gateway in front authenticates
+/// (`OCTOLLM_ALLOW_UNAUTHENTICATED`), and anywhere with `OCTOLLM_REQUIRE_API_KEYS`.
+fn api_keys_required(bind: std::net::SocketAddr, config: &Config) -> bool {
+    config.server.require_api_keys
+        || (!bind.ip().is_loopback() && !config.server.allow_unauthenticated)
 }
 
 async fn bind_listener(bind: std::net::SocketAddr) -> anyhow::Result<TcpListener> {

@@ -66,9 +66,17 @@ fn a_missing_model_names_the_command_that_fetches_it() {
     assert!(err.contains("octollm model pull"), "{err}");
 }
 
+/// The reflex and arm services check no API key themselves yet: off loopback they start only
+/// when told the network in front authenticates. (The orchestrator requires keys there
+/// instead: `tests/api_keys.rs`.)
 #[test]
-fn serving_beyond_loopback_without_auth_is_refused() {
-    let (code, _, err) = octollm(&["serve", "--bind", "0.0.0.0:0"], &[]);
-    assert_eq!(code, 2);
-    assert!(err.contains("refusing to serve"), "{err}");
+fn reflex_and_arm_services_beyond_loopback_without_auth_are_refused() {
+    for args in [
+        &["serve", "reflex", "--bind", "0.0.0.0:0"][..],
+        &["serve", "arm", "coder", "--bind", "0.0.0.0:0"][..],
+    ] {
+        let (code, _, err) = octollm(args, &[]);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains("refusing to serve"), "{args:?}: {err}");
+    }
 }

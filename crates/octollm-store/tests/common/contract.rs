@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use octollm_core::budget::{Budget, Usage};
 use octollm_core::{ArmKind, Provenance, TaskId, TaskStatus, TaskSubmission};
-use octollm_store::{ArmRegistry, Registration};
+use octollm_store::{ApiKeyRecord, ApiKeyStore, ArmRegistry, Registration};
 use octollm_store::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
     StoreError, TaskResult, TaskStore, VectorStore,
@@ -27,6 +27,7 @@ pub fn new_task(key: Option<&str>) -> NewTask {
         raw_input: None,
         created_at: Utc::now(),
         trace: None,
+        owner: None,
     }
 }
 
@@ -245,6 +246,7 @@ pub async fn listing_pages_through_everything_once(s: &dyn TaskStore) {
                 status: None,
                 limit: 3,
                 cursor: cursor.clone(),
+                owner: None,
             })
             .await
             .unwrap();
@@ -262,6 +264,7 @@ pub async fn listing_pages_through_everything_once(s: &dyn TaskStore) {
             status: Some(TaskStatus::Completed),
             limit: 10,
             cursor: None,
+            owner: None,
         })
         .await
         .unwrap();
@@ -270,7 +273,8 @@ pub async fn listing_pages_through_everything_once(s: &dyn TaskStore) {
         s.list_tasks(ListFilter {
             status: None,
             limit: 3,
-            cursor: Some("garbage".into())
+            cursor: Some("garbage".into()),
+            owner: None,
         })
         .await,
         Err(StoreError::InvalidCursor)
@@ -492,6 +496,110 @@ pub async fn knowledge_store_contract(s: &dyn octollm_store::KnowledgeStore) {
     assert_eq!(s.document_count().await.unwrap(), 2);
 }
 
+pub async fn api_keys_are_stored_hashed_and_revoked_once(s: &dyn ApiKeyStore) {
+    let made = octollm_core::auth::NewApiKey::generate();
+    let created = Utc::now() - TimeDelta::seconds(5);
+    let record = ApiKeyRecord {
+        id: made.id.clone(),
+        name: "ci".into(),
+        key_hash: made.hash.clone(),
+        scopes: "tasks:submit,tasks:read".parse().unwrap(),
+        created_at: created,
+        revoked_at: None,
+    };
+    s.create_key(&record).await.unwrap();
+    // The same id twice is refused, not overwritten.
+    assert!(s.create_key(&record).await.is_err());
+    let found = s.find_key(&made.id).await.unwrap().unwrap();
+    assert_eq!(found.key_hash, made.hash);
+    assert_eq!(found.scopes, record.scopes);
+    assert_eq!(
+        found.created_at.timestamp_millis(),
+        created.timestamp_millis()
+    );
+    assert!(found.revoked_at.is_none());
+    assert!(octollm_core::auth::key_matches(
+        made.key.expose(),
+        &found.key_hash
+    ));
+    assert!(s.find_key("nosuchkey000").await.unwrap().is_none());
+
+    let now = Utc::now();
+    assert!(s.revoke_key(&made.id, now).await.unwrap());
+    assert!(!s.revoke_key(&made.id, now).await.unwrap(), "revoked twice");
+    assert!(!s.revoke_key("nosuchkey000", now).await.unwrap());
+    let listed = s.list_keys().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].revoked_at.map(|t| t.timestamp_millis()),
+        Some(now.timestamp_millis())
+    );
+}
+
+pub async fn tasks_keep_their_owner_and_list_by_it(s: &dyn TaskStore) {
+    let mut ids = Vec::new();
+    for owner in [
+        Some("aaaaaaaaaaaa"),
+        Some("bbbbbbbbbbbb"),
+        None,
+        Some("aaaaaaaaaaaa"),
+    ] {
+        let CreateOutcome::Created(task) = s
+            .create_task(NewTask {
+                owner: owner.map(str::to_owned),
+                ..new_task(None)
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("expected a new task");
+        };
+        assert_eq!(task.owner.as_deref(), owner);
+        ids.push(task.id);
+    }
+    let mine = s
+        .list_tasks(ListFilter {
+            limit: 10,
+            owner: Some("aaaaaaaaaaaa".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut mine: Vec<_> = mine.tasks.into_iter().map(|t| t.id).collect();
+    mine.sort();
+    let mut expected = vec![ids[0].clone(), ids[3].clone()];
+    expected.sort();
+    assert_eq!(mine, expected);
+    let all = s
+        .list_tasks(ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.tasks.len(), 4);
+    let got = s.get_task(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(got.owner.as_deref(), Some("bbbbbbbbbbbb"));
+
+    // One idempotency key used by two owners names two tasks; each owner gets its own back.
+    let submit = |owner: &str| NewTask {
+        owner: Some(owner.to_owned()),
+        ..new_task(Some("shared-idempotency-key"))
+    };
+    let CreateOutcome::Created(a) = s.create_task(submit("aaaaaaaaaaaa")).await.unwrap() else {
+        panic!("expected a new task");
+    };
+    let CreateOutcome::Created(b) = s.create_task(submit("bbbbbbbbbbbb")).await.unwrap() else {
+        panic!("another owner's idempotency key returned its task");
+    };
+    assert_ne!(a.id, b.id);
+    let CreateOutcome::Existing(again) = s.create_task(submit("aaaaaaaaaaaa")).await.unwrap()
+    else {
+        panic!("expected the first task again");
+    };
+    assert_eq!(again.id, a.id);
+}
+
 /// One `#[tokio::test]` per contract property, each on a fresh store made by `$make`
 /// (an async expression giving `(guard, store)`; the guard lives until the test ends).
 #[allow(unused_macros, reason = "not every test binary runs the contract")]
@@ -541,6 +649,16 @@ macro_rules! task_store_contract {
         async fn the_trace_context_is_kept() {
             let (_guard, store) = $make.await;
             common::contract::the_trace_context_is_kept(&store).await;
+        }
+        #[tokio::test]
+        async fn api_keys_are_stored_hashed_and_revoked_once() {
+            let (_guard, store) = $make.await;
+            common::contract::api_keys_are_stored_hashed_and_revoked_once(&store).await;
+        }
+        #[tokio::test]
+        async fn tasks_keep_their_owner_and_list_by_it() {
+            let (_guard, store) = $make.await;
+            common::contract::tasks_keep_their_owner_and_list_by_it(&store).await;
         }
         #[tokio::test]
         async fn arm_registry_keeps_live_registrations() {

@@ -27,8 +27,14 @@ impl Server {
 
     /// [`Server::start`] with more environment (a database URL, say).
     pub fn start_with(dir: &Path, port: u16, extra: &[(&str, String)]) -> Server {
+        Self::start_on(dir, "127.0.0.1", port, extra)
+    }
+
+    /// [`Server::start_with`] listening on `host` (`0.0.0.0`: every interface); reached
+    /// over loopback all the same.
+    pub fn start_on(dir: &Path, host: &str, port: u16, extra: &[(&str, String)]) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_octollm"))
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--bind", &format!("{host}:{port}")])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", dir)

@@ -1,0 +1,105 @@
+//! `octollm keys create|list|revoke`: API keys in the configured database (the SQLite file,
+//! or PostgreSQL with `DATABASE_URL`). A new key is printed once; only its hash is stored.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::Subcommand;
+use octollm_core::Scopes;
+use octollm_core::auth::NewApiKey;
+use octollm_store::ApiKeyRecord;
+
+use crate::compose;
+use crate::config::Config;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key and print it (once: it cannot be shown again).
+    Create {
+        /// Who or what the key is for.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: tasks:submit, tasks:read, tasks:cancel, admin.
+        #[arg(long, value_parser = parse_scopes)]
+        scopes: Scopes,
+    },
+    /// Every key with its scopes and state (never the key itself).
+    List,
+    /// Refuse a key from now on.
+    Revoke { id: String },
+}
+
+fn parse_scopes(raw: &str) -> Result<Scopes, String> {
+    raw.parse()
+        .map_err(|e: octollm_core::auth::ScopeError| e.to_string())
+}
+
+const MAX_NAME: usize = 100;
+
+pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<ExitCode> {
+    let embedded = compose::open_store(config).await?;
+    let keys = compose::open_task_store(config, &embedded).await?.keys;
+    let mut out = std::io::stdout().lock();
+    match command {
+        KeysCommand::Create { name, scopes } => {
+            let name = name.trim();
+            if name.is_empty()
+                || name.chars().count() > MAX_NAME
+                || name.chars().any(char::is_control)
+            {
+                anyhow::bail!("--name must be 1 to {MAX_NAME} printable characters");
+            }
+            let key = NewApiKey::generate();
+            keys.create_key(&ApiKeyRecord {
+                id: key.id.clone(),
+                name: name.to_owned(),
+                key_hash: key.hash,
+                scopes,
+                created_at: Utc::now(),
+                revoked_at: None,
+            })
+            .await?;
+            writeln!(out, "{}", key.key.expose())?;
+            let mut err = std::io::stderr().lock();
+            writeln!(
+                err,
+                "created key {} ({name}); it is shown once: store it now",
+                key.id
+            )?;
+        }
+        KeysCommand::List => {
+            writeln!(
+                out,
+                "{:<12}  {:<8}  {:<20}  {:<40}  name",
+                "id", "state", "created", "scopes"
+            )?;
+            for key in keys.list_keys().await? {
+                let state = if key.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                writeln!(
+                    out,
+                    "{:<12}  {:<8}  {:<20}  {:<40}  {}",
+                    key.id,
+                    state,
+                    key.created_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    key.scopes.to_string(),
+                    key.name
+                )?;
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if keys.revoke_key(&id, Utc::now()).await? {
+                writeln!(out, "revoked {id}")?;
+            } else {
+                let mut err = std::io::stderr().lock();
+                writeln!(err, "no active key {id}")?;
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
