@@ -169,6 +169,9 @@ pub struct ExecutorConfig {
     pub max_processes: u64,
     /// `RLIMIT_FSIZE`; also the cap on the request's `files` and python source, in total.
     pub max_file_size_mb: u64,
+    /// Size of each of the sandbox's two tmpfs, `/tmp` and `/workspace` (memory while used):
+    /// all a program can write beyond the request's own files.
+    pub scratch_limit_mb: u64,
     /// Whether a request's `allow_network: true` is honoured at all.
     pub allow_network_grants: bool,
     /// The allowlist: bare program name -> its rules.
@@ -230,6 +233,7 @@ impl Default for ExecutorConfig {
             cpu_time_seconds: 60,
             max_processes: 64,
             max_file_size_mb: 64,
+            scratch_limit_mb: 256,
             allow_network_grants: false,
             programs,
         }
@@ -273,9 +277,18 @@ impl ExecutorConfig {
         if !(1..=1024 * 1024).contains(&self.max_file_size_mb) {
             return err("max_file_size_mb", "must be 1 to 1048576".into());
         }
+        if !(1..=64 * 1024).contains(&self.scratch_limit_mb) {
+            return err("scratch_limit_mb", "must be 1 to 65536".into());
+        }
         for (name, policy) in &self.programs {
             if !policy::is_bare_program_name(name) {
                 return err("programs", format!("`{name}` is not a bare program name"));
+            }
+            if policy::PROGRAM_RUNNERS.contains(&name.as_str()) {
+                return err(
+                    "programs",
+                    format!("`{name}` runs other programs and cannot be allowlisted"),
+                );
             }
             if let Some(flag) = policy
                 .forbidden_flags

@@ -33,6 +33,63 @@ const RESERVED_ENV: [&str; 9] = [
     "PYTHONHOME",
 ];
 
+/// Environment variables that make an allowlisted program run another one (a pager, an
+/// editor, git's hooks and helpers); any `GIT_*` is refused too.
+const RUNNER_ENV: [&str; 6] = ["PAGER", "EDITOR", "VISUAL", "SHELL", "MANPAGER", "BROWSER"];
+
+/// Programs whose purpose is to run another program. None may be allowlisted (a
+/// configuration naming one is refused), so nothing off the allowlist runs through them.
+pub(crate) const PROGRAM_RUNNERS: [&str; 30] = [
+    "env", "xargs", "nice", "nohup", "timeout", "stdbuf", "setsid", "chroot", "sh", "bash", "dash",
+    "zsh", "ksh", "csh", "fish", "busybox", "su", "sudo", "doas", "runuser", "flock", "watch",
+    "unshare", "nsenter", "ionice", "taskset", "chrt", "strace", "ltrace", "parallel",
+];
+
+/// Flags that make an ordinary program run another one. Refused for that program whatever
+/// the configuration says, on top of its configured `forbidden_flags`.
+const RUNNER_FLAGS: [(&str, &[&str]); 6] = [
+    (
+        "find",
+        &[
+            "-exec", "-execdir", "-ok", "-okdir", "-fprint", "-fprint0", "-fprintf", "-fls",
+        ],
+    ),
+    (
+        "git",
+        &[
+            "-c",
+            "--config-env",
+            "--exec-path",
+            "--upload-pack",
+            "--receive-pack",
+            "-u",
+        ],
+    ),
+    (
+        "tar",
+        &[
+            "--to-command",
+            "--use-compress-program",
+            "-I",
+            "--checkpoint-action",
+            "--info-script",
+            "-F",
+            "--new-volume-script",
+            "--rsh-command",
+        ],
+    ),
+    ("rsync", &["-e", "--rsh", "--rsync-path"]),
+    ("sort", &["--compress-program"]),
+    ("zip", &["-T", "--test", "-TT", "--unzip-command"]),
+];
+
+/// Files a request may not write when they would configure a program to run others (git
+/// reads `$HOME/.gitconfig`, and `HOME` is the workspace).
+fn configures_a_runner(path: &Path) -> bool {
+    path.components().any(|c| c.as_os_str() == ".git")
+        || path.file_name().is_some_and(|n| n == ".gitconfig")
+}
+
 const MAX_ARGS: usize = 1024;
 const MAX_ENV_VARS: usize = 128;
 const MAX_FILES: usize = 256;
@@ -295,9 +352,15 @@ fn path_candidates(arg: &str) -> Vec<&str> {
 }
 
 fn check_flags(program: &str, arg: &str, policy: &ProgramPolicy) -> Result<(), ArmError> {
+    let built_in = RUNNER_FLAGS
+        .iter()
+        .filter(|(name, _)| *name == program)
+        .flat_map(|(_, flags)| flags.iter().copied());
     match policy
         .forbidden_flags
         .iter()
+        .map(String::as_str)
+        .chain(built_in)
         .find(|flag| flag_matches(arg, flag))
     {
         Some(flag) => Err(ArmError::Refused(format!(
@@ -342,7 +405,11 @@ fn check_env(key: &str, value: &str) -> Result<(), ArmError> {
             shorten(key)
         )));
     }
-    if key.starts_with("LD_") || RESERVED_ENV.contains(&key) {
+    if key.starts_with("LD_")
+        || key.starts_with("GIT_")
+        || RESERVED_ENV.contains(&key)
+        || RUNNER_ENV.contains(&key)
+    {
         return Err(ArmError::Refused(format!(
             "env variable {key} may not be set by a request"
         )));
@@ -383,6 +450,12 @@ fn check_file_path(key: &str) -> Result<PathBuf, ArmError> {
     if clean.as_os_str().is_empty() {
         return Err(invalid(format!(
             "file path `{}` names no file",
+            shorten(key)
+        )));
+    }
+    if configures_a_runner(&clean) {
+        return Err(ArmError::Refused(format!(
+            "file path `{}` would configure git to run programs",
             shorten(key)
         )));
     }

@@ -2,8 +2,12 @@
 //!
 //! The sandbox sees: `/usr` read-only (and `/bin`, `/lib`, ... as the host has them: symlinks
 //! on merged-usr Debian, else read-only binds), `/etc/ld.so.cache` and `/etc/alternatives`
-//! read-only, a fresh `/proc` of its own PID namespace, a minimal `/dev`, a private tmpfs
-//! `/tmp`, and a fresh per-call workspace bound read-write at `/workspace`. Nothing else of
+//! read-only, a fresh `/proc` of its own PID namespace, a minimal `/dev`, and two private
+//! tmpfs of `scratch_limit_mb` each: `/tmp` and `/workspace`. The request's files are written
+//! to a fresh per-call directory on the host and bound one by one, read-write, into
+//! `/workspace`; everything the program creates lives in the tmpfs, so it can neither fill the
+//! host's disk nor (the size being fixed) its memory beyond the two limits, and writes to the
+//! bound files stop at `RLIMIT_FSIZE` each. Nothing else of
 //! the host: no `/etc` beyond those two entries (plus the resolver and CA files when network is
 //! granted), no `/root`, `/home`, `/var`, `/sys` or host `/proc`. After the mounts the root
 //! itself is remounted read-only. All namespaces are unshared (network too, unless granted),
@@ -121,6 +125,8 @@ pub(crate) struct Sandbox {
     system: Vec<SystemEntry>,
     limits: Limits,
     max_output_bytes: usize,
+    /// Size of each of the sandbox's tmpfs, `/tmp` and `/workspace`.
+    scratch_bytes: u64,
     workspace_root: PathBuf,
     /// Host uid/gid to start bubblewrap as; None keeps the service's own.
     run_as: Option<(u32, u32)>,
@@ -153,6 +159,7 @@ impl Sandbox {
                 open_files: MAX_OPEN_FILES,
             },
             max_output_bytes: config.max_output_bytes,
+            scratch_bytes: config.scratch_limit_mb.saturating_mul(MIB),
             workspace_root: config
                 .workspace_root
                 .clone()
@@ -220,8 +227,17 @@ impl Sandbox {
         for path in etc {
             args.push(["--ro-bind-try", path, path]);
         }
-        args.push(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
-        args.push_os(["--bind".as_ref(), workspace.as_os_str(), WORKSPACE.as_ref()]);
+        let scratch = self.scratch_bytes.to_string();
+        args.push(["--proc", "/proc", "--dev", "/dev"]);
+        args.push(["--size", &scratch, "--tmpfs", "/tmp"]);
+        args.push(["--size", &scratch, "--tmpfs", WORKSPACE]);
+        for (relative, _) in &invocation.files {
+            args.push_os([
+                "--bind".as_ref(),
+                workspace.join(relative).as_os_str(),
+                Path::new(WORKSPACE).join(relative).as_os_str(),
+            ]);
+        }
         args.push(["--chdir", WORKSPACE, "--remount-ro", "/", "--"]);
         args.push_os([invocation.program_path.as_os_str()]);
         args.0.extend(invocation.args.iter().map(OsString::from));
@@ -562,7 +578,7 @@ mod tests {
             program_path: PathBuf::from("/usr/bin/echo"),
             args: vec!["a b".into(), "$(id)".into()],
             env: BTreeMap::from([("LANG".to_owned(), "en_US.UTF-8".to_owned())]),
-            files: Vec::new(),
+            files: vec![(PathBuf::from("data/in.txt"), "input".to_owned())],
             timeout: Duration::from_secs(1),
             network,
         }
@@ -594,7 +610,9 @@ mod tests {
             --ro-bind /usr /usr --symlink usr/bin /bin --ro-bind /lib64 /lib64 \
             --ro-bind-try /etc/ld.so.cache /etc/ld.so.cache \
             --ro-bind-try /etc/alternatives /etc/alternatives \
-            --proc /proc --dev /dev --tmpfs /tmp --bind /tmp/ws /workspace \
+            --proc /proc --dev /dev --size 268435456 --tmpfs /tmp \
+            --size 268435456 --tmpfs /workspace \
+            --bind /tmp/ws/data/in.txt /workspace/data/in.txt \
             --chdir /workspace --remount-ro / -- /usr/bin/echo";
         let (head, tail) = args.split_at(args.len() - 2);
         assert_eq!(head.join(" "), expected);

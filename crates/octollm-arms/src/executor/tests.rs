@@ -519,3 +519,192 @@ fn the_default_allowlist_holds_no_program_runners() {
         );
     }
 }
+
+/// Writing 1 GiB anywhere it can: the program's files stop at the tmpfs size (ENOSPC) or at
+/// `RLIMIT_FSIZE` (a request file, on the host), and nothing it wrote outlives the call.
+#[tokio::test]
+async fn writing_a_gigabyte_stops_at_the_limits() {
+    let root = tempfile::tempdir().unwrap();
+    let exec = LocalExecutor::new(ExecutorConfig {
+        workspace_root: Some(root.path().to_path_buf()),
+        scratch_limit_mb: 32,
+        max_file_size_mb: 8,
+        ..ExecutorConfig::default()
+    });
+    let source = "import errno, os\n\
+                  def fill(prefix):\n\
+                  \x20   written = 0\n\
+                  \x20   for n in range(64):\n\
+                  \x20       try:\n\
+                  \x20           with open(f'{prefix}{n}', 'wb') as f:\n\
+                  \x20               for _ in range(16):\n\
+                  \x20                   f.write(b'x' * 1048576)\n\
+                  \x20                   f.flush()\n\
+                  \x20                   written += 1\n\
+                  \x20       except OSError as e:\n\
+                  \x20           if e.errno == errno.ENOSPC:\n\
+                  \x20               return written, 'ENOSPC'\n\
+                  \x20   return written, 'done'\n\
+                  print('workspace', *fill('big'))\n\
+                  print('tmp', *fill('/tmp/big'))\n\
+                  try:\n\
+                  \x20   with open('given.txt', 'ab') as f:\n\
+                  \x20       for _ in range(64):\n\
+                  \x20           f.write(b'x' * 1048576)\n\
+                  \x20           f.flush()\n\
+                  \x20   print('given done')\n\
+                  except OSError as e:\n\
+                  \x20   print('given', errno.errorcode[e.errno])\n";
+    let mut request = ExecuteRequest::python(source);
+    request.files.insert("given.txt".into(), "seed".into());
+    request.timeout_seconds = 60;
+    let r = run(&exec, request).await;
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    // Every file stops at 8 MiB (RLIMIT_FSIZE, SIGXFSZ ignored by python: EFBIG), and the
+    // whole tmpfs at 32 MiB.
+    let written = |line: &str| -> u64 { line.split(' ').nth(1).unwrap().parse().unwrap() };
+    assert!(
+        lines[0].starts_with("workspace ") && lines[0].ends_with("ENOSPC"),
+        "{r:?}"
+    );
+    assert!(written(lines[0]) <= 32, "{r:?}");
+    assert!(
+        lines[1].starts_with("tmp ") && lines[1].ends_with("ENOSPC"),
+        "{r:?}"
+    );
+    assert!(written(lines[1]) <= 32, "{r:?}");
+    assert!(
+        lines[2] == "given EFBIG" || lines[2] == "given EFBIG\n",
+        "the request's own file grew past RLIMIT_FSIZE: {r:?}"
+    );
+    // Nothing is left on the host.
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+}
+
+/// A symlink the program makes can only point into the sandbox's own file system: the host's
+/// files are not there to be reached, and the host never follows it.
+#[tokio::test]
+async fn symlinks_do_not_lead_out_of_the_sandbox() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = root.path().join("outside-secret.txt");
+    std::fs::write(&outside, "host secret").unwrap();
+    let exec = LocalExecutor::new(ExecutorConfig {
+        workspace_root: Some(root.path().join("ws")),
+        ..ExecutorConfig::default()
+    });
+    let source = format!(
+        "import os\n\
+         targets = ['{outside}', '/etc/hostname', '/etc/shadow', '/proc/1/root/etc/shadow', '/proc/1/environ', '../../outside-secret.txt']\n\
+         for n, target in enumerate(targets):\n\
+         \x20   os.symlink(target, f'link{{n}}')\n\
+         \x20   try:\n\
+         \x20       data = open(f'link{{n}}', 'rb').read()\n\
+         \x20       print(target, 'READ', len(data), b'host secret' in data)\n\
+         \x20   except OSError as e:\n\
+         \x20       print(target, type(e).__name__)\n",
+        outside = outside.display()
+    );
+    let r = run(&exec, ExecuteRequest::python(&source)).await;
+    assert!(r.success, "{r:?}");
+    assert!(
+        !r.stdout.contains("True"),
+        "a host file was read: {}",
+        r.stdout
+    );
+    for line in r.stdout.lines() {
+        // /proc/1/environ is the sandbox's own PID 1 (the program), with the scrubbed env.
+        if line.starts_with("/proc/1/environ") {
+            continue;
+        }
+        assert!(!line.contains("READ"), "{line}");
+    }
+    // `cat` on a link made earlier in the same sandbox: the path rules pass (`link0` is a plain
+    // relative name), and the target is not in the sandbox.
+    let mut request = ExecuteRequest::python(format!(
+        "import os, subprocess\n\
+         os.symlink('{}', 'link')\n\
+         print(subprocess.run(['cat', 'link'], capture_output=True).returncode)\n",
+        outside.display()
+    ));
+    request.timeout_seconds = 10;
+    let r = run(&exec, request).await;
+    assert_eq!(r.stdout.trim(), "1", "{r:?}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host secret");
+}
+
+/// The escape attempts of issue 6 that go through an allowlisted program: `find -exec`,
+/// `git -c core.pager=...`, `env`. Programs that exist to run others cannot be allowlisted at
+/// all; programs that can through a flag, an environment variable or a config file keep
+/// those refused even when an operator allowlists them.
+#[tokio::test]
+async fn programs_cannot_run_programs_off_the_allowlist() {
+    for runner in ["env", "xargs", "sh", "nice", "timeout", "busybox"] {
+        let mut config = ExecutorConfig::default();
+        config
+            .programs
+            .insert(runner.into(), ProgramPolicy::default());
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.message.contains("runs other programs"),
+            "{runner}: {error}"
+        );
+        let exec = LocalExecutor::new(config);
+        let message = refusal(try_run(&exec, shell(runner, &["id"])).await);
+        assert!(
+            message.contains("runs other programs"),
+            "{runner}: {message}"
+        );
+    }
+
+    let mut config = ExecutorConfig::default();
+    for name in ["find", "git", "tar"] {
+        config
+            .programs
+            .insert(name.into(), ProgramPolicy::default());
+    }
+    let exec = LocalExecutor::new(config);
+    for (program, args) in [
+        ("find", &[".", "-exec", "sh", "-c", "id", ";"][..]),
+        ("find", &[".", "-execdir", "id", ";"][..]),
+        ("find", &[".", "-ok", "id", ";"][..]),
+        ("find", &[".", "-okdir", "id", ";"][..]),
+        ("find", &[".", "-fprint", "out"][..]),
+        ("git", &["-c", "core.pager=sh -c id", "log"][..]),
+        ("git", &["--config-env=core.pager=X", "log"][..]),
+        ("git", &["--exec-path=bin", "log"][..]),
+        ("git", &["-c", "alias.x=!id", "x"][..]),
+        ("git", &["ls-remote", "--upload-pack=id", "."][..]),
+        ("tar", &["-cf", "x.tar", "--to-command=id", "."][..]),
+        ("tar", &["-I", "id", "-cf", "x.tar", "."][..]),
+    ] {
+        let message = refusal(try_run(&exec, shell(program, args)).await);
+        assert!(
+            message.contains("is forbidden for"),
+            "{program} {args:?}: {message}"
+        );
+    }
+    // The same programs without those flags still run.
+    let r = run(&exec, shell("find", &[".", "-name", "*.py"])).await;
+    assert!(r.success, "{r:?}");
+
+    // Through the environment or a config file in the workspace (HOME is the workspace).
+    for (key, value) in [
+        ("GIT_PAGER", "id"),
+        ("GIT_SSH_COMMAND", "id"),
+        ("PAGER", "id"),
+        ("EDITOR", "id"),
+    ] {
+        let mut request = shell("git", &["log"]);
+        request.env.insert(key.into(), value.into());
+        let message = refusal(try_run(&exec, request).await);
+        assert!(message.contains(key), "{key}: {message}");
+    }
+    for path in [".gitconfig", ".git/config", "repo/.git/hooks/pre-commit"] {
+        let mut request = shell("git", &["status"]);
+        request
+            .files
+            .insert(path.into(), "[core]\n\tpager = id\n".into());
+        let message = refusal(try_run(&exec, request).await);
+        assert!(message.contains("configure git"), "{path}: {message}");
+    }
+}
