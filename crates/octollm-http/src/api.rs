@@ -19,7 +19,7 @@ use octollm_store::{ListFilter, TaskEvent, TaskStore};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use crate::auth::{Auth, require};
+use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::observe;
@@ -36,6 +36,8 @@ pub struct ApiState {
     pub registry: Option<Arc<crate::registry::Registry>>,
     /// API keys: who each request acts as.
     pub auth: Auth,
+    /// The audit log `GET /audit` reads.
+    pub audit: Arc<dyn octollm_store::AuditLog>,
 }
 
 pub fn router(state: ApiState, body_limit: usize) -> Router {
@@ -44,6 +46,7 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/tasks/{id}", get(get_task).delete(cancel_task))
         .route("/tasks/{id}/events", get(task_events))
         .route("/capabilities", get(capabilities))
+        .route("/audit", get(audit_entries))
         .route(
             "/registry",
             get(crate::registry::list)
@@ -92,7 +95,7 @@ async fn submit_task(
     headers: HeaderMap,
     ApiJson(mut submission): ApiJson<TaskSubmission>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::TasksSubmit)?;
+    state.auth.require(&principal, Scope::TasksSubmit).await?;
     if let Some(key) = headers.get("idempotency-key") {
         let key = key
             .to_str()
@@ -106,14 +109,31 @@ async fn submit_task(
             _ => submission.idempotency_key = Some(key.to_owned()),
         }
     }
-    let submitted = state
+    let submitted = match state
         .orchestrator
         .submit_traced(
             submission,
             crate::request_id::trace(),
             principal.owner().map(str::to_owned),
         )
-        .await?;
+        .await
+    {
+        Ok(submitted) => submitted,
+        Err(octollm_orchestrator::SubmitError::Blocked { field, matches }) => {
+            // The audit entry names the field and the detector types, never the text.
+            let types: Vec<&str> = matches.iter().map(|m| m.label).collect();
+            state
+                .auth
+                .record(
+                    octollm_store::AuditKind::InputBlocked,
+                    principal.key_id.as_deref(),
+                    serde_json::json!({"field": field, "types": types}),
+                )
+                .await;
+            return Err(octollm_orchestrator::SubmitError::Blocked { field, matches }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let status = if submitted.created {
         tracing::info!(task_id = %submitted.task.id, "task accepted");
         StatusCode::ACCEPTED
@@ -134,7 +154,7 @@ async fn get_task(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
-    require(&principal, Scope::TasksRead)?;
+    state.auth.require(&principal, Scope::TasksRead).await?;
     let id = parse_id(&id)?;
     let (task, steps) = state
         .orchestrator
@@ -158,7 +178,7 @@ async fn list_tasks(
     Extension(principal): Extension<Principal>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require(&principal, Scope::TasksRead)?;
+    state.auth.require(&principal, Scope::TasksRead).await?;
     let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
     let status = query
         .status
@@ -195,7 +215,7 @@ async fn cancel_task(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
-    require(&principal, Scope::TasksCancel)?;
+    state.auth.require(&principal, Scope::TasksCancel).await?;
     let id = parse_id(&id)?;
     visible_task(&state, &principal, &id).await?;
     let task = state
@@ -304,7 +324,7 @@ async fn task_events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    require(&principal, Scope::TasksRead)?;
+    state.auth.require(&principal, Scope::TasksRead).await?;
     let id = parse_id(&id)?;
     let store = state.orchestrator.store().clone();
     let after: i64 = headers
@@ -336,6 +356,48 @@ async fn task_events(
         .filter_map(futures::future::ready);
     Ok(Sse::new(stream.map(|e| Ok(sse_event(&e))))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    kind: Option<String>,
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+/// The audit log, newest first, for admin keys; `before` pages back from an entry's `seq`.
+async fn audit_entries(
+    State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.auth.require(&principal, Scope::Admin).await?;
+    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    let kind = query
+        .kind
+        .as_deref()
+        .map(str::parse::<octollm_store::AuditKind>)
+        .transpose()
+        .map_err(ApiError::validation)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::validation("limit must be 1 to 1000"));
+    }
+    let entries = state
+        .audit
+        .audit_entries(&octollm_store::AuditFilter {
+            kind,
+            before: query.before,
+            limit,
+        })
+        .await?;
+    let next_before = (entries.len() == limit as usize)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(
+        serde_json::json!({"entries": entries, "next_before": next_before}),
+    ))
 }
 
 async fn capabilities(State(state): State<ApiState>) -> Json<serde_json::Value> {

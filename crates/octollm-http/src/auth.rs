@@ -1,7 +1,8 @@
 //! API key authentication (SPEC §8). Every route needs a key except the ones in
 //! [`OPEN_PATHS`], so a route added later is protected by default. The key comes in
 //! `X-API-Key` or `Authorization: Bearer`; the request then acts as its [`Principal`], which
-//! handlers check for the scope they need ([`require`]).
+//! handlers check for the scope they need ([`Auth::require`]). Every refusal is counted and
+//! written to the audit log, with the request id and the key id when there is one.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use chrono::Utc;
 use http::HeaderMap;
 use octollm_core::auth::{key_id, key_matches};
 use octollm_core::{Principal, Scope};
-use octollm_store::ApiKeyStore;
+use octollm_store::{ApiKeyStore, AuditEntry, AuditKind, AuditLog};
 
 use crate::error::ApiError;
 
@@ -28,51 +29,140 @@ pub const OPEN_PATHS: &[&str] = &[
     "/registry",
 ];
 
+const INVALID: &str = "the API key is not valid";
+
 #[derive(Clone)]
 pub struct Auth {
     keys: Arc<dyn ApiKeyStore>,
+    audit: Arc<dyn AuditLog>,
     /// Without it a request with no key acts as [`Principal::unauthenticated`] (a loopback
     /// bind, or a trusted gateway in front); a key that is presented is checked either way.
     required: bool,
 }
 
+/// Why a request has no principal.
+enum Refusal {
+    Key {
+        /// The metric label and the audit entry's reason.
+        reason: &'static str,
+        message: &'static str,
+        /// Set once the presented key's id names a real key (ids are not secret).
+        key_id: Option<String>,
+    },
+    /// The key store could not answer: 503, not a refusal of the key.
+    Store(ApiError),
+}
+
+impl Refusal {
+    fn key(reason: &'static str, message: &'static str) -> Self {
+        Refusal::Key {
+            reason,
+            message,
+            key_id: None,
+        }
+    }
+}
+
 impl Auth {
-    pub fn new(keys: Arc<dyn ApiKeyStore>, required: bool) -> Self {
-        Auth { keys, required }
+    pub fn new(keys: Arc<dyn ApiKeyStore>, audit: Arc<dyn AuditLog>, required: bool) -> Self {
+        Auth {
+            keys,
+            audit,
+            required,
+        }
     }
 
     pub fn required(&self) -> bool {
         self.required
     }
 
-    /// The principal of a request's headers, or why it has none.
+    /// Writes an audit entry for the current request. A failure to write is logged, never
+    /// turned into a failure of the request (the refusal it records stands either way).
+    pub async fn record(&self, kind: AuditKind, key_id: Option<&str>, detail: serde_json::Value) {
+        let entry = AuditEntry {
+            at: Utc::now(),
+            kind,
+            request_id: crate::request_id::current(),
+            key_id: key_id.map(str::to_owned),
+            detail,
+        };
+        if let Err(e) = self.audit.record(&entry).await {
+            tracing::warn!(error = %e, kind = %kind, "audit entry not written");
+        }
+    }
+
+    /// 403 unless the principal holds `scope`; the refusal is counted and audited.
+    pub async fn require(&self, principal: &Principal, scope: Scope) -> Result<(), ApiError> {
+        if principal.allows(scope) {
+            return Ok(());
+        }
+        metrics::counter!("octollm_auth_failures_total", "reason" => "scope").increment(1);
+        self.record(
+            AuditKind::ScopeDenied,
+            principal.key_id.as_deref(),
+            serde_json::json!({"scope": scope.as_str()}),
+        )
+        .await;
+        Err(ApiError::Forbidden(format!(
+            "this API key lacks the {scope} scope"
+        )))
+    }
+
+    /// The principal of a request's headers, or why it has none (counted and audited).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        match self.check(headers).await {
+            Ok(principal) => Ok(principal),
+            Err(Refusal::Store(e)) => Err(e),
+            Err(Refusal::Key {
+                reason,
+                message,
+                key_id,
+            }) => {
+                metrics::counter!("octollm_auth_failures_total", "reason" => reason).increment(1);
+                self.record(
+                    AuditKind::AuthFailure,
+                    key_id.as_deref(),
+                    serde_json::json!({"reason": reason}),
+                )
+                .await;
+                Err(ApiError::Unauthorized(message.to_owned()))
+            }
+        }
+    }
+
+    async fn check(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
         let Some(presented) = presented_key(headers)? else {
             if self.required {
-                return Err(refuse(
+                return Err(Refusal::key(
                     "missing",
                     "an API key is required (X-API-Key or Authorization: Bearer)",
                 ));
             }
             return Ok(Principal::unauthenticated());
         };
-        let invalid = || refuse("invalid", "the API key is not valid");
+        let invalid = || Refusal::key("invalid", INVALID);
         let id = key_id(presented).ok_or_else(invalid)?;
         let record = self
             .keys
             .find_key(id)
             .await
-            .map_err(|e| ApiError::DependencyDown {
-                dependency: "database",
-                cause: e.to_string(),
+            .map_err(|e| {
+                Refusal::Store(ApiError::DependencyDown {
+                    dependency: "database",
+                    cause: e.to_string(),
+                })
             })?
             .ok_or_else(invalid)?;
+        let refused = |reason, message| Refusal::Key {
+            reason,
+            message,
+            key_id: Some(record.id.clone()),
+        };
         if !key_matches(presented, &record.key_hash) {
-            return Err(invalid());
+            return Err(refused("invalid", INVALID));
         }
         if record.revoked_at.is_some_and(|at| at <= Utc::now()) {
-            tracing::info!(key_id = %record.id, "revoked API key refused");
-            return Err(refuse("revoked", "the API key has been revoked"));
+            return Err(refused("revoked", "the API key has been revoked"));
         }
         Ok(Principal {
             key_id: Some(record.id),
@@ -82,13 +172,10 @@ impl Auth {
 }
 
 /// The key a request carries, if any; both headers with different keys is an error.
-fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, Refusal> {
     let api_key = headers
         .get("x-api-key")
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| refuse("invalid", "the API key is not valid"))
-        })
+        .map(|v| v.to_str().map_err(|_| Refusal::key("invalid", INVALID)))
         .transpose()?;
     let bearer = headers
         .get(http::header::AUTHORIZATION)
@@ -100,33 +187,17 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
                         .or_else(|| v.strip_prefix("bearer "))
                 })
                 .map(str::trim)
-                .ok_or_else(|| refuse("invalid", "Authorization must be `Bearer <API key>`"))
+                .ok_or_else(|| Refusal::key("invalid", "Authorization must be `Bearer <API key>`"))
         })
         .transpose()?;
     match (api_key, bearer) {
-        (Some(a), Some(b)) if a != b => Err(refuse(
+        (Some(a), Some(b)) if a != b => Err(Refusal::key(
             "invalid",
             "X-API-Key and Authorization carry different keys",
         )),
         (Some(key), _) | (None, Some(key)) => Ok(Some(key)),
         (None, None) => Ok(None),
     }
-}
-
-fn refuse(reason: &'static str, message: &str) -> ApiError {
-    metrics::counter!("octollm_auth_failures_total", "reason" => reason).increment(1);
-    ApiError::Unauthorized(message.to_owned())
-}
-
-/// 403 unless the principal holds `scope`.
-pub fn require(principal: &Principal, scope: Scope) -> Result<(), ApiError> {
-    if principal.allows(scope) {
-        return Ok(());
-    }
-    metrics::counter!("octollm_auth_failures_total", "reason" => "scope").increment(1);
-    Err(ApiError::Forbidden(format!(
-        "this API key lacks the {scope} scope"
-    )))
 }
 
 /// Resolves the principal of every request outside [`OPEN_PATHS`] and hands it to the

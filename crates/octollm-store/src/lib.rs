@@ -10,6 +10,7 @@
 //! - [`ratelimit`]: token buckets per identity ([`MemoryRateLimiter`]).
 //! - `qdrant` (cargo feature `qdrant`): `QdrantStore`, the [`VectorStore`] on Qdrant.
 //! - [`events`]: [`RedisEvents`], task events shared by replicas over Redis pub/sub.
+//! - [`audit`]: the [`AuditLog`] of refusals and key changes (SQLite, PostgreSQL).
 //! - [`keys`]: the [`ApiKeyStore`] of API keys, hashed (SQLite, PostgreSQL).
 //! - [`registry`]: the [`ArmRegistry`] of self-registered arm instances (SQLite, PostgreSQL).
 //! - [`redis_backend`]: the same cache and rate limiter on Redis, shared by replicas.
@@ -20,6 +21,7 @@
 //!   number of orchestrator replicas (`FOR UPDATE SKIP LOCKED` claims).
 //! - [`error`]: the store error, [`StoreError`].
 
+pub mod audit;
 pub mod cache;
 pub mod error;
 pub mod events;
@@ -37,6 +39,7 @@ mod rows;
 pub mod sqlite;
 pub mod tasks;
 
+pub use audit::{AuditEntry, AuditFilter, AuditKind, AuditLog, AuditRecord};
 pub use cache::{CacheStats, MemoryCache, ResponseCache};
 pub use error::StoreError;
 pub use events::RedisEvents;

@@ -13,8 +13,8 @@ use octollm_http::registry::Registry;
 use octollm_llm::{Embedder, LlmError, LlmProvider, MeteredLlm};
 use octollm_orchestrator::Orchestrator;
 use octollm_store::{
-    ApiKeyStore, ArmRegistry, KnowledgeStore, PostgresKnowledge, PostgresStore, SqliteStore,
-    TaskStore,
+    ApiKeyStore, ArmRegistry, AuditLog, KnowledgeStore, PostgresKnowledge, PostgresStore,
+    SqliteStore, TaskStore,
 };
 use tokio::sync::OnceCell;
 
@@ -27,6 +27,7 @@ pub struct System {
     /// The arm registry, when `arms.registry_token` is set.
     pub registry: Option<Arc<Registry>>,
     pub keys: Arc<dyn ApiKeyStore>,
+    pub audit: Arc<dyn AuditLog>,
 }
 
 /// The database the tasks live in, as the task store, the arm registry and the API keys.
@@ -34,6 +35,7 @@ pub struct Stores {
     pub tasks: Arc<dyn TaskStore>,
     pub registry: Arc<dyn ArmRegistry>,
     pub keys: Arc<dyn ApiKeyStore>,
+    pub audit: Arc<dyn AuditLog>,
 }
 
 pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
@@ -52,6 +54,7 @@ pub async fn open_task_store(config: &Config, embedded: &SqliteStore) -> anyhow:
             tasks: Arc::new(embedded.clone()),
             registry: Arc::new(embedded.clone()),
             keys: Arc::new(embedded.clone()),
+            audit: Arc::new(embedded.clone()),
         },
         Database::Postgres(url) => {
             let mut store = connect_postgres(&url, config).await?;
@@ -69,7 +72,8 @@ pub async fn open_task_store(config: &Config, embedded: &SqliteStore) -> anyhow:
             Stores {
                 tasks: Arc::new(store.clone()),
                 registry: Arc::new(store.clone()),
-                keys: Arc::new(store),
+                keys: Arc::new(store.clone()),
+                audit: Arc::new(store),
             }
         }
     })
@@ -308,6 +312,7 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
     let stores = open_task_store(config, &store).await?;
     let (arms, remote_arms) = arms(config, &store, None).await?;
     let keys = stores.keys;
+    let audit = stores.audit;
     let orchestrator = Orchestrator::new(stores.tasks, arms, config.orchestrator.clone());
     let registry = config.arms.registry_enabled().then(|| {
         Arc::new(Registry::new(
@@ -322,6 +327,7 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
         remote_arms,
         registry,
         keys,
+        audit,
     })
 }
 

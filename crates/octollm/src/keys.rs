@@ -8,7 +8,7 @@ use chrono::Utc;
 use clap::Subcommand;
 use octollm_core::Scopes;
 use octollm_core::auth::NewApiKey;
-use octollm_store::ApiKeyRecord;
+use octollm_store::{ApiKeyRecord, AuditEntry, AuditKind};
 
 use crate::compose;
 use crate::config::Config;
@@ -39,7 +39,15 @@ const MAX_NAME: usize = 100;
 
 pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<ExitCode> {
     let embedded = compose::open_store(config).await?;
-    let keys = compose::open_task_store(config, &embedded).await?.keys;
+    let stores = compose::open_task_store(config, &embedded).await?;
+    let (keys, audit) = (stores.keys, stores.audit);
+    let record = |kind, key_id: &str, detail| AuditEntry {
+        at: Utc::now(),
+        kind,
+        request_id: None,
+        key_id: Some(key_id.to_owned()),
+        detail,
+    };
     let mut out = std::io::stdout().lock();
     match command {
         KeysCommand::Create { name, scopes } => {
@@ -51,6 +59,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<ExitCo
                 anyhow::bail!("--name must be 1 to {MAX_NAME} printable characters");
             }
             let key = NewApiKey::generate();
+            let scopes_text = scopes.to_string();
             keys.create_key(&ApiKeyRecord {
                 id: key.id.clone(),
                 name: name.to_owned(),
@@ -60,6 +69,13 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<ExitCo
                 revoked_at: None,
             })
             .await?;
+            audit
+                .record(&record(
+                    AuditKind::KeyCreated,
+                    &key.id,
+                    serde_json::json!({"name": name, "scopes": scopes_text, "via": "cli"}),
+                ))
+                .await?;
             writeln!(out, "{}", key.key.expose())?;
             let mut err = std::io::stderr().lock();
             writeln!(
@@ -93,6 +109,13 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<ExitCo
         }
         KeysCommand::Revoke { id } => {
             if keys.revoke_key(&id, Utc::now()).await? {
+                audit
+                    .record(&record(
+                        AuditKind::KeyRevoked,
+                        &id,
+                        serde_json::json!({"via": "cli"}),
+                    ))
+                    .await?;
                 writeln!(out, "revoked {id}")?;
             } else {
                 let mut err = std::io::stderr().lock();

@@ -179,7 +179,12 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         version: env!("CARGO_PKG_VERSION"),
         remote_arms: system.remote_arms.clone(),
         registry: system.registry.clone(),
-        auth: Auth::new(system.keys.clone(), api_keys_required(bind, &config)),
+        auth: Auth::new(
+            system.keys.clone(),
+            system.audit.clone(),
+            api_keys_required(bind, &config),
+        ),
+        audit: system.audit.clone(),
     };
     info!(api_keys_required = state.auth.required(), "authentication");
     let app = router(state, config.server.body_limit_bytes);

@@ -148,6 +148,43 @@ fn keys_made_by_the_cli_open_the_api_until_revoked() {
     );
     let (_, listed, _) = octollm(dir, &["keys", "list"]);
     assert!(listed.contains("revoked"), "{listed}");
+
+    // The audit log has the key changes and the refusals, for an admin key only.
+    let (code, admin, _) = octollm(
+        dir,
+        &["keys", "create", "--name", "ops", "--scopes", "admin"],
+    );
+    assert_eq!(code, 0);
+    let admin = admin.trim().to_owned();
+    let audit = common::runtime().block_on(async {
+        reqwest::Client::new()
+            .get(format!("{base}/audit?limit=100"))
+            .header("x-api-key", &admin)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    let entries = audit["entries"].as_array().unwrap();
+    let has = |kind: &str, key: &str| {
+        entries
+            .iter()
+            .any(|e| e["kind"] == kind && e["key_id"] == key)
+    };
+    assert!(
+        has("key_created", &id) && has("key_revoked", &id),
+        "{audit}"
+    );
+    assert!(
+        has("scope_denied", &id) && has("auth_failure", &id),
+        "{audit}"
+    );
+    assert!(
+        !audit.to_string().contains(&key[18..]),
+        "the audit log holds the key"
+    );
     drop(server);
 
     // The key itself is nowhere the server or the store wrote.

@@ -7,7 +7,10 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use octollm_core::budget::{Budget, Usage};
 use octollm_core::{ArmKind, Provenance, TaskId, TaskStatus, TaskSubmission};
-use octollm_store::{ApiKeyRecord, ApiKeyStore, ArmRegistry, Registration};
+use octollm_store::{
+    ApiKeyRecord, ApiKeyStore, ArmRegistry, AuditEntry, AuditFilter, AuditKind, AuditLog,
+    Registration,
+};
 use octollm_store::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
     StoreError, TaskResult, TaskStore, VectorStore,
@@ -536,6 +539,64 @@ pub async fn api_keys_are_stored_hashed_and_revoked_once(s: &dyn ApiKeyStore) {
     );
 }
 
+pub async fn the_audit_log_keeps_entries_newest_first_by_kind(s: &dyn AuditLog) {
+    let at = Utc::now();
+    for (n, kind) in [
+        AuditKind::AuthFailure,
+        AuditKind::KeyCreated,
+        AuditKind::AuthFailure,
+        AuditKind::InputBlocked,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.record(&AuditEntry {
+            at,
+            kind,
+            request_id: Some(format!("req_{n}")),
+            key_id: (n % 2 == 1).then(|| "aaaaaaaaaaaa".to_owned()),
+            detail: serde_json::json!({"n": n}),
+        })
+        .await
+        .unwrap();
+    }
+    let all = s
+        .audit_entries(&AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let order: Vec<_> = all
+        .iter()
+        .map(|e| e.detail["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(order, [3, 2, 1, 0]);
+    assert_eq!(all[0].kind, AuditKind::InputBlocked);
+    assert_eq!(all[2].key_id.as_deref(), Some("aaaaaaaaaaaa"));
+    assert_eq!(all[3].request_id.as_deref(), Some("req_0"));
+    assert_eq!(all[3].at.timestamp_millis(), at.timestamp_millis());
+    let failures = s
+        .audit_entries(&AuditFilter {
+            kind: Some(AuditKind::AuthFailure),
+            limit: 10,
+            before: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(failures.len(), 2);
+    let older = s
+        .audit_entries(&AuditFilter {
+            kind: None,
+            before: Some(all[1].seq),
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].seq, all[2].seq);
+}
+
 pub async fn tasks_keep_their_owner_and_list_by_it(s: &dyn TaskStore) {
     let mut ids = Vec::new();
     for owner in [
@@ -654,6 +715,11 @@ macro_rules! task_store_contract {
         async fn api_keys_are_stored_hashed_and_revoked_once() {
             let (_guard, store) = $make.await;
             common::contract::api_keys_are_stored_hashed_and_revoked_once(&store).await;
+        }
+        #[tokio::test]
+        async fn the_audit_log_keeps_entries_newest_first_by_kind() {
+            let (_guard, store) = $make.await;
+            common::contract::the_audit_log_keeps_entries_newest_first_by_kind(&store).await;
         }
         #[tokio::test]
         async fn tasks_keep_their_owner_and_list_by_it() {
