@@ -20,11 +20,22 @@ pub enum MeteredError {
 pub struct MeteredLlm {
     provider: Arc<dyn LlmProvider>,
     price: Price,
+    /// Log prompts and completions at debug level (`OCTOLLM_LOG_PROMPTS`, a debugging switch).
+    log_text: bool,
 }
 
 impl MeteredLlm {
     pub fn new(provider: Arc<dyn LlmProvider>, price: Price) -> Self {
-        Self { provider, price }
+        Self {
+            provider,
+            price,
+            log_text: false,
+        }
+    }
+
+    pub fn with_text_logging(mut self, on: bool) -> Self {
+        self.log_text = on;
+        self
     }
 
     pub fn model(&self) -> &str {
@@ -45,6 +56,10 @@ impl MeteredLlm {
         request.max_tokens =
             budget.fit_completion(prompt_tokens, request.max_tokens, self.price, now)?;
         let time_left = Duration::from_millis(budget.time_remaining_ms(now));
+        let purpose = request.purpose.clone();
+        if self.log_text {
+            tracing::debug!(purpose = %purpose, prompt = %request.prompt_text(), "llm request");
+        }
         let completion = tokio::time::timeout(time_left, self.provider.complete(request))
             .await
             .map_err(|_| BudgetExceeded::Time {
@@ -57,6 +72,9 @@ impl MeteredLlm {
                 .price
                 .cost(completion.prompt_tokens, completion.completion_tokens),
         });
+        if self.log_text {
+            tracing::debug!(purpose = %purpose, completion = %completion.text, "llm response");
+        }
         Ok(completion)
     }
 }

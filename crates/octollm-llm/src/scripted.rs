@@ -10,8 +10,9 @@
 //! ```
 //! A request takes the first unused entry whose `purpose` is a prefix of the request's purpose
 //! and whose `when` (if any) occurs in the prompt. Entries are used once unless `repeat`.
-//! When `log_path` is set, every served entry is appended there as one JSON line, so tests
-//! can count calls across process restarts.
+//! When `log_path` is set, every served entry is appended there as one JSON line with the
+//! request's messages, so tests can count calls across process restarts and see what a
+//! provider would have been sent.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -133,7 +134,14 @@ impl ScriptedProvider {
 
     fn log(&self, index: usize, request: &CompletionRequest) {
         let Some(path) = &self.log_path else { return };
-        let line = serde_json::json!({"entry": index, "purpose": request.purpose});
+        // The messages too: the log is the record of what a provider would have been sent.
+        let messages: Vec<&str> = request
+            .messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
+        let line =
+            serde_json::json!({"entry": index, "purpose": request.purpose, "messages": messages});
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -253,7 +253,7 @@ pub async fn arms(
         .get(provider.model())
         .copied()
         .unwrap_or_default();
-    let llm = MeteredLlm::new(provider, price);
+    let llm = MeteredLlm::new(provider, price).with_text_logging(config.log.prompts);
     let embedder: Arc<dyn Embedder> = Arc::new(LazyEmbedder::new(config.embedding_model_path()));
     let settings = InProcessSettings {
         executor: config.executor.clone(),

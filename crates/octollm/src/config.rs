@@ -168,6 +168,9 @@ pub struct LogConfig {
     pub otlp_endpoint: String,
     /// The service name traces carry; empty: `octollm-<component>`.
     pub service_name: String,
+    /// Debugging only: log every prompt and completion at debug level (still through the
+    /// redacting writer). Off: no prompt or model text is ever logged.
+    pub prompts: bool,
 }
 
 impl Default for LogConfig {
@@ -177,6 +180,7 @@ impl Default for LogConfig {
             format: LogFormat::Pretty,
             otlp_endpoint: String::new(),
             service_name: String::new(),
+            prompts: false,
         }
     }
 }
@@ -382,6 +386,7 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_ARM_GUARDIAN_URLS", "arms.guardian"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "log.otlp_endpoint"),
     ("OTEL_SERVICE_NAME", "log.service_name"),
+    ("OCTOLLM_LOG_PROMPTS", "log.prompts"),
     ("QDRANT_URL", "storage.qdrant_url"),
     ("OCTOLLM_QDRANT_API_KEY", "storage.qdrant_api_key"),
     ("ARM_REGISTRY_URL", "arms.registry_url"),

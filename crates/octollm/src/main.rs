@@ -19,6 +19,7 @@ mod client;
 mod compose;
 mod config;
 mod keys;
+mod log_redaction;
 mod run;
 mod serve;
 mod telemetry;

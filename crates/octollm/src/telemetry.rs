@@ -1,4 +1,5 @@
-//! Logging: JSON or human-readable, to stderr, filtered by `log.level` (RUST_LOG syntax).
+//! Logging: JSON or human-readable, to stderr through the redacting writer
+//! ([`crate::log_redaction`]), filtered by `log.level` (RUST_LOG syntax).
 //! Traces: with `log.otlp_endpoint` set (`OTEL_EXPORTER_OTLP_ENDPOINT`), spans are exported
 //! over OTLP/HTTP (cargo feature `otlp`, on by default); nothing is sent anywhere otherwise.
 
@@ -38,7 +39,7 @@ pub fn init(config: &Config, service: &str, quiet: bool) -> anyhow::Result<Guard
     // llama.cpp and sqlx are chatty at info.
     let filter = EnvFilter::try_new(format!("{level},sqlx=warn,hyper=warn"))
         .map_err(|e| anyhow::anyhow!("invalid log level {level:?}: {e}"))?;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(crate::log_redaction::RedactingStderr);
     let fmt = match config.log.format {
         LogFormat::Json => fmt
             .json()
