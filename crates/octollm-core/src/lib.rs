@@ -12,6 +12,7 @@
 //! - [`provenance`]: who produced a step result, when, at what cost.
 //! - [`error`]: the typed failure a task ends with.
 //! - [`trace`]: W3C trace context (`traceparent`) carried from a request through every call.
+//! - [`token`]: Ed25519 capability tokens between the orchestrator and the arms.
 //! - [`auth`]: API key scopes, the key format and hash, the principal a request acts as.
 
 pub mod arm;
@@ -23,6 +24,7 @@ pub mod plan;
 pub mod provenance;
 pub mod secret;
 pub mod task;
+pub mod token;
 pub mod trace;
 
 pub use arm::ArmKind;

@@ -15,6 +15,7 @@
 //! [`ArmClient::poll_health`] asks each instance's `/ready` between calls, so a dead
 //! instance is skipped before a task's call finds it dead and a recovered one is probed.
 
+use octollm_core::token::{ExecutorGrant, TokenSigner};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -220,6 +221,8 @@ pub struct ArmClient {
     http: reqwest::Client,
     timeout: Duration,
     breaker: BreakerSettings,
+    /// Signs a capability token for every call when the orchestrator holds a signing key.
+    signer: Option<Arc<TokenSigner>>,
 }
 
 /// What went wrong with one instance.
@@ -259,7 +262,9 @@ fn error_of(status: u16, body: Option<ArmErrorBody>, usage: Usage) -> ArmError {
     };
     match code.as_str() {
         "validation_error" => ArmError::InvalidRequest(message),
-        "refused" => ArmError::Refused(message),
+        // A capability token the arm would not take: a configuration fault (keys, audience),
+        // not something another attempt fixes.
+        "refused" | "unauthorized" | "forbidden" => ArmError::Refused(message),
         "budget_exceeded" => match budget {
             Some(limit) => ArmError::BudgetExceeded(limit, usage),
             None => ArmError::Internal(format!("budget exceeded in the arm: {message}")),
@@ -337,7 +342,14 @@ impl ArmClient {
             http,
             timeout,
             breaker,
+            signer: None,
         })
+    }
+
+    /// Every call carries a capability token signed by `signer`.
+    pub fn with_signer(mut self, signer: Option<Arc<TokenSigner>>) -> Self {
+        self.signer = signer;
+        self
     }
 
     pub fn arm(&self) -> ArmKind {
@@ -446,6 +458,7 @@ impl ArmClient {
         path: &str,
         request: &Req,
         ctx: &CallContext,
+        grant: &ExecutorGrant,
     ) -> Result<ArmOutcome<Resp>, Attempt> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let left = Duration::from_millis(ctx.budget.time_remaining_ms(now_ms));
@@ -471,6 +484,17 @@ impl ArmClient {
         }
         if let Some(trace) = &ctx.trace {
             call = call.header(crate::request_id::TRACEPARENT, trace.header());
+        }
+        if let Some(signer) = &self.signer {
+            // One token per attempt: short-lived, for this arm and operation only.
+            let token = signer.issue(
+                self.arm,
+                path.trim_start_matches('/'),
+                ctx.task_id.as_ref().map(|t| t.as_str()),
+                grant.clone(),
+                now_ms / 1000,
+            );
+            call = call.bearer_auth(token);
         }
         let response = match call.send().await {
             Ok(r) => r,
@@ -523,6 +547,18 @@ impl ArmClient {
         request: &Req,
         ctx: &CallContext,
     ) -> Result<ArmOutcome<Resp>, ArmError> {
+        self.call_granting(path, request, ctx, &ExecutorGrant::default())
+            .await
+    }
+
+    /// [`ArmClient::call`] whose token grants the executor `grant`.
+    pub async fn call_granting<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &Req,
+        ctx: &CallContext,
+        grant: &ExecutorGrant,
+    ) -> Result<ArmOutcome<Resp>, ArmError> {
         let order = self.order();
         if order.is_empty() {
             return Err(ArmError::Unavailable(if self.snapshot().is_empty() {
@@ -536,7 +572,7 @@ impl ArmClient {
         }
         let mut last = None;
         for instance in order {
-            match self.attempt(&instance, path, request, ctx).await {
+            match self.attempt(&instance, path, request, ctx, grant).await {
                 Ok(outcome) => {
                     instance.succeeded();
                     return Ok(outcome);
@@ -593,7 +629,14 @@ impl octollm_arms::ExecutorArm for Remote {
         request: octollm_arms::executor::ExecuteRequest,
         ctx: CallContext,
     ) -> Result<ArmOutcome<octollm_arms::executor::ExecuteResponse>, ArmError> {
-        self.0.call("/execute", &request, &ctx).await
+        // The step's token grants exactly what this request runs.
+        let grant = ExecutorGrant {
+            programs: vec![request.program().to_owned()],
+            network: request.allow_network,
+        };
+        self.0
+            .call_granting("/execute", &request, &ctx, &grant)
+            .await
     }
 
     fn unavailable_reason(&self) -> Option<String> {

@@ -10,8 +10,13 @@
 //!   still counts against the task), and the model that answered in `X-Model`.
 //! - Errors are `{code, message, request_id, retryable}` with the status of [`status_of`];
 //!   the client turns them back into the same [`ArmError`] kinds.
+//! - With token public keys configured ([`ArmGuard`]), every operation needs
+//!   `Authorization: Bearer <capability token>` signed by the orchestrator for this arm and
+//!   operation (SPEC §8); the executor also runs only the programs, and uses the network only
+//!   if, the token grants. Refusals are 401/403, counted and audited.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::State;
@@ -21,7 +26,9 @@ use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use octollm_arms::{ArmError, ArmInfo, ArmOutcome, Arms, CallContext};
 use octollm_core::budget::{BudgetTracker, Usage};
+use octollm_core::token::{Claims, TokenError, TokenVerifier};
 use octollm_core::{ArmKind, StepId, TaskId};
+use octollm_store::{AuditEntry, AuditKind, AuditLog};
 use serde::{Deserialize, Serialize};
 
 use crate::extract::ApiJson;
@@ -153,10 +160,182 @@ fn answer<T: Serialize>(kind: ArmKind, result: Result<ArmOutcome<T>, ArmError>) 
     }
 }
 
+/// Who may call an arm service. [`ArmGuard::open`] lets anyone (an arm on loopback, or
+/// tests); with a verifier only capability tokens from the orchestrator pass.
+#[derive(Clone, Default)]
+pub struct ArmGuard {
+    verifier: Option<TokenVerifier>,
+    /// The shared registry token: it also authorises revocations (`POST /tokens/revoked`).
+    admin_token: Option<String>,
+    audit: Option<Arc<dyn AuditLog>>,
+    /// Revoked token ids until they expire (Unix seconds).
+    revoked: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl ArmGuard {
+    pub fn open() -> Self {
+        Self::default()
+    }
+
+    pub fn new(
+        verifier: Option<TokenVerifier>,
+        admin_token: Option<String>,
+        audit: Option<Arc<dyn AuditLog>>,
+    ) -> Self {
+        ArmGuard {
+            verifier,
+            admin_token: admin_token.filter(|t| !t.is_empty()),
+            audit,
+            revoked: Arc::default(),
+        }
+    }
+
+    fn is_revoked(&self, jti: &str) -> bool {
+        self.revoked
+            .lock()
+            .map(|set| set.contains_key(jti))
+            .unwrap_or(true)
+    }
+
+    fn revoke(&self, jti: String, exp: i64, now: i64) {
+        if let Ok(mut set) = self.revoked.lock() {
+            set.retain(|_, until| *until >= now);
+            set.insert(jti, exp);
+        }
+    }
+
+    async fn audit(&self, kind: AuditKind, detail: serde_json::Value) {
+        let Some(audit) = &self.audit else { return };
+        let entry = AuditEntry {
+            at: chrono::Utc::now(),
+            kind,
+            request_id: request_id::current(),
+            key_id: None,
+            detail,
+        };
+        if let Err(e) = audit.record(&entry).await {
+            tracing::warn!(error = %e, "audit entry not written");
+        }
+    }
+
+    /// A refusal as the arm's error body, counted and audited.
+    async fn refuse(
+        &self,
+        kind: AuditKind,
+        status: StatusCode,
+        reason: &'static str,
+        message: String,
+        detail: serde_json::Value,
+    ) -> Response {
+        metrics::counter!("octollm_arm_token_refusals_total", "reason" => reason).increment(1);
+        self.audit(kind, detail).await;
+        let body = ArmErrorBody {
+            code: if status == StatusCode::UNAUTHORIZED {
+                "unauthorized"
+            } else {
+                "forbidden"
+            }
+            .to_owned(),
+            message,
+            request_id: request_id::current().unwrap_or_default(),
+            retryable: false,
+            budget: None,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
 struct ArmState {
     kind: ArmKind,
     arms: Arms,
     started: Instant,
+    guard: ArmGuard,
+}
+
+/// Checks the capability token of an operation call and hands its claims to the handler.
+async fn require_token(
+    State(s): Shared,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(verifier) = &s.guard.verifier else {
+        return next.run(request).await;
+    };
+    let action = request.uri().path().trim_start_matches('/').to_owned();
+    let token = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let now = chrono::Utc::now().timestamp();
+    let checked = match token {
+        None => Err(TokenError::Missing),
+        Some(token) => verifier
+            .verify(token, s.kind, &action, now)
+            .and_then(|claims| {
+                if s.guard.is_revoked(&claims.jti) {
+                    Err(TokenError::Revoked)
+                } else {
+                    Ok(claims)
+                }
+            }),
+    };
+    match checked {
+        Ok(claims) => {
+            request.extensions_mut().insert(claims);
+            next.run(request).await
+        }
+        Err(e) => {
+            let status = if e.is_unauthenticated() {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            s.guard
+                .refuse(
+                    AuditKind::TokenRefused,
+                    status,
+                    e.reason(),
+                    e.to_string(),
+                    serde_json::json!({"reason": e.reason(), "arm": s.kind, "action": action}),
+                )
+                .await
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revocation {
+    jti: String,
+    /// When the token expires anyway (Unix seconds): the entry is kept until then.
+    exp: i64,
+}
+
+/// `POST /tokens/revoked`: refuse a token id from now on (the orchestrator, with the
+/// registry token).
+async fn revoke_token(
+    State(s): Shared,
+    headers: HeaderMap,
+    ApiJson(revocation): ApiJson<Revocation>,
+) -> Response {
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let allowed = match (&s.guard.admin_token, presented) {
+        (Some(expected), Some(given)) => {
+            octollm_core::auth::key_matches(given, &octollm_core::auth::hash_key(expected))
+        }
+        _ => false,
+    };
+    if !allowed {
+        return crate::ApiError::Unauthorized("revocations need the registry token".into())
+            .into_response();
+    }
+    let now = chrono::Utc::now().timestamp();
+    s.guard.revoke(revocation.jti, revocation.exp, now);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 type Shared = State<Arc<ArmState>>;
@@ -179,9 +358,39 @@ async fn code(
 
 async fn execute(
     State(s): Shared,
+    claims: Option<axum::Extension<Claims>>,
     headers: HeaderMap,
     ApiJson(r): ApiJson<octollm_arms::executor::ExecuteRequest>,
 ) -> Response {
+    // With tokens on, the step runs only what its token grants.
+    if let Some(axum::Extension(claims)) = claims {
+        let program = r.program().to_owned();
+        let denial = if !claims.programs.contains(&program) {
+            Some((
+                "program_not_granted",
+                format!("the capability token does not grant running `{program}`"),
+            ))
+        } else if r.allow_network && !claims.network {
+            Some((
+                "network_not_granted",
+                "the capability token does not grant network access".to_owned(),
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, message)) = denial {
+            return s
+                .guard
+                .refuse(
+                    AuditKind::ExecutorDenied,
+                    StatusCode::FORBIDDEN,
+                    reason,
+                    message,
+                    serde_json::json!({"reason": reason, "program": program, "task_id": claims.task_id}),
+                )
+                .await;
+        }
+    }
     answer(s.kind, s.arms.executor.execute(r, context(&headers)).await)
 }
 
@@ -243,10 +452,16 @@ async fn ready(State(s): Shared) -> Response {
 /// The service of one arm: its operation(s), `/capabilities`, probes and `/metrics`. `arms`
 /// holds the implementation to serve (in process, the only kind an arm service runs).
 pub fn router(kind: ArmKind, arms: Arms, body_limit: usize) -> Router {
+    guarded_router(kind, arms, body_limit, ArmGuard::open())
+}
+
+/// [`router`] with its operations behind `guard`.
+pub fn guarded_router(kind: ArmKind, arms: Arms, body_limit: usize, guard: ArmGuard) -> Router {
     let state = Arc::new(ArmState {
         kind,
         arms,
         started: Instant::now(),
+        guard,
     });
     let operations = match kind {
         ArmKind::Planner => Router::new().route("/plan", post(plan)),
@@ -258,7 +473,12 @@ pub fn router(kind: ArmKind, arms: Arms, body_limit: usize) -> Router {
         ArmKind::Judge => Router::new().route("/validate", post(validate)),
         ArmKind::Guardian => Router::new().route("/check", post(check)),
     };
+    let operations = operations.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_token,
+    ));
     let routes = operations
+        .route("/tokens/revoked", post(revoke_token))
         .route("/capabilities", get(capabilities))
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -26,15 +26,22 @@ pub enum AuditKind {
     KeyRevoked,
     /// A submission the reflex checks blocked as a likely prompt injection.
     InputBlocked,
+    /// An arm refused a call's capability token (missing, forged, expired, revoked, or for
+    /// another audience, arm or action).
+    TokenRefused,
+    /// The executor refused a command its token did not grant (program, network).
+    ExecutorDenied,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 5] = [
+    pub const ALL: [AuditKind; 7] = [
         AuditKind::AuthFailure,
         AuditKind::ScopeDenied,
         AuditKind::KeyCreated,
         AuditKind::KeyRevoked,
         AuditKind::InputBlocked,
+        AuditKind::TokenRefused,
+        AuditKind::ExecutorDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +51,8 @@ impl AuditKind {
             AuditKind::KeyCreated => "key_created",
             AuditKind::KeyRevoked => "key_revoked",
             AuditKind::InputBlocked => "input_blocked",
+            AuditKind::TokenRefused => "token_refused",
+            AuditKind::ExecutorDenied => "executor_denied",
         }
     }
 }

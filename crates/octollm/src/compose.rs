@@ -293,7 +293,8 @@ pub async fn arms(
                 Duration::from_secs(config.arms.timeout_seconds),
                 breaker,
             )
-            .map_err(anyhow::Error::msg)?,
+            .map_err(anyhow::Error::msg)?
+            .with_signer(config.arms.token_signer()?),
         );
         tracing::info!(
             arm = kind.id(),

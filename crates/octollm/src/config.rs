@@ -63,6 +63,15 @@ pub struct ArmsConfig {
     /// How often each orchestrator re-reads the registrations and polls every instance's
     /// `/ready`.
     pub health_poll_seconds: u64,
+    /// On the orchestrator: the Ed25519 seed (`octollm tokens keygen`) it signs a capability
+    /// token for every arm call with; empty: calls carry none.
+    pub token_signing_key: Secret,
+    /// On an arm service: the public keys (comma-separated; two while rotating) whose tokens
+    /// it accepts; empty: it takes calls without a token.
+    pub token_public_keys: String,
+    /// The deployment tokens are for: an arm refuses a token for another audience.
+    pub token_audience: String,
+    pub token_ttl_seconds: u64,
 }
 
 impl Default for ArmsConfig {
@@ -82,11 +91,46 @@ impl Default for ArmsConfig {
             advertise_url: String::new(),
             registry_ttl_seconds: 30,
             health_poll_seconds: 5,
+            token_signing_key: Secret::default(),
+            token_public_keys: String::new(),
+            token_audience: "octollm".into(),
+            token_ttl_seconds: octollm_core::token::DEFAULT_TTL_SECONDS,
         }
     }
 }
 
 impl ArmsConfig {
+    /// The signer of capability tokens, when a signing key is configured.
+    pub fn token_signer(
+        &self,
+    ) -> Result<Option<std::sync::Arc<octollm_core::token::TokenSigner>>, ConfigError> {
+        if self.token_signing_key.is_empty() {
+            return Ok(None);
+        }
+        octollm_core::token::TokenSigner::from_seed(
+            &self.token_signing_key,
+            &self.token_audience,
+            self.token_ttl_seconds,
+        )
+        .map(|s| Some(std::sync::Arc::new(s)))
+        .map_err(|e| ConfigError::Invalid(format!("arms.token_signing_key: {e}")))
+    }
+
+    /// The verifier of capability tokens, when public keys are configured.
+    pub fn token_verifier(
+        &self,
+    ) -> Result<Option<octollm_core::token::TokenVerifier>, ConfigError> {
+        if self.token_public_keys.trim().is_empty() {
+            return Ok(None);
+        }
+        octollm_core::token::TokenVerifier::from_public_keys(
+            &self.token_public_keys,
+            &self.token_audience,
+        )
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid(format!("arms.token_public_keys: {e}")))
+    }
+
     /// Whether this orchestrator takes arm instances from the registry.
     pub fn registry_enabled(&self) -> bool {
         !self.registry_token.expose().is_empty()
@@ -391,6 +435,10 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_QDRANT_API_KEY", "storage.qdrant_api_key"),
     ("ARM_REGISTRY_URL", "arms.registry_url"),
     ("OCTOLLM_ARM_REGISTRY_TOKEN", "arms.registry_token"),
+    ("OCTOLLM_TOKEN_SIGNING_KEY", "arms.token_signing_key"),
+    ("OCTOLLM_TOKEN_PUBLIC_KEYS", "arms.token_public_keys"),
+    ("OCTOLLM_TOKEN_AUDIENCE", "arms.token_audience"),
+    ("OCTOLLM_TOKEN_TTL_SECONDS", "arms.token_ttl_seconds"),
     ("OCTOLLM_ARM_ADVERTISE_URL", "arms.advertise_url"),
     (
         "OCTOLLM_ARM_REGISTRY_TTL_SECONDS",
@@ -594,6 +642,18 @@ impl Config {
 
     fn validate_registry(&self) -> Result<(), ConfigError> {
         let arms = &self.arms;
+        arms.token_signer()?;
+        arms.token_verifier()?;
+        if !(10..=3600).contains(&arms.token_ttl_seconds) {
+            return Err(ConfigError::Invalid(
+                "arms.token_ttl_seconds (OCTOLLM_TOKEN_TTL_SECONDS) must be 10 to 3600".into(),
+            ));
+        }
+        if arms.token_audience.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "arms.token_audience (OCTOLLM_TOKEN_AUDIENCE) must not be empty".into(),
+            ));
+        }
         let token = arms.registry_token.expose();
         if !token.is_empty() && token.len() < 16 {
             return Err(ConfigError::Invalid(
@@ -766,6 +826,7 @@ pub fn expand_file_secrets(env: &mut BTreeMap<String, String>) -> Result<(), Con
                 "OPENAI_API_KEY",
                 "OCTOLLM_ARM_REGISTRY_TOKEN",
                 "OCTOLLM_QDRANT_API_KEY",
+                "OCTOLLM_TOKEN_SIGNING_KEY",
             ]
             .contains(&base.as_str())
         })

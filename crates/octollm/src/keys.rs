@@ -126,3 +126,19 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<ExitCo
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `octollm tokens keygen`: a new Ed25519 signing key for the orchestrators and its public key
+/// for the arm services, as the environment lines that configure them.
+pub fn token_keygen() -> anyhow::Result<ExitCode> {
+    let (seed, public) = octollm_core::token::generate_keypair();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "OCTOLLM_TOKEN_SIGNING_KEY={}", seed.expose())?;
+    writeln!(out, "OCTOLLM_TOKEN_PUBLIC_KEYS={public}")?;
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "the signing key goes to the orchestrators only (a secret); the public key to every arm \
+         service (while rotating: old,new)"
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

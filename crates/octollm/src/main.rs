@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Capability tokens between the orchestrator and the arms.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// Talk to a running server.
     Task {
         /// Server URL (or OCTOLLM_SERVER).
@@ -87,6 +92,12 @@ enum Command {
     },
     /// Exit 0 if URL answers 2xx (for container health checks).
     Healthcheck { url: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Make a signing key for the orchestrators and its public key for the arm services.
+    Keygen,
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +223,9 @@ async fn dispatch(cli: Cli, mut config: config::Config) -> anyhow::Result<ExitCo
             command,
         } => client::task(&server, api_key.as_ref(), command).await,
         Command::Keys { command } => keys::run(&config, command).await,
+        Command::Tokens {
+            command: TokensCommand::Keygen,
+        } => keys::token_keygen(),
         Command::CheckConfig | Command::Healthcheck { .. } => Ok(ExitCode::SUCCESS),
     }
 }

@@ -70,7 +70,15 @@ pub async fn serve_arm(
             shutdown.clone(),
         ));
     }
-    let app = octollm_http::arm_service::router(arm, arms, config.server.body_limit_bytes);
+    // With public keys, every call needs the orchestrator's capability token; refusals are
+    // audited in this service's own database.
+    let guard = octollm_http::arm_service::ArmGuard::new(
+        config.arms.token_verifier()?,
+        Some(config.arms.registry_token.expose().to_owned()),
+        Some(Arc::new(store.clone()) as Arc<dyn octollm_store::AuditLog>),
+    );
+    let app =
+        octollm_http::arm_service::guarded_router(arm, arms, config.server.body_limit_bytes, guard);
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     serve_until_shutdown(listener, app, grace, shutdown, tracker).await?;
     Ok(ExitCode::SUCCESS)

@@ -85,6 +85,14 @@ impl ExecuteRequest {
         }
     }
 
+    /// The program this request runs: `command` for `shell`, `python3` for `python`.
+    pub fn program(&self) -> &str {
+        match self.command_type {
+            CommandType::Python => policy::PYTHON_PROGRAM,
+            _ => &self.command,
+        }
+    }
+
     /// Runs `source` as `python3 main.py`; everything else defaulted.
     pub fn python(source: impl Into<String>) -> Self {
         Self {
