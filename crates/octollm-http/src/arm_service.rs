@@ -312,6 +312,21 @@ struct Revocation {
     exp: i64,
 }
 
+/// A program name fit for the audit log: a bare name, else a marker (a refused `command` may
+/// be any text the model wrote).
+fn loggable(program: &str) -> &str {
+    let bare = !program.is_empty()
+        && program.len() <= 64
+        && program
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'));
+    if bare {
+        program
+    } else {
+        "(not a program name)"
+    }
+}
+
 /// `POST /tokens/revoked`: refuse a token id from now on (the orchestrator, with the
 /// registry token).
 async fn revoke_token(
@@ -391,7 +406,18 @@ async fn execute(
                 .await;
         }
     }
-    answer(s.kind, s.arms.executor.execute(r, context(&headers)).await)
+    let program = r.program().to_owned();
+    let result = s.arms.executor.execute(r, context(&headers)).await;
+    if let Err(ArmError::Refused(_)) = &result {
+        // The sandbox policy said no (allowlist, flags, paths, env): an executor denial.
+        s.guard
+            .audit(
+                AuditKind::ExecutorDenied,
+                serde_json::json!({"reason": "policy", "program": loggable(&program)}),
+            )
+            .await;
+    }
+    answer(s.kind, result)
 }
 
 async fn search(

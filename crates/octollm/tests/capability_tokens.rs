@@ -307,6 +307,40 @@ fn arms_take_only_the_orchestrators_tokens_for_them() {
         reasons.contains(&(AuditKind::TokenRefused, "revoked".to_owned())),
         "{reasons:?}"
     );
+
+    // A command the sandbox policy refuses is an executor denial too (program named, the
+    // arguments not).
+    let token = signer.issue(
+        ArmKind::Executor,
+        "execute",
+        None,
+        ExecutorGrant {
+            programs: vec!["cat".into()],
+            network: false,
+        },
+        now,
+    );
+    let (status, json) = call(
+        &executor.base,
+        "/execute",
+        Some(&token),
+        serde_json::json!({"command": "cat", "command_type": "shell", "args": ["../../etc/secret-arg"]}),
+    );
+    assert_eq!(status, 403, "{json}");
+    let entries = common::runtime().block_on(async {
+        let store = SqliteStore::open(&executor_db).await.unwrap();
+        store
+            .audit_entries(&AuditFilter {
+                kind: Some(AuditKind::ExecutorDenied),
+                limit: 1,
+                before: None,
+            })
+            .await
+            .unwrap()
+    });
+    assert_eq!(entries[0].detail["reason"], "policy");
+    assert_eq!(entries[0].detail["program"], "cat");
+    assert!(!entries[0].detail.to_string().contains("secret-arg"));
 }
 
 fn rand_suffix() -> u128 {
