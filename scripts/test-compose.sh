@@ -13,6 +13,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 export OCTOLLM_TAG=test
 export OCTOLLM_ARM_REGISTRY_TOKEN="compose-test-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 export POSTGRES_PASSWORD="pw-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+# Capability tokens on: the smoke test's task only completes if every arm container takes the
+# orchestrator's tokens.
+eval "$("$CARGO_TARGET_DIR/debug/octollm" tokens keygen 2>/dev/null | sed 's/^/export /')"
+[ -n "${OCTOLLM_TOKEN_PUBLIC_KEYS:-}" ] || { echo "compose: octollm tokens keygen printed no key" >&2; exit 1; }
 export OCTOLLM_LLM_PROVIDER=scripted OCTOLLM_LLM_SCRIPT=/config/smoke-script.json
 export QDRANT_URL=""
 export OCTOLLM_MODELS=${OCTOLLM_MODEL_DIR:-/var/cache/octollm/models}
@@ -139,6 +143,15 @@ back=$(calls_since "${coders[0]}" "$restarted_at")
 [ "$back" -ge 1 ] || { echo "compose: the restarted coder got no call" >&2; exit 1; }
 [ "$(coders_closed)" -ge 2 ] || { echo "compose: a coder breaker is still not closed" >&2; registry >&2; exit 1; }
 echo "compose: the restarted coder served $back calls"
+# Every call above carried the orchestrator's capability token: the arms required one.
+for service in coder-arm judge-arm executor-arm planner-arm; do
+    for id in $("${compose[@]}" ps -q "$service"); do
+        # grep -c reads to the end: grep -q would stop early and fail the pipe (pipefail).
+        docker logs "$id" 2>&1 | grep -c '"tokens_required":true' >/dev/null \
+            || { echo "compose: $service ($id) does not require capability tokens" >&2; exit 1; }
+    done
+done
+echo "compose: every arm container required capability tokens"
 
 # Backup and restore drill (docs/deployment.md): a logical dump of the live database restores
 # into an empty one with every row of every table (but arm_instances: live registrations that

@@ -190,6 +190,11 @@ impl ArmGuard {
         }
     }
 
+    /// Whether operations need a capability token.
+    pub fn requires_tokens(&self) -> bool {
+        self.verifier.is_some()
+    }
+
     fn is_revoked(&self, jti: &str) -> bool {
         self.revoked
             .lock()

@@ -49,7 +49,10 @@ pub async fn serve_arm(
     bind: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let bind = bind.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], arm_port(arm))));
-    refuse_unauthenticated(bind, &config)?;
+    // With token public keys the arm authenticates every call itself.
+    if config.arms.token_verifier()?.is_none() {
+        refuse_unauthenticated(bind, &config)?;
+    }
     // An arm service runs its arm itself, never another service's.
     let mut local = config.clone();
     local.arms = Default::default();
@@ -76,6 +79,11 @@ pub async fn serve_arm(
         config.arms.token_verifier()?,
         Some(config.arms.registry_token.expose().to_owned()),
         Some(Arc::new(store.clone()) as Arc<dyn octollm_store::AuditLog>),
+    );
+    info!(
+        arm = arm.id(),
+        tokens_required = guard.requires_tokens(),
+        "capability tokens"
     );
     let app =
         octollm_http::arm_service::guarded_router(arm, arms, config.server.body_limit_bytes, guard);
@@ -215,9 +223,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The arm and reflex services check no API key themselves yet (the orchestrator behind the
-/// reflex layer does; capability tokens for the arms are to come), so off loopback they serve
-/// only when told that the network in front of them authenticates.
+/// The reflex service checks no API key itself (the orchestrator behind it does), nor does an
+/// arm service without token public keys, so off loopback they serve only when told that the
+/// network in front of them authenticates.
 fn refuse_unauthenticated(bind: std::net::SocketAddr, config: &Config) -> anyhow::Result<()> {
     if !bind.ip().is_loopback() && !config.server.allow_unauthenticated {
         anyhow::bail!(

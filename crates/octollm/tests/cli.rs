@@ -79,4 +79,20 @@ fn reflex_and_arm_services_beyond_loopback_without_auth_are_refused() {
         assert_eq!(code, 2, "{args:?}");
         assert!(err.contains("refusing to serve"), "{args:?}: {err}");
     }
+    // An arm that verifies capability tokens authenticates its callers itself: it starts.
+    let (_, public) = octollm_core::token::generate_keypair();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_octollm"))
+        .args(["serve", "arm", "judge", "--bind", "0.0.0.0:0"])
+        .env("OCTOLLM_TOKEN_PUBLIC_KEYS", &public)
+        .env("OCTOLLM_DATA_DIR", data.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(running, "{}", String::from_utf8_lossy(&out.stderr));
 }
