@@ -47,6 +47,7 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/tasks/{id}/events", get(task_events))
         .route("/capabilities", get(capabilities))
         .route("/audit", get(audit_entries))
+        .route("/auth/whoami", get(whoami))
         .route(
             "/registry",
             get(crate::registry::list)
@@ -356,6 +357,13 @@ async fn task_events(
         .filter_map(futures::future::ready);
     Ok(Sse::new(stream.map(|e| Ok(sse_event(&e))))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Who the request acts as: the key id (none without a key) and its scopes. The reflex layer
+/// asks this to authorise its own admin routes.
+async fn whoami(Extension(principal): Extension<Principal>) -> Json<serde_json::Value> {
+    let scopes: Vec<&str> = principal.scopes.iter().map(Scope::as_str).collect();
+    Json(serde_json::json!({"key_id": principal.key_id, "scopes": scopes}))
 }
 
 #[derive(Debug, Deserialize)]

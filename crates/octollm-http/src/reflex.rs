@@ -277,15 +277,74 @@ async fn preprocess(
     .into_response())
 }
 
+/// The cache routes are for admin keys. The reflex layer holds no keys: it asks the
+/// orchestrator who the presented key is (`GET /auth/whoami`). Without an orchestrator (a
+/// reflex service alone, which only starts on loopback or when told its network
+/// authenticates) they are open.
+async fn require_admin(state: &ReflexState, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let Some(base) = state.orchestrator_url.as_deref() else {
+        return Ok(());
+    };
+    let Some(target) = base.split(',').map(str::trim).find(|u| !u.is_empty()) else {
+        return Ok(());
+    };
+    let mut ask = state
+        .client
+        .get(format!("{}/auth/whoami", target.trim_end_matches('/')))
+        .timeout(std::time::Duration::from_secs(5));
+    for name in ["authorization", "x-api-key"] {
+        if let Some(v) = headers.get(name) {
+            ask = ask.header(name, v.clone());
+        }
+    }
+    let answer = ask.send().await.map_err(|e| ApiError::DependencyDown {
+        dependency: "orchestrator",
+        cause: e.to_string(),
+    })?;
+    match answer.status().as_u16() {
+        200 => {}
+        401 => {
+            return Err(ApiError::Unauthorized(
+                "a valid admin API key is required".into(),
+            ));
+        }
+        status => {
+            return Err(ApiError::DependencyDown {
+                dependency: "orchestrator",
+                cause: format!("whoami answered {status}"),
+            });
+        }
+    }
+    let principal: serde_json::Value =
+        answer.json().await.map_err(|e| ApiError::DependencyDown {
+            dependency: "orchestrator",
+            cause: e.to_string(),
+        })?;
+    let admin = principal["scopes"]
+        .as_array()
+        .is_some_and(|scopes| scopes.iter().any(|s| s == "admin"));
+    if admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "this API key lacks the admin scope".into(),
+        ))
+    }
+}
+
 async fn cache_stats(
     State(state): State<Arc<ReflexState>>,
+    headers: http::HeaderMap,
 ) -> Result<Json<octollm_store::CacheStats>, ApiError> {
+    require_admin(&state, &headers).await?;
     Ok(Json(state.cache.stats().await?))
 }
 
 async fn cache_clear(
     State(state): State<Arc<ReflexState>>,
+    headers: http::HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&state, &headers).await?;
     state.cache.clear().await?;
     Ok(Json(serde_json::json!({"cleared": true})))
 }

@@ -739,3 +739,31 @@ async fn refusals_and_blocked_inputs_are_audited_and_only_admin_reads_the_log() 
         assert_error_body(&json, "validation_error");
     }
 }
+
+#[tokio::test]
+async fn whoami_names_the_key_and_its_scopes() {
+    let app = app_with(serde_json::json!({"responses": []}), false, true).await;
+    let (id, reader) = make_key(&app.store, "tasks:read").await;
+    let (status, _, json) = call(
+        &app.router,
+        with_key("GET", "/auth/whoami", Some(&reader), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["key_id"], id.as_str());
+    assert_eq!(json["scopes"], serde_json::json!(["tasks:read"]));
+    let (status, _, _) = call(&app.router, with_key("GET", "/auth/whoami", None, None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Where keys are optional, a request without one may do everything.
+    let open = app_with(serde_json::json!({"responses": []}), false, false).await;
+    let (_, _, json) = call(&open.router, with_key("GET", "/auth/whoami", None, None)).await;
+    assert_eq!(json["key_id"], serde_json::Value::Null);
+    assert!(
+        json["scopes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "admin"),
+        "{json}"
+    );
+}

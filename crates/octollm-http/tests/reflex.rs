@@ -453,3 +453,74 @@ async fn submissions_go_to_an_orchestrator_that_can_take_them() {
     let (status, _, body) = call(&none, request).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 }
+
+/// A stand-in orchestrator that knows two keys, for the reflex layer's admin check.
+async fn whoami_server() -> String {
+    async fn whoami(headers: http::HeaderMap) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+            Some("admin-key") => {
+                axum::Json(serde_json::json!({"key_id": "a", "scopes": ["admin"]})).into_response()
+            }
+            Some("reader-key") => {
+                axum::Json(serde_json::json!({"key_id": "r", "scopes": ["tasks:read"]}))
+                    .into_response()
+            }
+            _ => StatusCode::UNAUTHORIZED.into_response(),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().route("/auth/whoami", axum::routing::get(whoami));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test]
+async fn the_cache_routes_need_an_admin_key_when_an_orchestrator_can_say_who_it_is() {
+    let orchestrator = whoami_server().await;
+    let app = router(
+        state(
+            RateLimitSettings::default(),
+            Arc::new(MemoryRateLimiter::new()),
+            Some(orchestrator),
+        ),
+        64 * 1024,
+    );
+    let request = |method: &str, path: &str, key: Option<&str>| {
+        let mut r = Request::builder().method(method).uri(path);
+        if let Some(key) = key {
+            r = r.header("x-api-key", key);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    for path in ["/cache/stats", "/cache/clear"] {
+        let method = if path == "/cache/clear" {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (status, _, body) = call(&app, request(method, path, None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        let (status, _, body) = call(&app, request(method, path, Some("reader-key"))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["code"], "forbidden");
+        let (status, _, body) = call(&app, request(method, path, Some("admin-key"))).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    // The orchestrator cannot be asked: 503, never an open door.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let app = router(
+        state(
+            RateLimitSettings::default(),
+            Arc::new(MemoryRateLimiter::new()),
+            Some(closed),
+        ),
+        64 * 1024,
+    );
+    let (status, _, body) = call(&app, request("POST", "/cache/clear", Some("admin-key"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}
