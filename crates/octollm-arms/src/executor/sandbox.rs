@@ -23,6 +23,13 @@
 //! rlimits (CPU, address space, file size, processes, open files, no core dumps) are set in
 //! the forked child before bubblewrap is executed and are inherited by everything inside.
 //!
+//! System calls: on x86_64 bubblewrap loads our seccomp filter ([`seccomp_program`], passed
+//! on an inherited memfd with `--seccomp`) before it executes the program: the calls a
+//! sandboxed program has no business making (tracing other processes, mounting, loading
+//! kernel modules or BPF, keyrings, io_uring, new namespaces, setting the clock, ...) fail with
+//! `EPERM`, as does every call through the 32-bit or x32 ABIs. Elsewhere there is none of ours
+//! (the container runtime's default profile still applies).
+//!
 //! Processes: the outer bubblewrap (our child) clones the program, which runs as PID 1 of the
 //! sandbox's PID namespace (`--as-pid-1`). Without `--as-pid-1` bubblewrap puts a tiny init in
 //! between, and the outer bubblewrap exits without reaping it: every run would leave a zombie
@@ -277,9 +284,23 @@ impl Sandbox {
         invocation: &Invocation,
         timeout: Duration,
     ) -> Result<RunResult, ArmError> {
+        // The filter travels on a memfd that only this child inherits (its close-on-exec flag
+        // is cleared after the fork, in the child alone).
+        let filter = match seccomp_program() {
+            Some(program) => Some(seccomp_memfd(&program).map_err(|e| {
+                ArmError::Internal(format!("could not prepare the seccomp filter: {e}"))
+            })?),
+            None => None,
+        };
+        let filter_fd = filter.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        let mut args: Vec<OsString> = match filter_fd {
+            Some(fd) => vec!["--seccomp".into(), fd.to_string().into()],
+            None => Vec::new(),
+        };
+        args.extend(self.bwrap_args(workspace, invocation));
         let mut command = Command::new(&self.bwrap);
         command
-            .args(self.bwrap_args(workspace, invocation))
+            .args(args)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -289,13 +310,15 @@ impl Sandbox {
         if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid);
         }
-        set_rlimits_in_child(&mut command, self.limits);
+        set_rlimits_in_child(&mut command, self.limits, filter_fd);
 
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut child = command.spawn().map_err(|e| {
             ArmError::Internal(format!("could not start {}: {e}", self.bwrap.display()))
         })?;
+        // The child has its copy; ours can go.
+        drop(filter);
         // Held here, not by the readers, so a reader that stops at the cap does not close its
         // pipe: the program is killed by us, not by SIGPIPE at a moment of its choosing.
         let mut stdout = child.stdout.take();
@@ -446,12 +469,120 @@ async fn read_capped(
     }
 }
 
-/// Sets the rlimits in the forked child, just before bubblewrap is executed.
+/// The seccomp filter, as the classic BPF program bubblewrap's `--seccomp` reads: deny (with
+/// `EPERM`) the listed calls and any call of another ABI, allow the rest.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn seccomp_program() -> Option<Vec<u8>> {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const JGE_K: u16 = 0x35;
+    const RET_K: u16 = 0x06;
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+    let denied: Vec<u32> = DENIED_SYSCALLS
+        .iter()
+        .filter_map(|&nr| u32::try_from(nr).ok())
+        .collect();
+    let n = u8::try_from(denied.len()).ok()?;
+    let mut program: Vec<(u16, u8, u8, u32)> = vec![
+        (LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        (JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        (RET_K, 0, 0, RET_EPERM), // the 32-bit ABI: its numbers differ, refuse it whole
+        (LD_W_ABS, 0, 0, 0),      // seccomp_data.nr
+        (JGE_K, n.checked_add(1)?, 0, X32_SYSCALL_BIT),
+    ];
+    for (i, nr) in (0u8..).zip(&denied) {
+        program.push((JEQ_K, n - i, 0, *nr));
+    }
+    program.push((RET_K, 0, 0, RET_ALLOW));
+    program.push((RET_K, 0, 0, RET_EPERM));
+    let mut bytes = Vec::with_capacity(program.len() * 8);
+    for (code, jt, jf, k) in program {
+        bytes.extend_from_slice(&code.to_ne_bytes());
+        bytes.push(jt);
+        bytes.push(jf);
+        bytes.extend_from_slice(&k.to_ne_bytes());
+    }
+    Some(bytes)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn seccomp_program() -> Option<Vec<u8>> {
+    None
+}
+
+/// What a sandboxed program may not call (x86_64 numbers).
+#[cfg(target_arch = "x86_64")]
+const DENIED_SYSCALLS: [libc::c_long; 44] = [
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_reboot,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_acct,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_syslog,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_adjtimex,
+    libc::SYS_clock_adjtime,
+    libc::SYS_quotactl,
+    libc::SYS_iopl,
+    libc::SYS_ioperm,
+];
+
+/// A memfd holding `program`, read from its start (close-on-exec in this process).
+fn seccomp_memfd(program: &[u8]) -> io::Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    let fd = rustix::fs::memfd_create("octollm-seccomp", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(program)?;
+    file.seek(io::SeekFrom::Start(0))?;
+    Ok(file)
+}
+
+/// Sets the rlimits in the forked child, just before bubblewrap is executed, and lets it
+/// inherit `inherit_fd` (the seccomp filter).
 #[expect(
     unsafe_code,
     reason = "rlimits must be set between fork and exec; `pre_exec` is the only hook and is unsafe"
 )]
-fn set_rlimits_in_child(command: &mut Command, limits: Limits) {
+fn set_rlimits_in_child(
+    command: &mut Command,
+    limits: Limits,
+    inherit_fd: Option<std::os::fd::RawFd>,
+) {
     // CPU gets a hard limit one second above the soft one: SIGXCPU first, then SIGKILL.
     let table = [
         (
@@ -488,6 +619,13 @@ fn set_rlimits_in_child(command: &mut Command, limits: Limits) {
                 if libc::setrlimit(resource, &limit) != 0 {
                     return Err(io::Error::last_os_error());
                 }
+            }
+            // fcntl(2) is async-signal-safe; it clears close-on-exec on this child's copy of
+            // the descriptor only (descriptor flags are per process).
+            if let Some(fd) = inherit_fd
+                && libc::fcntl(fd, libc::F_SETFD, 0) == -1
+            {
+                return Err(io::Error::last_os_error());
             }
             Ok(())
         });

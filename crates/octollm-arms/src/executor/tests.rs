@@ -708,3 +708,45 @@ async fn programs_cannot_run_programs_off_the_allowlist() {
         assert!(message.contains("configure git"), "{path}: {message}");
     }
 }
+
+/// Our seccomp filter is loaded: the calls it denies fail with EPERM inside the sandbox,
+/// while threads, subprocesses and files work.
+#[cfg(target_arch = "x86_64")]
+#[tokio::test]
+async fn the_seccomp_filter_refuses_what_a_program_has_no_business_calling() {
+    let source = "import ctypes, errno, os, subprocess, threading\n\
+                  libc = ctypes.CDLL(None, use_errno=True)\n\
+                  def call(name, nr, *args):\n\
+                  \x20   r = libc.syscall(nr, *args)\n\
+                  \x20   print(name, 'ok' if r >= 0 else errno.errorcode[ctypes.get_errno()])\n\
+                  call('ptrace', 101, 0, 0, 0, 0)\n\
+                  call('unshare', 272, 0x20000)\n\
+                  call('io_uring_setup', 425, 1, 0)\n\
+                  call('bpf', 321, 0, 0, 0)\n\
+                  call('keyctl', 250, 0, 0, 0)\n\
+                  call('x32_getpid', 0x40000000 + 39)\n\
+                  call('getpid', 39)\n\
+                  t = threading.Thread(target=lambda: None); t.start(); t.join()\n\
+                  print('thread ok')\n\
+                  print('subprocess', subprocess.run(['true']).returncode)\n\
+                  print([l for l in open('/proc/self/status') if l.startswith('Seccomp:')][0].split()[1])\n";
+    let r = run(&executor(), ExecuteRequest::python(source)).await;
+    assert!(r.success, "{r:?}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "ptrace EPERM",
+            "unshare EPERM",
+            "io_uring_setup EPERM",
+            "bpf EPERM",
+            "keyctl EPERM",
+            "x32_getpid EPERM",
+            "getpid ok",
+            "thread ok",
+            "subprocess 0",
+            "2",
+        ],
+        "{r:?}"
+    );
+}
