@@ -17,14 +17,14 @@ use octollm_store::{ApiKeyStore, AuditEntry, AuditKind, AuditLog};
 
 use crate::error::ApiError;
 
-/// Routes anyone may call: the probes, the metrics, the API description, and the arm
-/// registry (which checks its own token).
+/// Routes anyone may call: the probes, the API description, and the arm registry (which
+/// checks its own token). Prometheus scrapes the separate metrics port
+/// (`OCTOLLM_METRICS_BIND`) without a key; `/metrics` on the API port takes any valid key.
 pub const OPEN_PATHS: &[&str] = &[
     "/health",
     "/health/live",
     "/ready",
     "/health/ready",
-    "/metrics",
     "/openapi.json",
     "/registry",
 ];

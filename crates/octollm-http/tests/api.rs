@@ -495,17 +495,23 @@ async fn every_refusal_of_a_key_has_its_status() {
         "/health/live",
         "/ready",
         "/health/ready",
-        "/metrics",
         "/openapi.json",
     ] {
         let (status, _, _) = call(&app.router, get(open)).await;
         assert_eq!(status, StatusCode::OK, "{open}");
     }
     // Everything else does, including routes that are not task routes.
-    for closed in ["/capabilities", "/tasks", "/no-such-route"] {
+    for closed in ["/capabilities", "/tasks", "/metrics", "/no-such-route"] {
         let (status, _, _) = call(&app.router, get(closed)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{closed}");
     }
+    // /metrics on the API port takes any valid key (Prometheus scrapes the metrics port).
+    let (status, _, _) = call(
+        &app.router,
+        with_key("GET", "/metrics", Some(&reader), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

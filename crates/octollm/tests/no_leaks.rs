@@ -99,7 +99,22 @@ fn run_task(server: &Server, api_key: &str) -> (serde_json::Value, String) {
         matches!(task["status"].as_str(), Some("completed" | "failed")).then_some(task)
     });
     assert_eq!(task["status"], "completed", "{task}");
-    (task, common::text(&format!("{}/metrics", server.base)))
+    let metrics = common::runtime().block_on(async {
+        client
+            .get(format!("{}/metrics", server.base))
+            .header("x-api-key", api_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(
+        metrics.contains("octollm_tasks_submitted_total"),
+        "{metrics}"
+    );
+    (task, metrics)
 }
 
 /// Where each canary shows up among `files` (each read whole, raw bytes).
