@@ -54,7 +54,20 @@ fn decode(
 }
 
 macro_rules! keys_impl {
-    ($store:ty, $insert:literal, $select_all:literal, $select_one:literal, $revoke:literal) => {
+    ($store:ty, $row:ty, $insert:literal, $select_all:literal, $select_one:literal, $revoke:literal) => {
+        impl $store {
+            fn api_key_from_row(r: &$row) -> Result<ApiKeyRecord, StoreError> {
+                decode((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                ))
+            }
+        }
+
         #[async_trait]
         impl ApiKeyStore for $store {
             async fn create_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
@@ -71,18 +84,7 @@ macro_rules! keys_impl {
 
             async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
                 let rows = sqlx::query($select_all).fetch_all(self.pool()).await?;
-                rows.iter()
-                    .map(|r| {
-                        decode((
-                            r.try_get(0)?,
-                            r.try_get(1)?,
-                            r.try_get(2)?,
-                            r.try_get(3)?,
-                            r.try_get(4)?,
-                            r.try_get(5)?,
-                        ))
-                    })
-                    .collect()
+                rows.iter().map(Self::api_key_from_row).collect()
             }
 
             async fn find_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -90,17 +92,7 @@ macro_rules! keys_impl {
                     .bind(id)
                     .fetch_optional(self.pool())
                     .await?;
-                row.map(|r| {
-                    decode((
-                        r.try_get(0)?,
-                        r.try_get(1)?,
-                        r.try_get(2)?,
-                        r.try_get(3)?,
-                        r.try_get(4)?,
-                        r.try_get(5)?,
-                    ))
-                })
-                .transpose()
+                row.as_ref().map(Self::api_key_from_row).transpose()
             }
 
             async fn revoke_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -117,6 +109,7 @@ macro_rules! keys_impl {
 
 keys_impl!(
     SqliteStore,
+    sqlx::sqlite::SqliteRow,
     "INSERT INTO api_keys (id, name, key_hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     "SELECT id, name, key_hash, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
     "SELECT id, name, key_hash, scopes, created_at, revoked_at FROM api_keys WHERE id = ?1",
@@ -125,6 +118,7 @@ keys_impl!(
 
 keys_impl!(
     PostgresStore,
+    sqlx::postgres::PgRow,
     "INSERT INTO api_keys (id, name, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
     "SELECT id, name, key_hash, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
     "SELECT id, name, key_hash, scopes, created_at, revoked_at FROM api_keys WHERE id = $1",

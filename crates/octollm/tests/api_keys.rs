@@ -13,24 +13,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{Server, free_port, write_script};
 
 fn octollm(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_octollm"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("OCTOLLM_DATA_DIR", dir.join("data"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::cli(dir, args)
 }
 
 fn status_with_key(url: &str, key: Option<&str>) -> u16 {

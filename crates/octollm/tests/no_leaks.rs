@@ -14,7 +14,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Server, free_port, poll};
@@ -37,27 +36,18 @@ fn script(dir: &Path) {
 }
 
 fn make_key(dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_octollm"))
-        .args([
-            "keys",
-            "create",
-            "--name",
-            "leak test",
-            "--scopes",
-            "tasks:submit,tasks:read",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("OCTOLLM_DATA_DIR", dir.join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    common::make_api_key(dir, "tasks:submit,tasks:read")
+}
+
+/// A server that requires keys and logs everything it would log at debug level, as JSON.
+fn leaky_server(dir: &Path, port: u16, extra: &[(&str, String)]) -> Server {
+    let mut env = vec![
+        ("OCTOLLM_REQUIRE_API_KEYS", "true".to_owned()),
+        ("LOG_FORMAT", "json".to_owned()),
+        ("LOG_LEVEL", "debug".to_owned()),
+    ];
+    env.extend(extra.iter().cloned());
+    Server::start_with(dir, port, &env)
 }
 
 /// Submits the task through the API with `api_key`, waits for it, and returns the task as
@@ -163,15 +153,7 @@ fn pii_and_keys_leave_no_trace_in_logs_rows_metrics_or_prompts() {
     let dir = dir.path();
     script(dir);
     let api_key = make_key(dir);
-    let server = Server::start_with(
-        dir,
-        free_port(),
-        &[
-            ("OCTOLLM_REQUIRE_API_KEYS", "true".into()),
-            ("LOG_FORMAT", "json".into()),
-            ("LOG_LEVEL", "debug".into()),
-        ],
-    );
+    let server = leaky_server(dir, free_port(), &[]);
     let (task, metrics) = run_task(&server, &api_key);
     drop(server); // flushes the database and the log
     // What the client gets back is redacted too.
@@ -216,15 +198,10 @@ fn with_raw_input_kept_the_values_are_in_the_database_only() {
     let dir = dir.path();
     script(dir);
     let api_key = make_key(dir);
-    let server = Server::start_with(
+    let server = leaky_server(
         dir,
         free_port(),
-        &[
-            ("OCTOLLM_REQUIRE_API_KEYS", "true".into()),
-            ("OCTOLLM_STORE_RAW_INPUT", "true".into()),
-            ("LOG_FORMAT", "json".into()),
-            ("LOG_LEVEL", "debug".into()),
-        ],
+        &[("OCTOLLM_STORE_RAW_INPUT", "true".into())],
     );
     run_task(&server, &api_key);
     drop(server);
@@ -260,16 +237,7 @@ fn logged_model_text_is_redacted_by_the_log_writer() {
     std::fs::write(dir.join("script.json"), script.to_string()).unwrap();
     let api_key = make_key(dir);
     let port = free_port();
-    let server = Server::start_with(
-        dir,
-        port,
-        &[
-            ("OCTOLLM_REQUIRE_API_KEYS", "true".into()),
-            ("OCTOLLM_LOG_PROMPTS", "true".into()),
-            ("LOG_FORMAT", "json".into()),
-            ("LOG_LEVEL", "debug".into()),
-        ],
-    );
+    let server = leaky_server(dir, port, &[("OCTOLLM_LOG_PROMPTS", "true".into())]);
     run_task(&server, &api_key);
     drop(server);
     let log = std::fs::read_to_string(dir.join(format!("server-{port}.log"))).unwrap();

@@ -237,3 +237,30 @@ pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Process {
     );
     process
 }
+
+/// The binary as a command-line tool on `dir`'s database: exit code, stdout, stderr.
+pub fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_octollm"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("OCTOLLM_DATA_DIR", dir.join("data"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A new API key with `scopes` in `dir`'s database (`octollm keys create`).
+pub fn make_api_key(dir: &Path, scopes: &str) -> String {
+    let (code, key, err) = cli(
+        dir,
+        &["keys", "create", "--name", "test", "--scopes", scopes],
+    );
+    assert_eq!(code, 0, "{err}");
+    key.trim().to_owned()
+}
