@@ -76,6 +76,11 @@ for _ in $(seq 1 30); do
 done
 [ "$count" -ge 6 ] || { echo "compose: only $count arms registered" >&2; exit 1; }
 
+# The orchestrator requires API keys: make one in its database, as an operator would.
+OCTOLLM_API_KEY=$("${compose[@]}" exec -T orchestrator /usr/local/bin/octollm keys create \
+    --name compose-test --scopes tasks:submit,tasks:read | tr -d '\r')
+export OCTOLLM_API_KEY
+[ -n "$OCTOLLM_API_KEY" ] || { echo "compose: octollm keys create printed no key" >&2; exit 1; }
 bash scripts/smoke-tests.sh "http://127.0.0.1:$REFLEX_PORT" "http://127.0.0.1:$PROMETHEUS_PORT"
 
 # Acceptance 4: two coder containers; one is killed while tasks run on it; every task
@@ -95,13 +100,13 @@ done
 [ "$(coders_closed)" -ge 2 ] || { echo "compose: the second coder never registered" >&2; registry >&2; exit 1; }
 mapfile -t coders < <("${compose[@]}" ps -q coder-arm)
 submit() {
-    curl -sS -X POST -H 'content-type: application/json' -d "{\"goal\": \"$1\"}" \
+    curl -sS -H "X-API-Key: $OCTOLLM_API_KEY" -X POST -H 'content-type: application/json' -d "{\"goal\": \"$1\"}" \
         "http://127.0.0.1:$REFLEX_PORT/tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])'
 }
 wait_done() {
     local status=
     for _ in $(seq 1 120); do
-        status=$(curl -sS "http://127.0.0.1:$REFLEX_PORT/tasks/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+        status=$(curl -sS -H "X-API-Key: $OCTOLLM_API_KEY" "http://127.0.0.1:$REFLEX_PORT/tasks/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
         case "$status" in completed | failed | cancelled) break ;; esac
         sleep 1
     done
@@ -120,7 +125,7 @@ docker kill "${coders[0]}" >/dev/null
 for task in "${tasks[@]}"; do
     wait_done "$task"
 done
-failovers=$(curl -sS "http://127.0.0.1:$ORCHESTRATOR_PORT/metrics" \
+failovers=$(curl -sS -H "X-API-Key: $OCTOLLM_API_KEY" "http://127.0.0.1:$ORCHESTRATOR_PORT/metrics" \
     | awk '/^octollm_arm_call_failovers_total\{.*arm="coder"/ {n += $NF} END {print n + 0}')
 [ "$failovers" -ge 1 ] || { echo "compose: no coder call failed over: the kill hit no call" >&2; exit 1; }
 echo "compose: ${#tasks[@]} tasks completed with ${coders[0]:0:12} killed mid-call ($failovers calls moved to the other coder)"
