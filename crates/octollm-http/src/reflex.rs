@@ -137,16 +137,6 @@ struct Verdict {
     matches: Vec<Match>,
 }
 
-/// The answer of `POST /preprocess`: the verdict and what this request adds to it.
-#[derive(Serialize)]
-struct PreprocessResponse<'a> {
-    #[serde(flatten)]
-    verdict: &'a Verdict,
-    cache_hit: bool,
-    request_id: String,
-    processing_time_us: u64,
-}
-
 /// Who is asking: the API key (hashed, never stored as given) or nobody. Cache entries live
 /// in this namespace, so one tenant's inputs never answer another's lookups.
 fn tenant(headers: &HeaderMap) -> String {
@@ -165,22 +155,41 @@ fn tenant(headers: &HeaderMap) -> String {
     }
 }
 
+/// Lower-case hex, written straight into one string (this runs on every request).
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
 }
 
 /// The cache key covers the tenant, the detector version and every option that changes the
 /// answer, and the exact input: offsets and the sanitised text depend on the exact bytes, so
 /// two inputs that only normalise alike must not share an answer.
 fn cache_key(tenant: &str, request: &PreprocessRequest) -> String {
-    let mut h = Sha256::new();
-    h.update(request.input_text.as_bytes());
-    format!(
-        "reflex:v1:{tenant}:pii={}:inj={}:{}",
-        u8::from(request.detect_pii),
-        u8::from(request.detect_injection),
-        hex(&h.finalize())
-    )
+    let digest = Sha256::digest(request.input_text.as_bytes());
+    let mut key = String::with_capacity(48 + tenant.len() + 2 * digest.len());
+    key.push_str("reflex:v1:");
+    key.push_str(tenant);
+    key.push_str(if request.detect_pii {
+        ":pii=1"
+    } else {
+        ":pii=0"
+    });
+    key.push_str(if request.detect_injection {
+        ":inj=1:"
+    } else {
+        ":inj=0:"
+    });
+    push_hex(&mut key, &digest);
+    key
 }
 
 fn verdict(scanner: &Scanner, text: &str, options: ScanOptions) -> Verdict {
@@ -244,12 +253,18 @@ async fn preprocess(
         });
         metrics::counter!(CACHE_LOOKUPS, "result" => if hit.is_some() { "hit" } else { "miss" })
             .increment(1);
-        hit.and_then(|v| serde_json::from_value::<Verdict>(v).ok())
+        hit.and_then(|bytes| match CachedVerdict::check(bytes) {
+            Ok(cached) => Some(cached),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable cache entry; computing");
+                None
+            }
+        })
     } else {
         None
     };
     let cache_hit = cached.is_some();
-    let verdict = match cached {
+    let cached = match cached {
         Some(v) => v,
         None => {
             let options = ScanOptions {
@@ -259,22 +274,83 @@ async fn preprocess(
             let scan_clock = Instant::now();
             let v = verdict(&state.scanner, &request.input_text, options);
             metrics::histogram!(SCAN_SECONDS).record(scan_clock.elapsed().as_secs_f64());
-            if let Ok(value) = serde_json::to_value(&v)
-                && let Err(e) = state.cache.put(&key, value).await
-            {
+            let cached = CachedVerdict::serialise(&v)?;
+            if let Err(e) = state.cache.put(&key, cached.json.clone()).await {
                 tracing::warn!(error = %e, "cache store failed");
             }
-            v
+            cached
         }
     };
-    metrics::counter!(VERDICTS, "verdict" => if verdict.should_proceed { "proceed" } else { "block" }).increment(1);
-    Ok(Json(PreprocessResponse {
-        verdict: &verdict,
+    metrics::counter!(VERDICTS, "verdict" => if cached.should_proceed { "proceed" } else { "block" }).increment(1);
+    let processing_time_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+    cached.respond(
         cache_hit,
-        request_id: request_id::current().unwrap_or_default(),
-        processing_time_us: u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX),
-    })
-    .into_response())
+        &request_id::current().unwrap_or_default(),
+        processing_time_us,
+    )
+}
+
+/// A verdict as JSON bytes: what the cache holds, and the start of the answer.
+struct CachedVerdict {
+    /// A JSON object (`{…}`) with the fields of [`Verdict`].
+    json: bytes::Bytes,
+    should_proceed: bool,
+}
+
+impl CachedVerdict {
+    fn serialise(verdict: &Verdict) -> Result<Self, ApiError> {
+        let json = serde_json::to_vec(verdict)
+            .map_err(|e| ApiError::Internal(format!("cannot serialise the verdict: {e}")))?;
+        Ok(Self {
+            json: json.into(),
+            should_proceed: verdict.should_proceed,
+        })
+    }
+
+    /// Accepts cached bytes only when they read back as a whole verdict object (a Redis entry
+    /// may come from another version or have been written by hand).
+    fn check(json: bytes::Bytes) -> Result<Self, serde_json::Error> {
+        let verdict: Verdict = serde_json::from_slice(&json)?;
+        if json.first() != Some(&b'{') || json.last() != Some(&b'}') {
+            return Err(serde::de::Error::custom("not a compact JSON object"));
+        }
+        Ok(Self {
+            json,
+            should_proceed: verdict.should_proceed,
+        })
+    }
+
+    /// The answer: the verdict object with the request's own fields appended, written once
+    /// rather than built as a tree and serialised again.
+    fn respond(
+        &self,
+        cache_hit: bool,
+        request_id: &str,
+        processing_time_us: u64,
+    ) -> Result<Response, ApiError> {
+        let verdict = &self.json[..self.json.len().saturating_sub(1)];
+        let mut body = Vec::with_capacity(self.json.len() + 96);
+        body.extend_from_slice(verdict);
+        if verdict.len() > 1 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"\"cache_hit\":");
+        body.extend_from_slice(if cache_hit { b"true" } else { b"false" });
+        body.extend_from_slice(b",\"request_id\":");
+        serde_json::to_writer(&mut body, request_id)
+            .map_err(|e| ApiError::Internal(format!("cannot serialise the answer: {e}")))?;
+        body.extend_from_slice(b",\"processing_time_us\":");
+        body.extend_from_slice(processing_time_us.to_string().as_bytes());
+        body.push(b'}');
+        Ok((
+            [(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response())
+    }
 }
 
 /// The cache routes are for admin keys. The reflex layer holds no keys: it asks the

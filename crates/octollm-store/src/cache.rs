@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
@@ -19,19 +20,21 @@ pub struct CacheStats {
     pub eviction_count: u64,
 }
 
+/// Values are opaque bytes (the reflex layer stores serialised verdicts): the in-memory cache
+/// hands out a reference-counted copy, Redis stores them as they are.
 #[async_trait]
 pub trait ResponseCache: Send + Sync {
-    async fn get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
-    async fn put(&self, key: &str, value: serde_json::Value) -> Result<(), StoreError>;
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError>;
     async fn stats(&self) -> Result<CacheStats, StoreError>;
     async fn clear(&self) -> Result<(), StoreError>;
 }
 
-/// moka's TinyLFU cache bounded by bytes (keys + serialised values).
+/// moka's TinyLFU cache bounded by bytes (keys + values). Keys are hashed with foldhash
+/// (seeded per process) rather than SipHash: they end in a SHA-256 digest, and the hash runs
+/// on every lookup and insert.
 pub struct MemoryCache {
-    /// The value and its weight, estimated once when it is stored (the weigher runs on every
-    /// insert and eviction; serialising the value there cost more than the scan it caches).
-    cache: moka::sync::Cache<String, Arc<(serde_json::Value, u32)>>,
+    cache: moka::sync::Cache<String, Bytes, foldhash::fast::RandomState>,
     hits: AtomicU64,
     lookups: AtomicU64,
     evictions: Arc<AtomicU64>,
@@ -41,12 +44,16 @@ impl MemoryCache {
     pub fn new(max_bytes: u64, ttl: Duration) -> Self {
         let evictions = Arc::new(AtomicU64::new(0));
         let counter = evictions.clone();
+        // Room for the entries a full cache holds (about 1 KiB each), so the table does not
+        // rehash as it fills; bounded, since the bound is a guess.
+        let expected_entries = usize::try_from(max_bytes / 1024)
+            .unwrap_or(usize::MAX)
+            .min(1 << 20);
         let cache = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|key: &String, value: &Arc<(serde_json::Value, u32)>| {
-                u32::try_from(key.len())
-                    .unwrap_or(u32::MAX)
-                    .saturating_add(value.1)
+            .initial_capacity(expected_entries)
+            .weigher(|key: &String, value: &Bytes| {
+                u32::try_from(key.len().saturating_add(value.len())).unwrap_or(u32::MAX)
             })
             .time_to_live(ttl)
             .eviction_listener(move |_key, _value, cause| {
@@ -54,7 +61,7 @@ impl MemoryCache {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             cache,
             hits: AtomicU64::new(0),
@@ -66,18 +73,17 @@ impl MemoryCache {
 
 #[async_trait]
 impl ResponseCache for MemoryCache {
-    async fn get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         self.lookups.fetch_add(1, Ordering::Relaxed);
-        let found = self.cache.get(key).map(|v| v.0.clone());
+        let found = self.cache.get(key);
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
         Ok(found)
     }
 
-    async fn put(&self, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
-        let weight = u32::try_from(json_size(&value)).unwrap_or(u32::MAX);
-        self.cache.insert(key.to_owned(), Arc::new((value, weight)));
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
+        self.cache.insert(key.to_owned(), value);
         Ok(())
     }
 
@@ -104,23 +110,6 @@ impl ResponseCache for MemoryCache {
     }
 }
 
-/// About the size of `value` serialised, without serialising it.
-fn json_size(value: &serde_json::Value) -> usize {
-    use serde_json::Value;
-    match value {
-        Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => 12,
-        Value::String(s) => s.len() + 2,
-        Value::Array(items) => 2 + items.iter().map(|v| json_size(v) + 1).sum::<usize>(),
-        Value::Object(map) => {
-            2 + map
-                .iter()
-                .map(|(k, v)| k.len() + 4 + json_size(v))
-                .sum::<usize>()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,8 +118,11 @@ mod tests {
     async fn stores_counts_and_clears() {
         let c = MemoryCache::new(1024 * 1024, Duration::from_secs(60));
         assert_eq!(c.get("a").await.unwrap(), None);
-        c.put("a", serde_json::json!({"x": 1})).await.unwrap();
-        assert_eq!(c.get("a").await.unwrap(), Some(serde_json::json!({"x": 1})));
+        c.put("a", Bytes::from_static(b"{\"x\":1}")).await.unwrap();
+        assert_eq!(
+            c.get("a").await.unwrap(),
+            Some(Bytes::from_static(b"{\"x\":1}"))
+        );
         let s = c.stats().await.unwrap();
         assert_eq!(s.total_entries, 1);
         assert!((s.hit_rate - 0.5).abs() < 1e-9);
@@ -142,7 +134,7 @@ mod tests {
     #[tokio::test]
     async fn entries_expire() {
         let c = MemoryCache::new(1024 * 1024, Duration::from_millis(50));
-        c.put("a", serde_json::json!(1)).await.unwrap();
+        c.put("a", Bytes::from_static(b"1")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert_eq!(c.get("a").await.unwrap(), None);
     }

@@ -167,26 +167,26 @@ fn info_field(info: &str, field: &str) -> Option<f64> {
 
 #[async_trait]
 impl ResponseCache for RedisCache {
-    async fn get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
         let mut conn = self.connection.get().await?;
         self.lookups.fetch_add(1, Ordering::Relaxed);
-        let raw: Option<String> = redis::cmd("GET")
+        let raw: Option<Vec<u8>> = redis::cmd("GET")
             .arg(format!("{}{key}", self.prefix))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let value = raw.map(|r| serde_json::from_str(&r)).transpose()?;
+        let value = raw.map(bytes::Bytes::from);
         if value.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
         Ok(value)
     }
 
-    async fn put(&self, key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, value: bytes::Bytes) -> Result<(), StoreError> {
         let mut conn = self.connection.get().await?;
         redis::cmd("SET")
             .arg(format!("{}{key}", self.prefix))
-            .arg(value.to_string())
+            .arg(value.as_ref())
             .arg("EX")
             .arg(self.ttl.as_secs().max(1))
             .query_async::<()>(&mut conn)

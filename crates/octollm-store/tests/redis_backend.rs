@@ -80,11 +80,17 @@ async fn cache_round_trips_expires_and_clears_only_its_namespace() {
     let cache = RedisCache::new(&redis.url(), "t3", Duration::from_secs(1)).unwrap();
     let other = RedisCache::new(&redis.url(), "other", Duration::from_secs(60)).unwrap();
     assert_eq!(cache.get("a").await.unwrap(), None);
-    cache.put("a", serde_json::json!({"v": 1})).await.unwrap();
-    other.put("a", serde_json::json!({"v": 2})).await.unwrap();
+    cache
+        .put("a", bytes::Bytes::from_static(b"{\"v\":1}"))
+        .await
+        .unwrap();
+    other
+        .put("a", bytes::Bytes::from_static(b"{\"v\":2}"))
+        .await
+        .unwrap();
     assert_eq!(
         cache.get("a").await.unwrap(),
-        Some(serde_json::json!({"v": 1}))
+        Some(bytes::Bytes::from_static(b"{\"v\":1}"))
     );
     let stats = cache.stats().await.unwrap();
     assert_eq!(stats.total_entries, 1);
@@ -93,10 +99,13 @@ async fn cache_round_trips_expires_and_clears_only_its_namespace() {
     assert_eq!(cache.get("a").await.unwrap(), None);
     assert_eq!(
         other.get("a").await.unwrap(),
-        Some(serde_json::json!({"v": 2})),
+        Some(bytes::Bytes::from_static(b"{\"v\":2}")),
         "another namespace survives"
     );
-    cache.put("b", serde_json::json!(1)).await.unwrap();
+    cache
+        .put("b", bytes::Bytes::from_static(b"1"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(cache.get("b").await.unwrap(), None, "entries expire");
 }

@@ -9,6 +9,9 @@
 //! cargo run --release --example reflex_load -- http://127.0.0.1:8080 5000 16 10 500
 //! #                                             url                  rps  conns secs body-bytes
 //! ```
+//!
+//! With a body size of 0 and a path (`… 5000 16 10 0 /health`) it sends `GET path` instead: the
+//! same load pattern with no scan, the floor the service cannot go below.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -56,6 +59,8 @@ struct Plan {
     warmup: Instant,
     until: Instant,
     size: usize,
+    /// `GET` this path instead of `POST /preprocess` (body size 0).
+    get_path: Option<String>,
 }
 
 async fn connection(plan: Plan, index: u64) -> anyhow::Result<Outcome> {
@@ -67,6 +72,7 @@ async fn connection(plan: Plan, index: u64) -> anyhow::Result<Outcome> {
         warmup,
         until,
         size,
+        get_path,
     } = plan;
     let stream = TcpStream::connect(&authority).await?;
     stream.set_nodelay(true)?;
@@ -85,10 +91,15 @@ async fn connection(plan: Plan, index: u64) -> anyhow::Result<Outcome> {
             break;
         }
         tokio::time::sleep_until(due.into()).await;
-        let request = Request::post("/preprocess")
-            .header("host", &authority)
-            .header("content-type", "application/json")
-            .body(Full::new(body(slot, size)))?;
+        let request = match &get_path {
+            Some(path) => Request::get(path.as_str())
+                .header("host", &authority)
+                .body(Full::new(Bytes::new()))?,
+            None => Request::post("/preprocess")
+                .header("host", &authority)
+                .header("content-type", "application/json")
+                .body(Full::new(body(slot, size)))?,
+        };
         let sent = Instant::now();
         let ok = match sender.send_request(request).await {
             Ok(response) => {
@@ -125,9 +136,15 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: reflex_load URL RATE CONNECTIONS SECONDS BODY_BYTES";
-    let [_, url, rate, connections, seconds, size] = args.as_slice() else {
-        anyhow::bail!(usage);
+    let usage = "usage: reflex_load URL RATE CONNECTIONS SECONDS BODY_BYTES [GET_PATH]";
+    let (url, rate, connections, seconds, size, get_path) = match args.as_slice() {
+        [_, url, rate, connections, seconds, size] => (url, rate, connections, seconds, size, None),
+        [_, url, rate, connections, seconds, size, path]
+            if size == "0" && path.starts_with('/') =>
+        {
+            (url, rate, connections, seconds, size, Some(path.clone()))
+        }
+        _ => anyhow::bail!(usage),
     };
     let authority = url
         .strip_prefix("http://")
@@ -143,6 +160,11 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now() + Duration::from_millis(200);
     let warmup = start + Duration::from_secs_f64(warmup_secs);
     let until = start + Duration::from_secs_f64(seconds);
+    let body_bytes = if get_path.is_some() {
+        0
+    } else {
+        body(0, size).len()
+    };
     let plan = Plan {
         authority,
         connections,
@@ -151,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
         warmup,
         until,
         size,
+        get_path,
     };
     let tasks: Vec<_> = (0..connections)
         .map(|k| tokio::spawn(connection(plan.clone(), k)))
@@ -171,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
         "{{\"target_rps\":{rate},\"connections\":{connections},\"body_bytes\":{},\"measured_seconds\":{measured},\
 \"ok\":{},\"errors\":{errors},\"achieved_rps\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\
 \"service_p50_us\":{},\"service_p99_us\":{}}}",
-        body(0, size).len(),
+        body_bytes,
         latencies.len(),
         latencies.len() as f64 / measured,
         percentile(&latencies, 50.0),
