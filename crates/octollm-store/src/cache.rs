@@ -1,7 +1,6 @@
 //! The reflex layer's response cache: answers keyed by everything that changes them, in
 //! per-tenant namespaces, with a TTL. In process (moka) here; Redis in distributed mode.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -33,40 +32,35 @@ pub trait ResponseCache: Send + Sync {
 /// moka's TinyLFU cache bounded by bytes (keys + values). Keys are hashed with foldhash
 /// (seeded per process) rather than SipHash: they end in a SHA-256 digest, and the hash runs
 /// on every lookup and insert.
+///
+/// Evictions are counted, not listened for: an eviction listener makes moka lock every key
+/// on insert, which cost more than the rest of the insert once the cache was full. Every
+/// entry that arrived has either been evicted (for size or age), cleared, or is still here.
 pub struct MemoryCache {
     cache: moka::sync::Cache<String, Bytes, foldhash::fast::RandomState>,
     hits: AtomicU64,
     lookups: AtomicU64,
-    evictions: Arc<AtomicU64>,
+    /// Keys stored that were not present (two racing stores of one absent key count twice,
+    /// and then one eviction too many).
+    arrivals: AtomicU64,
+    cleared: AtomicU64,
 }
 
 impl MemoryCache {
     pub fn new(max_bytes: u64, ttl: Duration) -> Self {
-        let evictions = Arc::new(AtomicU64::new(0));
-        let counter = evictions.clone();
-        // Room for the entries a full cache holds (about 1 KiB each), so the table does not
-        // rehash as it fills; bounded, since the bound is a guess.
-        let expected_entries = usize::try_from(max_bytes / 1024)
-            .unwrap_or(usize::MAX)
-            .min(1 << 20);
         let cache = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .initial_capacity(expected_entries)
             .weigher(|key: &String, value: &Bytes| {
                 u32::try_from(key.len().saturating_add(value.len())).unwrap_or(u32::MAX)
             })
             .time_to_live(ttl)
-            .eviction_listener(move |_key, _value, cause| {
-                if cause.was_evicted() {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            })
             .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             cache,
             hits: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
-            evictions,
+            arrivals: AtomicU64::new(0),
+            cleared: AtomicU64::new(0),
         }
     }
 }
@@ -83,6 +77,9 @@ impl ResponseCache for MemoryCache {
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
+        if !self.cache.contains_key(key) {
+            self.arrivals.fetch_add(1, Ordering::Relaxed);
+        }
         self.cache.insert(key.to_owned(), value);
         Ok(())
     }
@@ -99,11 +96,18 @@ impl ResponseCache for MemoryCache {
                 hits as f64 / lookups as f64
             },
             memory_usage_mb: self.cache.weighted_size() as f64 / (1024.0 * 1024.0),
-            eviction_count: self.evictions.load(Ordering::Relaxed),
+            eviction_count: self
+                .arrivals
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.cleared.load(Ordering::Relaxed))
+                .saturating_sub(self.cache.entry_count()),
         })
     }
 
     async fn clear(&self) -> Result<(), StoreError> {
+        self.cache.run_pending_tasks();
+        self.cleared
+            .fetch_add(self.cache.entry_count(), Ordering::Relaxed);
         self.cache.invalidate_all();
         self.cache.run_pending_tasks();
         Ok(())
@@ -129,6 +133,38 @@ mod tests {
         c.clear().await.unwrap();
         assert_eq!(c.get("a").await.unwrap(), None);
         assert_eq!(c.stats().await.unwrap().total_entries, 0);
+    }
+
+    #[tokio::test]
+    async fn counts_evictions_for_size_and_age_but_not_clears_or_overwrites() {
+        let c = MemoryCache::new(64 * 1024, Duration::from_secs(60));
+        let value = Bytes::from(vec![b'x'; 1000]);
+        for i in 0..200 {
+            c.put(&format!("k{i}"), value.clone()).await.unwrap();
+        }
+        let s = c.stats().await.unwrap();
+        assert!(s.total_entries > 0 && s.total_entries < 200, "{s:?}");
+        assert_eq!(s.eviction_count, 200 - s.total_entries, "{s:?}");
+        // Storing a key that is present again replaces it: no arrival, no eviction.
+        let present = (0..200)
+            .map(|i| format!("k{i}"))
+            .find(|k| c.cache.contains_key(k))
+            .unwrap();
+        c.put(&present, value.clone()).await.unwrap();
+        assert_eq!(c.stats().await.unwrap().eviction_count, s.eviction_count);
+        c.clear().await.unwrap();
+        let cleared = c.stats().await.unwrap();
+        assert_eq!(
+            (cleared.total_entries, cleared.eviction_count),
+            (0, s.eviction_count)
+        );
+
+        let aging = MemoryCache::new(1024 * 1024, Duration::from_millis(50));
+        aging.put("a", value.clone()).await.unwrap();
+        aging.put("b", value).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let aged = aging.stats().await.unwrap();
+        assert_eq!((aged.total_entries, aged.eviction_count), (0, 2));
     }
 
     #[tokio::test]

@@ -9,6 +9,11 @@
 //! - [`tools`]: `check-config`, `migrate`, `model pull`, `kb add`.
 //! - [`telemetry`]: logging setup.
 
+/// mimalloc rather than glibc's malloc: with the reflex cache full, glibc spent a fifth of the
+/// service's time searching its fragmented free lists (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
