@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use octollm_llm::{CompletionRequest, Message, MeteredLlm};
 use serde::{Deserialize, Serialize};
 
+use crate::Code;
 use crate::context::{ArmError, ArmOutcome, CallContext};
+use crate::contract::{ArmStatus, Handler, Health};
 use crate::syntax;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,15 +68,6 @@ impl CodeRequest {
     }
 }
 
-#[async_trait]
-pub trait CoderArm: Send + Sync {
-    async fn code(
-        &self,
-        request: CodeRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<CodeResponse>, ArmError>;
-}
-
 pub struct LlmCoder {
     llm: MeteredLlm,
     max_tokens: u32,
@@ -97,8 +90,12 @@ fn instruction(op: CodeOperation) -> &'static str {
 }
 
 #[async_trait]
-impl CoderArm for LlmCoder {
-    async fn code(
+impl Handler<Code> for LlmCoder {
+    fn status(&self) -> ArmStatus {
+        ArmStatus::in_process(Health::Healthy)
+    }
+
+    async fn handle(
         &self,
         request: CodeRequest,
         mut ctx: CallContext,
@@ -185,8 +182,8 @@ impl CoderArm for LlmCoder {
             (true, false) => 0.6,
             (false, _) => 0.2,
         };
-        Ok(ArmOutcome {
-            response: CodeResponse {
+        Ok(ArmOutcome::metered(
+            CodeResponse {
                 success,
                 code,
                 explanation,
@@ -195,8 +192,8 @@ impl CoderArm for LlmCoder {
                 confidence,
                 warnings,
             },
-            usage: ctx.budget.used,
-            model: Some(completion.model),
-        })
+            ctx.budget.used,
+            Some(completion.model),
+        ))
     }
 }

@@ -1,7 +1,7 @@
 //! What every arm call carries, what it returns, and how it fails.
 
 use octollm_core::budget::{BudgetExceeded, BudgetTracker, Usage};
-use octollm_core::{StepId, TaskId};
+use octollm_core::{TaskId, UnitKey};
 use octollm_llm::{LlmError, MeteredError};
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallContext {
     pub task_id: Option<TaskId>,
-    pub step_id: Option<StepId>,
+    /// The unit of the task this call does (`X-Step-ID` on the wire).
+    pub unit: Option<UnitKey>,
     pub request_id: String,
     /// The trace this call belongs to (its span is the caller's side of the call).
     #[serde(skip)]
@@ -24,7 +25,7 @@ impl CallContext {
     pub fn standalone(request_id: impl Into<String>, budget: BudgetTracker) -> Self {
         Self {
             task_id: None,
-            step_id: None,
+            unit: None,
             request_id: request_id.into(),
             trace: None,
             budget,
@@ -32,22 +33,30 @@ impl CallContext {
     }
 }
 
-/// An arm's answer plus what producing it cost.
+/// An arm's answer plus what producing it cost and who produced it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArmOutcome<T> {
     pub response: T,
     pub usage: Usage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The instance that answered: `in-process`, or the base URL of the arm service.
+    pub instance: String,
 }
 
 impl<T> ArmOutcome<T> {
-    /// An answer that used no model.
+    /// An answer from this process that used no model.
     pub fn free(response: T) -> Self {
+        Self::metered(response, Usage::default(), None)
+    }
+
+    /// An answer from this process that cost `usage` on `model`.
+    pub fn metered(response: T, usage: Usage, model: Option<String>) -> Self {
         Self {
             response,
-            usage: Usage::default(),
-            model: None,
+            usage,
+            model,
+            instance: crate::contract::ArmStatus::IN_PROCESS.to_owned(),
         }
     }
 }
@@ -84,6 +93,21 @@ impl ArmError {
             | ArmError::BudgetExceeded(..)
             | ArmError::InvalidOutput { .. }
             | ArmError::Internal(_) => false,
+        }
+    }
+
+    /// What went wrong, without the kind's prefix: what an arm service's error body says (its
+    /// code names the kind), so the client's error reads as the arm's did.
+    pub fn message(&self) -> String {
+        match self {
+            ArmError::InvalidRequest(m)
+            | ArmError::Refused(m)
+            | ArmError::Unavailable(m)
+            | ArmError::Internal(m)
+            | ArmError::InvalidOutput { message: m, .. } => m.clone(),
+            ArmError::BudgetExceeded(b, _) => b.to_string(),
+            ArmError::Llm(e) => e.to_string(),
+            ArmError::Timeout => self.to_string(),
         }
     }
 

@@ -11,8 +11,10 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::context::{ArmError, ArmOutcome, CallContext};
-use crate::executor::{CommandType, ExecuteRequest, ExecutorArm};
+use crate::contract::{ArmStatus, Handler, Health};
+use crate::executor::{CommandType, ExecuteRequest};
 use crate::syntax;
+use crate::{Execute, Validate};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,15 +57,6 @@ pub struct ValidateResponse {
     pub failed_criteria: Vec<String>,
     pub quality_score: f64,
     pub suggestions: Vec<String>,
-}
-
-#[async_trait]
-pub trait JudgeArm: Send + Sync {
-    async fn validate(
-        &self,
-        request: ValidateRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<ValidateResponse>, ArmError>;
 }
 
 /// How one criterion is checked.
@@ -115,12 +108,12 @@ struct Verdict {
 
 pub struct Judge {
     llm: MeteredLlm,
-    executor: Option<Arc<dyn ExecutorArm>>,
+    executor: Option<Arc<dyn Handler<Execute>>>,
     max_tokens: u32,
 }
 
 impl Judge {
-    pub fn new(llm: MeteredLlm, executor: Option<Arc<dyn ExecutorArm>>) -> Self {
+    pub fn new(llm: MeteredLlm, executor: Option<Arc<dyn Handler<Execute>>>) -> Self {
         Self {
             llm,
             executor,
@@ -146,7 +139,7 @@ impl Judge {
             allow_network: false,
             files: Default::default(),
         };
-        let outcome = executor.execute(request, ctx.clone()).await?;
+        let outcome = executor.handle(request, ctx.clone()).await?;
         let r = outcome.response;
         Ok(if r.success {
             Ok(())
@@ -201,8 +194,23 @@ impl Judge {
 }
 
 #[async_trait]
-impl JudgeArm for Judge {
-    async fn validate(
+impl Handler<Validate> for Judge {
+    /// Criteria that say the code must run need the executor.
+    fn status(&self) -> ArmStatus {
+        let executor = self
+            .executor
+            .as_ref()
+            .map(|e| e.status().health)
+            .unwrap_or(Health::Unavailable("no executor".into()));
+        ArmStatus::in_process(match executor.reason() {
+            None => Health::Healthy,
+            Some(reason) => Health::Degraded(format!(
+                "criteria that run code cannot be checked: the executor is unavailable ({reason})"
+            )),
+        })
+    }
+
+    async fn handle(
         &self,
         request: ValidateRequest,
         mut ctx: CallContext,
@@ -288,8 +296,8 @@ impl JudgeArm for Judge {
         };
         let confidence = if used_llm { 0.6 } else { 0.95 };
         let suggestions = issues.iter().filter_map(|i| i.suggestion.clone()).collect();
-        Ok(ArmOutcome {
-            response: ValidateResponse {
+        Ok(ArmOutcome::metered(
+            ValidateResponse {
                 valid,
                 confidence,
                 issues,
@@ -298,9 +306,9 @@ impl JudgeArm for Judge {
                 quality_score,
                 suggestions,
             },
-            usage: ctx.budget.used,
+            ctx.budget.used,
             model,
-        })
+        ))
     }
 }
 

@@ -11,7 +11,9 @@ use octollm_core::plan::RawPlan;
 use octollm_llm::{CompletionRequest, Message, MeteredLlm};
 use serde::{Deserialize, Serialize};
 
+use crate::Plan;
 use crate::context::{ArmError, ArmOutcome, CallContext};
+use crate::contract::{ArmStatus, Handler, Health};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,15 +39,6 @@ pub struct PlanResponse {
     pub estimated_cost_dollars: f64,
     pub complexity_score: f64,
     pub confidence: f64,
-}
-
-#[async_trait]
-pub trait PlannerArm: Send + Sync {
-    async fn plan(
-        &self,
-        request: PlanRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<PlanResponse>, ArmError>;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,7 +107,7 @@ impl LlmPlanner {
 
 /// JSON schema of a plan, for providers that constrain output by schema.
 pub fn plan_schema(max_steps: usize) -> serde_json::Value {
-    let arms: Vec<&str> = ArmKind::STEP_ARMS.iter().map(|a| a.id()).collect();
+    let arms: Vec<&str> = ArmKind::plan_step_arms().map(ArmKind::id).collect();
     serde_json::json!({
         "type": "object",
         "additionalProperties": false,
@@ -126,7 +119,7 @@ pub fn plan_schema(max_steps: usize) -> serde_json::Value {
                 "additionalProperties": false,
                 "required": ["step_id", "arm_id", "description", "dependencies"],
                 "properties": {
-                    "step_id": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+                    "step_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
                     "arm_id": {"type": "string", "enum": arms},
                     "description": {"type": "string", "minLength": 1, "maxLength": 2000},
                     "dependencies": {"type": "array", "items": {"type": "string"}},
@@ -165,9 +158,8 @@ pub fn plan_grammar(max_steps: usize) -> String {
         let _ = writeln!(g, "needs{k} ::= \"[\" dep{k} (\",\" dep{k})* \"]\"");
         let _ = writeln!(g, "deps{k} ::= \"[]\" | needs{k}");
     }
-    let others: Vec<String> = ArmKind::STEP_ARMS
-        .iter()
-        .filter(|a| **a != ArmKind::Executor)
+    let others: Vec<String> = ArmKind::plan_step_arms()
+        .filter(|a| *a != ArmKind::Executor)
         .map(|a| format!("\"\\\"{}\\\"\"", a.id()))
         .collect();
     let _ = writeln!(g, "exec ::= \"\\\"executor\\\"\"");
@@ -177,8 +169,12 @@ pub fn plan_grammar(max_steps: usize) -> String {
 }
 
 #[async_trait]
-impl PlannerArm for LlmPlanner {
-    async fn plan(
+impl Handler<Plan> for LlmPlanner {
+    fn status(&self) -> ArmStatus {
+        ArmStatus::in_process(Health::Healthy)
+    }
+
+    async fn handle(
         &self,
         request: PlanRequest,
         mut ctx: CallContext,
@@ -231,11 +227,11 @@ impl PlannerArm for LlmPlanner {
             },
             steps: raw.steps,
         };
-        Ok(ArmOutcome {
+        Ok(ArmOutcome::metered(
             response,
-            usage: ctx.budget.used,
-            model: Some(completion.model),
-        })
+            ctx.budget.used,
+            Some(completion.model),
+        ))
     }
 }
 

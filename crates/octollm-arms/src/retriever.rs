@@ -10,6 +10,8 @@ use octollm_store::{ChunkHit, KnowledgeStore, NewChunk};
 use serde::{Deserialize, Serialize};
 
 use crate::context::{ArmError, ArmOutcome, CallContext};
+use crate::contract::{ArmStatus, Handler, Health};
+use crate::{Ingest, Search};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,20 +78,6 @@ pub struct DocumentResponse {
     pub chunks: u32,
 }
 
-#[async_trait]
-pub trait RetrieverArm: Send + Sync {
-    async fn search(
-        &self,
-        request: SearchRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<SearchResponse>, ArmError>;
-    async fn ingest(
-        &self,
-        request: DocumentRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<DocumentResponse>, ArmError>;
-}
-
 pub const MAX_DOCUMENT_BYTES: usize = 10 * 1024 * 1024;
 const CHUNK_CHARS: usize = 800;
 const CHUNK_OVERLAP: usize = 100;
@@ -152,9 +140,25 @@ fn matches_filters(
         .is_none_or(|f| f.iter().all(|(k, v)| hit.metadata.get(k) == Some(v)))
 }
 
+impl Retriever {
+    /// Keyword search works without the embedding model; vector and hybrid search do not.
+    fn health(&self) -> ArmStatus {
+        ArmStatus::in_process(match self.embedder.available() {
+            Ok(()) => Health::Healthy,
+            Err(reason) => Health::Degraded(format!(
+                "only keyword search works: the embedding model is unavailable ({reason})"
+            )),
+        })
+    }
+}
+
 #[async_trait]
-impl RetrieverArm for Retriever {
-    async fn search(
+impl Handler<Search> for Retriever {
+    fn status(&self) -> ArmStatus {
+        self.health()
+    }
+
+    async fn handle(
         &self,
         request: SearchRequest,
         _ctx: CallContext,
@@ -271,8 +275,15 @@ impl RetrieverArm for Retriever {
             citations,
         }))
     }
+}
 
-    async fn ingest(
+#[async_trait]
+impl Handler<Ingest> for Retriever {
+    fn status(&self) -> ArmStatus {
+        self.health()
+    }
+
+    async fn handle(
         &self,
         request: DocumentRequest,
         _ctx: CallContext,

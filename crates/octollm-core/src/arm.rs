@@ -5,124 +5,127 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ArmKind {
-    Planner,
-    Coder,
-    Executor,
-    Retriever,
-    Judge,
-    Guardian,
+/// The arm table: one row per arm. Everything that names arms (parsing, the capabilities
+/// listing, the service ports, which arms a plan step may use) reads it. An arm's operations
+/// (routes and wire types) are listed beside its logic in `octollm-arms`.
+macro_rules! arm_table {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident {
+            id: $id:literal,
+            name: $name:literal,
+            port: $port:literal,
+            cost_tier: $tier:literal,
+            plan_step: $step:literal,
+            description: $description:literal,
+            capabilities: [$($capability:literal),* $(,)?] $(,)?
+        }
+    ),* $(,)?) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum ArmKind {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ArmKind {
+            pub const ALL: &'static [ArmKind] = &[$(ArmKind::$variant),*];
+
+            pub fn id(self) -> &'static str {
+                match self { $(ArmKind::$variant => $id,)* }
+            }
+
+            pub fn display_name(self) -> &'static str {
+                match self { $(ArmKind::$variant => $name,)* }
+            }
+
+            pub fn description(self) -> &'static str {
+                match self { $(ArmKind::$variant => $description,)* }
+            }
+
+            pub fn capabilities(self) -> &'static [&'static str] {
+                match self { $(ArmKind::$variant => &[$($capability),*],)* }
+            }
+
+            /// Relative cost, 1 (cheap, no LLM) to 5.
+            pub fn cost_tier(self) -> u8 {
+                match self { $(ArmKind::$variant => $tier,)* }
+            }
+
+            /// The service port of SPEC §3 (`octollm serve arm NAME` binds it by default).
+            pub fn port(self) -> u16 {
+                match self { $(ArmKind::$variant => $port,)* }
+            }
+
+            /// Whether a plan step may name this arm (the planner plans; it is not a step of
+            /// its own plan).
+            pub fn is_plan_step(self) -> bool {
+                match self { $(ArmKind::$variant => $step,)* }
+            }
+        }
+    };
+}
+
+arm_table! {
+    Planner {
+        id: "planner",
+        name: "Planner Arm",
+        port: 8105,
+        cost_tier: 3,
+        plan_step: false,
+        description: "Breaks a goal into a validated plan of steps for the other arms.",
+        capabilities: ["task_decomposition", "planning"],
+    },
+    Coder {
+        id: "coder",
+        name: "Coder Arm",
+        port: 8102,
+        cost_tier: 4,
+        plan_step: true,
+        description: "Writes, debugs, refactors, explains and tests code.",
+        capabilities: ["code_generation", "debugging", "refactoring", "explanation", "testing"],
+    },
+    Executor {
+        id: "executor",
+        name: "Executor Arm",
+        port: 8104,
+        cost_tier: 2,
+        plan_step: true,
+        description: "Runs allowlisted programs without a shell inside a bubblewrap sandbox.",
+        capabilities: ["command_execution", "python_execution", "sandboxing"],
+    },
+    Retriever {
+        id: "retriever",
+        name: "Retriever Arm",
+        port: 8106,
+        cost_tier: 1,
+        plan_step: true,
+        description: "Searches the knowledge base by keyword (BM25), vector or both fused.",
+        capabilities: ["keyword_search", "vector_search", "hybrid_search", "ingestion"],
+    },
+    Judge {
+        id: "judge",
+        name: "Judge Arm",
+        port: 8103,
+        cost_tier: 3,
+        plan_step: true,
+        description: "Checks output against acceptance criteria: deterministic checks, then an LLM verdict.",
+        capabilities: ["validation", "acceptance_criteria", "quality_scoring"],
+    },
+    Guardian {
+        id: "guardian",
+        name: "Safety Guardian Arm",
+        port: 8107,
+        cost_tier: 1,
+        plan_step: true,
+        description: "Detects and redacts PII and secrets, flags injection attempts.",
+        capabilities: ["pii_detection", "secret_detection", "injection_detection", "redaction"],
+    },
 }
 
 impl ArmKind {
-    pub const ALL: [ArmKind; 6] = [
-        ArmKind::Planner,
-        ArmKind::Coder,
-        ArmKind::Executor,
-        ArmKind::Retriever,
-        ArmKind::Judge,
-        ArmKind::Guardian,
-    ];
-
-    /// Arms a plan step may name. The planner plans; it is not a step of its own plan.
-    pub const STEP_ARMS: [ArmKind; 5] = [
-        ArmKind::Coder,
-        ArmKind::Executor,
-        ArmKind::Retriever,
-        ArmKind::Judge,
-        ArmKind::Guardian,
-    ];
-
-    pub fn id(self) -> &'static str {
-        match self {
-            ArmKind::Planner => "planner",
-            ArmKind::Coder => "coder",
-            ArmKind::Executor => "executor",
-            ArmKind::Retriever => "retriever",
-            ArmKind::Judge => "judge",
-            ArmKind::Guardian => "guardian",
-        }
-    }
-
-    pub fn display_name(self) -> &'static str {
-        match self {
-            ArmKind::Planner => "Planner Arm",
-            ArmKind::Coder => "Coder Arm",
-            ArmKind::Executor => "Executor Arm",
-            ArmKind::Retriever => "Retriever Arm",
-            ArmKind::Judge => "Judge Arm",
-            ArmKind::Guardian => "Safety Guardian Arm",
-        }
-    }
-
-    pub fn description(self) -> &'static str {
-        match self {
-            ArmKind::Planner => "Breaks a goal into a validated plan of steps for the other arms.",
-            ArmKind::Coder => "Writes, debugs, refactors, explains and tests code.",
-            ArmKind::Executor => {
-                "Runs allowlisted programs without a shell inside a bubblewrap sandbox."
-            }
-            ArmKind::Retriever => {
-                "Searches the knowledge base by keyword (BM25), vector or both fused."
-            }
-            ArmKind::Judge => {
-                "Checks output against acceptance criteria: deterministic checks, then an LLM verdict."
-            }
-            ArmKind::Guardian => "Detects and redacts PII and secrets, flags injection attempts.",
-        }
-    }
-
-    pub fn capabilities(self) -> &'static [&'static str] {
-        match self {
-            ArmKind::Planner => &["task_decomposition", "planning"],
-            ArmKind::Coder => &[
-                "code_generation",
-                "debugging",
-                "refactoring",
-                "explanation",
-                "testing",
-            ],
-            ArmKind::Executor => &["command_execution", "python_execution", "sandboxing"],
-            ArmKind::Retriever => &[
-                "keyword_search",
-                "vector_search",
-                "hybrid_search",
-                "ingestion",
-            ],
-            ArmKind::Judge => &["validation", "acceptance_criteria", "quality_scoring"],
-            ArmKind::Guardian => &[
-                "pii_detection",
-                "secret_detection",
-                "injection_detection",
-                "redaction",
-            ],
-        }
-    }
-
-    /// Relative cost, 1 (cheap, no LLM) to 5.
-    pub fn cost_tier(self) -> u8 {
-        match self {
-            ArmKind::Planner => 3,
-            ArmKind::Coder => 4,
-            ArmKind::Executor => 2,
-            ArmKind::Retriever => 1,
-            ArmKind::Judge => 3,
-            ArmKind::Guardian => 1,
-        }
-    }
-
-    /// The service port of SPEC §3.
-    pub fn port(self) -> u16 {
-        match self {
-            ArmKind::Coder => 8102,
-            ArmKind::Judge => 8103,
-            ArmKind::Executor => 8104,
-            ArmKind::Planner => 8105,
-            ArmKind::Retriever => 8106,
-            ArmKind::Guardian => 8107,
-        }
+    /// Arms a plan step may name.
+    pub fn plan_step_arms() -> impl Iterator<Item = ArmKind> {
+        Self::ALL.iter().copied().filter(|a| a.is_plan_step())
     }
 }
 
@@ -133,14 +136,15 @@ impl fmt::Display for ArmKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown arm {0:?}; known arms: planner, coder, executor, retriever, judge, guardian")]
+#[error("unknown arm {0:?}; known arms: {known}", known = ArmKind::ALL.iter().map(|a| a.id()).collect::<Vec<_>>().join(", "))]
 pub struct UnknownArm(pub String);
 
 impl FromStr for ArmKind {
     type Err = UnknownArm;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ArmKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|arm| arm.id() == s)
             .ok_or_else(|| UnknownArm(s.chars().take(40).collect()))
     }
@@ -152,7 +156,7 @@ mod tests {
 
     #[test]
     fn ids_round_trip() {
-        for arm in ArmKind::ALL {
+        for &arm in ArmKind::ALL {
             assert_eq!(arm.id().parse::<ArmKind>(), Ok(arm));
             assert_eq!(
                 serde_json::to_string(&arm).unwrap(),

@@ -9,6 +9,7 @@
 //! - [`task`]: the task submission, its validated form, priorities, statuses and phases.
 //! - [`plan`]: the plan DAG: validation, scheduling order, sinks.
 //! - [`budget`]: hard limits on tokens, dollars and wall time, and the tracker that enforces them.
+//! - [`unit`]: units of work (the plan, a step of a round, a validation) and their keys.
 //! - [`provenance`]: who produced a step result, when, at what cost.
 //! - [`error`]: the typed failure a task ends with.
 //! - [`trace`]: W3C trace context (`traceparent`) carried from a request through every call.
@@ -26,6 +27,7 @@ pub mod secret;
 pub mod task;
 pub mod token;
 pub mod trace;
+pub mod unit;
 
 pub use arm::ArmKind;
 pub use auth::{Principal, Scope, Scopes};
@@ -37,3 +39,4 @@ pub use provenance::Provenance;
 pub use secret::Secret;
 pub use task::{Phase, Priority, TaskSpec, TaskStatus, TaskSubmission, ValidationError};
 pub use trace::TraceContext;
+pub use unit::{PlanNo, StepUnit, UnitKey};

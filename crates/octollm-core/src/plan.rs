@@ -43,8 +43,10 @@ pub struct PlanStep {
     pub description: String,
     pub arm_id: ArmKind,
     pub dependencies: Vec<StepId>,
-    /// `name → "step_id.output"`: which dependency output feeds which input.
-    pub input_mapping: BTreeMap<String, String>,
+    /// `name → dependency`: which dependency's output feeds which input (written
+    /// `"name": "step_id.output"` on the wire).
+    #[serde(with = "output_refs")]
+    pub input_mapping: BTreeMap<String, StepId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_output: Option<String>,
 }
@@ -64,7 +66,7 @@ pub enum PlanError {
     #[error("step id {0} is used twice")]
     DuplicateStep(String),
     #[error(
-        "step {step}: unknown arm {arm:?}; steps may use coder, executor, retriever, judge, guardian"
+        "step {step}: unknown arm {arm:?}; steps may use {}", ArmKind::plan_step_arms().map(ArmKind::id).collect::<Vec<_>>().join(", ")
     )]
     UnknownArm { step: String, arm: String },
     #[error("step {step}: description must be 1 to {MAX_DESCRIPTION_CHARS} characters")]
@@ -109,7 +111,7 @@ impl Plan {
                 .to_ascii_lowercase()
                 .parse::<ArmKind>()
                 .ok()
-                .filter(|arm| ArmKind::STEP_ARMS.contains(arm))
+                .filter(|arm| arm.is_plan_step())
                 .ok_or_else(|| PlanError::UnknownArm {
                     step: step_id.to_string(),
                     arm: raw_step.arm_id.chars().take(40).collect(),
@@ -154,7 +156,7 @@ impl Plan {
                     .and_then(|s| StepId::parse(s).ok());
                 match source_step {
                     Some(s) if dependencies.contains(&s) => {
-                        input_mapping.insert(input, source);
+                        input_mapping.insert(input, s);
                     }
                     _ => {
                         return Err(PlanError::BadInputMapping {
@@ -167,9 +169,8 @@ impl Plan {
             }
             // Every dependency feeds its step, named after itself, unless mapped explicitly.
             for dep in &dependencies {
-                let source = format!("{dep}.output");
-                if !input_mapping.values().any(|v| *v == source) {
-                    input_mapping.insert(dep.to_string(), source);
+                if !input_mapping.values().any(|v| v == dep) {
+                    input_mapping.insert(dep.to_string(), dep.clone());
                 }
             }
             plan_steps.push(PlanStep {
@@ -225,29 +226,6 @@ impl Plan {
             .iter()
             .filter(|s| !depended.contains(&s.step_id))
             .collect()
-    }
-
-    /// The same plan with every step id moved into `namespace` (used for repair rounds).
-    pub fn namespaced(&self, namespace: &str) -> Plan {
-        let rename = |id: &StepId| id.prefixed(namespace);
-        Plan {
-            steps: self
-                .steps
-                .iter()
-                .map(|s| PlanStep {
-                    step_id: rename(&s.step_id),
-                    description: s.description.clone(),
-                    arm_id: s.arm_id,
-                    dependencies: s.dependencies.iter().map(rename).collect(),
-                    input_mapping: s
-                        .input_mapping
-                        .iter()
-                        .map(|(k, v)| (k.clone(), format!("{namespace}.{v}")))
-                        .collect(),
-                    expected_output: s.expected_output.clone(),
-                })
-                .collect(),
-        }
     }
 
     pub fn arms(&self) -> BTreeSet<ArmKind> {
@@ -320,8 +298,8 @@ mod tests {
         .unwrap();
         assert_eq!(plan.steps[0].step_id.as_str(), "code");
         assert_eq!(
-            plan.steps[1].input_mapping.get("code").map(String::as_str),
-            Some("code.output")
+            plan.steps[1].input_mapping.get("code").map(StepId::as_str),
+            Some("code")
         );
         assert_eq!(plan.sinks().len(), 1);
     }
@@ -376,15 +354,33 @@ mod tests {
     }
 
     #[test]
-    fn namespacing_keeps_structure() {
-        let plan = Plan::validate(raw(vec![
-            step("a", "coder", &[]),
-            step("b", "executor", &["a"]),
-        ]))
-        .unwrap();
-        let r = plan.namespaced("r1");
-        assert_eq!(r.steps[1].dependencies[0].as_str(), "r1.a");
-        assert_eq!(r.steps[1].input_mapping["a"], "r1.a.output");
+    fn input_mappings_name_their_dependency_on_the_wire() {
+        let mut run = step("run", "executor", &["code"]);
+        run.input_mapping
+            .insert("script".into(), "code.output".into());
+        let plan = Plan::validate(raw(vec![step("code", "coder", &[]), run])).unwrap();
+        assert_eq!(plan.steps[1].input_mapping["script"].as_str(), "code");
+        assert_eq!(
+            plan.steps[1].input_mapping.len(),
+            1,
+            "an explicit mapping replaces the default one"
+        );
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["steps"][1]["input_mapping"]["script"], "code.output");
+        assert_eq!(serde_json::from_value::<Plan>(json).unwrap(), plan);
+    }
+
+    #[test]
+    fn dotted_and_reserved_step_ids_are_refused() {
+        for id in ["a.b", "plan", "replan"] {
+            assert!(
+                matches!(
+                    Plan::validate(raw(vec![step(id, "coder", &[])])),
+                    Err(PlanError::BadStepId { .. })
+                ),
+                "{id}"
+            );
+        }
     }
 
     proptest! {
@@ -427,5 +423,41 @@ mod tests {
             steps[from % (n - 1)].dependencies.push(last);
             prop_assert!(Plan::validate(raw(steps)).is_err());
         }
+    }
+}
+
+/// `{name: StepId}` as `{name: "step_id.output"}`.
+mod output_refs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::ids::StepId;
+
+    const SUFFIX: &str = ".output";
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<String, StepId>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            map.iter()
+                .map(|(name, step)| (name, format!("{step}{SUFFIX}"))),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, StepId>, D::Error> {
+        let raw = BTreeMap::<String, String>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(name, source)| {
+                let step = source.strip_suffix(SUFFIX).ok_or_else(|| {
+                    serde::de::Error::custom(format!("{source:?} is not `<step>.output`"))
+                })?;
+                let step = StepId::parse(step).map_err(serde::de::Error::custom)?;
+                Ok((name, step))
+            })
+            .collect()
     }
 }

@@ -70,7 +70,14 @@ impl ValidationError {
     }
 }
 
-fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), ValidationError> {
+/// The white space a text may not consist of alone; everything else counts as content.
+const BLANK: &[char] = &[' ', '\t', '\n', '\r', '\u{b}', '\u{c}'];
+
+/// The same rule for JSON Schema: at least one character that is not blank.
+pub const NOT_BLANK_PATTERN: &str = "[^ \\t\\n\\r\\u000b\\f]";
+
+/// A text of `min..=max` characters as sent, not blank; returned without the blank around it.
+fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<String, ValidationError> {
     let chars = value.chars().count();
     if chars < min || chars > max {
         return Err(ValidationError::new(
@@ -78,48 +85,50 @@ fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), Val
             format!("must be {min} to {max} characters, got {chars}"),
         ));
     }
-    Ok(())
+    let trimmed = value.trim_matches(BLANK);
+    if trimmed.is_empty() {
+        return Err(ValidationError::new(field, "must not be blank"));
+    }
+    Ok(trimmed.to_owned())
 }
 
-fn check_list(field: &str, items: &[String]) -> Result<(), ValidationError> {
+fn check_list(field: &str, items: Vec<String>) -> Result<Vec<String>, ValidationError> {
     if items.len() > MAX_LIST_ITEMS {
         return Err(ValidationError::new(
             field,
             format!("at most {MAX_LIST_ITEMS} items"),
         ));
     }
-    for (i, item) in items.iter().enumerate() {
-        check_len(&format!("{field}[{i}]"), item.trim(), 1, MAX_ITEM_CHARS)?;
-    }
-    Ok(())
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| check_text(&format!("{field}[{i}]"), item, 1, MAX_ITEM_CHARS))
+        .collect()
 }
 
 impl TaskSubmission {
     /// Validates against the defaults used when the client sends no budget.
     pub fn validate(self, default_budget: &Budget) -> Result<TaskSpec, ValidationError> {
-        let goal = self.goal.trim().to_owned();
-        check_len("goal", &goal, GOAL_MIN_CHARS, GOAL_MAX_CHARS)?;
-        check_list("constraints", &self.constraints)?;
-        check_list("acceptance_criteria", &self.acceptance_criteria)?;
+        let goal = check_text("goal", &self.goal, GOAL_MIN_CHARS, GOAL_MAX_CHARS)?;
+        let constraints = check_list("constraints", self.constraints)?;
+        let acceptance_criteria = check_list("acceptance_criteria", self.acceptance_criteria)?;
         let budget = match self.budget {
             None => default_budget.clone(),
             Some(b) => Budget::from_submission(&b, default_budget)?,
         };
         if let Some(key) = &self.idempotency_key {
-            check_len("idempotency_key", key, 1, MAX_IDEMPOTENCY_KEY_CHARS)?;
+            let chars = key.chars().count();
+            if !(1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&chars) {
+                return Err(ValidationError::new(
+                    "idempotency_key",
+                    format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {chars}"),
+                ));
+            }
         }
         Ok(TaskSpec {
             goal,
-            constraints: self
-                .constraints
-                .into_iter()
-                .map(|c| c.trim().to_owned())
-                .collect(),
-            acceptance_criteria: self
-                .acceptance_criteria
-                .into_iter()
-                .map(|c| c.trim().to_owned())
-                .collect(),
+            constraints,
+            acceptance_criteria,
             context: self
                 .context
                 .map(|m| m.into_iter().collect())
@@ -167,6 +176,14 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    pub const ALL: [TaskStatus; 5] = [
+        TaskStatus::Queued,
+        TaskStatus::Processing,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Queued => "queued",
@@ -195,6 +212,11 @@ impl TaskStatus {
             (Processing, Queued) => false,
             (Completed | Failed | Cancelled, _) => false,
         }
+    }
+
+    /// The statuses that may become `next`: what a store's update to `next` may start from.
+    pub fn sources(next: TaskStatus) -> impl Iterator<Item = TaskStatus> {
+        Self::ALL.into_iter().filter(move |s| s.can_become(next))
     }
 }
 
@@ -268,6 +290,18 @@ mod tests {
         assert!(submission("long enough goal").validate(&budget).is_ok());
         assert!(submission(&"x".repeat(2001)).validate(&budget).is_err());
         assert!(submission(&"é".repeat(2000)).validate(&budget).is_ok());
+        // Length counts the text as sent; blank around it is dropped after.
+        assert_eq!(
+            submission("  ten chars ").validate(&budget).unwrap().goal,
+            "ten chars"
+        );
+        assert_eq!(
+            submission(&" ".repeat(12))
+                .validate(&budget)
+                .unwrap_err()
+                .message,
+            "must not be blank"
+        );
     }
 
     #[test]
@@ -290,13 +324,7 @@ mod tests {
         );
     }
 
-    const ALL: [TaskStatus; 5] = [
-        TaskStatus::Queued,
-        TaskStatus::Processing,
-        TaskStatus::Completed,
-        TaskStatus::Failed,
-        TaskStatus::Cancelled,
-    ];
+    const ALL: [TaskStatus; 5] = TaskStatus::ALL;
 
     #[test]
     fn terminal_states_are_final() {

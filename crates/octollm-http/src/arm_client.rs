@@ -15,23 +15,28 @@
 //! [`ArmClient::poll_health`] asks each instance's `/ready` between calls, so a dead
 //! instance is skipped before a task's call finds it dead and a recovered one is probed.
 
-use octollm_core::token::{ExecutorGrant, TokenSigner};
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use octollm_arms::{ArmError, ArmOutcome, Arms, CallContext};
+use octollm_arms::{
+    ArmError, ArmOutcome, ArmStatus, Arms, CallContext, Handler, Health, Operation,
+    OperationVisitor,
+};
 use octollm_core::ArmKind;
 use octollm_core::budget::Usage;
+use octollm_core::token::{ExecutorGrant, TokenSigner};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::arm_service::{
-    ArmErrorBody, BUDGET_COST, BUDGET_DEADLINE, BUDGET_TOKENS, MODEL, STEP_ID, TASK_ID,
-    USAGE_COMPLETION, USAGE_COST, USAGE_PROMPT,
+    BUDGET_COST, BUDGET_DEADLINE, BUDGET_TOKENS, MODEL, STEP_ID, TASK_ID, USAGE_COMPLETION,
+    USAGE_COST, USAGE_PROMPT,
 };
+use crate::error::{ErrorBody, arm_error};
 
 #[derive(Debug, Clone, Copy)]
 pub struct BreakerSettings {
@@ -249,34 +254,6 @@ fn usage_of(headers: &reqwest::header::HeaderMap) -> Usage {
     }
 }
 
-/// The error an arm service answered, as the arm error it was.
-fn error_of(status: u16, body: Option<ArmErrorBody>, usage: Usage) -> ArmError {
-    let (code, message, retryable, budget) = match body {
-        Some(b) => (b.code, b.message, b.retryable, b.budget),
-        None => (
-            String::new(),
-            format!("status {status}"),
-            status >= 500,
-            None,
-        ),
-    };
-    match code.as_str() {
-        "validation_error" => ArmError::InvalidRequest(message),
-        // A capability token the arm would not take: a configuration fault (keys, audience),
-        // not something another attempt fixes.
-        "refused" | "unauthorized" | "forbidden" => ArmError::Refused(message),
-        "budget_exceeded" => match budget {
-            Some(limit) => ArmError::BudgetExceeded(limit, usage),
-            None => ArmError::Internal(format!("budget exceeded in the arm: {message}")),
-        },
-        "invalid_model_output" => ArmError::InvalidOutput { message, usage },
-        "timeout" => ArmError::Timeout,
-        "service_unavailable" => ArmError::Unavailable(message),
-        _ if retryable => ArmError::Unavailable(message),
-        _ => ArmError::Internal(message),
-    }
-}
-
 /// Checks an arm instance's base URL: http(s), a host, nothing after the path.
 pub fn check_endpoint(arm: ArmKind, base: &str) -> Result<(), String> {
     let url = reqwest::Url::parse(base)
@@ -363,14 +340,25 @@ impl ArmClient {
         }
     }
 
-    /// Each instance's base URL and breaker state: configured ones in configuration order,
-    /// then registered ones.
-    pub fn breakers(&self) -> Vec<(String, BreakerState)> {
+    /// Where the arm runs and how it is doing: healthy while every instance's breaker is
+    /// closed, degraded while some are, unavailable when none is.
+    pub fn status(&self) -> ArmStatus {
         let now = Instant::now();
-        self.snapshot()
+        let instances = self.snapshot();
+        let closed = instances
             .iter()
-            .map(|i| (i.base.clone(), i.state(now)))
-            .collect()
+            .filter(|i| i.state(now) == BreakerState::Closed)
+            .count();
+        let health = match (closed, instances.len()) {
+            (_, 0) => Health::Unavailable(format!("no {} arm instance is registered", self.arm)),
+            (0, n) => Health::Unavailable(format!("all {n} instances are failing")),
+            (c, n) if c < n => Health::Degraded(format!("{} of {n} instances are failing", n - c)),
+            _ => Health::Healthy,
+        };
+        ArmStatus {
+            endpoints: instances.iter().map(|i| i.base.clone()).collect(),
+            health,
+        }
     }
 
     /// Each instance's base URL, origin and breaker state.
@@ -455,7 +443,7 @@ impl ArmClient {
     async fn attempt<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         instance: &Instance,
-        path: &str,
+        path: &'static str,
         request: &Req,
         ctx: &CallContext,
         grant: &ExecutorGrant,
@@ -479,8 +467,8 @@ impl ArmClient {
         if let Some(task) = &ctx.task_id {
             call = call.header(TASK_ID, task.as_str());
         }
-        if let Some(step) = &ctx.step_id {
-            call = call.header(STEP_ID, step.as_str());
+        if let Some(unit) = &ctx.unit {
+            call = call.header(STEP_ID, unit.to_string());
         }
         if let Some(trace) = &ctx.trace {
             call = call.header(crate::request_id::TRACEPARENT, trace.header());
@@ -525,6 +513,7 @@ impl ArmClient {
                     response: body,
                     usage,
                     model,
+                    instance: instance.base.clone(),
                 }),
                 Err(e) => Err(Attempt::Retry(ArmError::Unavailable(format!(
                     "unreadable answer from {}: {e}",
@@ -532,7 +521,7 @@ impl ArmClient {
                 )))),
             };
         }
-        let error = error_of(status, response.json::<ArmErrorBody>().await.ok(), usage);
+        let error = arm_error(status, response.json::<ErrorBody>().await.ok(), usage);
         if error.is_retryable() {
             Err(Attempt::Retry(error))
         } else {
@@ -540,21 +529,11 @@ impl ArmClient {
         }
     }
 
-    /// One call, moving to the next instance when one fails in a way another may not.
+    /// One call of `path` whose token grants `grant`, moving to the next instance when one
+    /// fails in a way another may not.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        path: &str,
-        request: &Req,
-        ctx: &CallContext,
-    ) -> Result<ArmOutcome<Resp>, ArmError> {
-        self.call_granting(path, request, ctx, &ExecutorGrant::default())
-            .await
-    }
-
-    /// [`ArmClient::call`] whose token grants the executor `grant`.
-    pub async fn call_granting<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        path: &str,
+        path: &'static str,
         request: &Req,
         ctx: &CallContext,
         grant: &ExecutorGrant,
@@ -597,119 +576,54 @@ impl ArmClient {
     }
 }
 
-/// Arm clients by kind, shared by the per-arm trait implementations.
-struct Remote(Arc<ArmClient>);
-
-#[async_trait]
-impl octollm_arms::PlannerArm for Remote {
-    async fn plan(
-        &self,
-        request: octollm_arms::planner::PlanRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<octollm_arms::planner::PlanResponse>, ArmError> {
-        self.0.call("/plan", &request, &ctx).await
-    }
+/// One operation over HTTP: the client of its arm, behind the operation's handler trait.
+struct Remote<O> {
+    client: Arc<ArmClient>,
+    operation: PhantomData<fn() -> O>,
 }
 
 #[async_trait]
-impl octollm_arms::CoderArm for Remote {
-    async fn code(
+impl<O: Operation> Handler<O> for Remote<O> {
+    async fn handle(
         &self,
-        request: octollm_arms::coder::CodeRequest,
+        request: O::Request,
         ctx: CallContext,
-    ) -> Result<ArmOutcome<octollm_arms::coder::CodeResponse>, ArmError> {
-        self.0.call("/code", &request, &ctx).await
+    ) -> Result<ArmOutcome<O::Response>, ArmError> {
+        // The token grants exactly what this request does.
+        let grant = O::grant(&request);
+        self.client.call(O::ROUTE, &request, &ctx, &grant).await
+    }
+
+    /// The service's own readiness, polled, shows in the breakers.
+    fn status(&self) -> ArmStatus {
+        self.client.status()
     }
 }
 
-#[async_trait]
-impl octollm_arms::ExecutorArm for Remote {
-    async fn execute(
-        &self,
-        request: octollm_arms::executor::ExecuteRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<octollm_arms::executor::ExecuteResponse>, ArmError> {
-        // The step's token grants exactly what this request runs.
-        let grant = ExecutorGrant {
-            programs: vec![request.program().to_owned()],
-            network: request.allow_network,
-        };
-        self.0
-            .call_granting("/execute", &request, &ctx, &grant)
-            .await
-    }
-
-    fn unavailable_reason(&self) -> Option<String> {
-        // The service's own readiness says whether its sandbox works.
-        None
-    }
-}
-
-#[async_trait]
-impl octollm_arms::RetrieverArm for Remote {
-    async fn search(
-        &self,
-        request: octollm_arms::retriever::SearchRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<octollm_arms::retriever::SearchResponse>, ArmError> {
-        self.0.call("/search", &request, &ctx).await
-    }
-
-    async fn ingest(
-        &self,
-        request: octollm_arms::retriever::DocumentRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<octollm_arms::retriever::DocumentResponse>, ArmError> {
-        self.0.call("/documents", &request, &ctx).await
-    }
-}
-
-#[async_trait]
-impl octollm_arms::JudgeArm for Remote {
-    async fn validate(
-        &self,
-        request: octollm_arms::judge::ValidateRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<octollm_arms::judge::ValidateResponse>, ArmError> {
-        self.0.call("/validate", &request, &ctx).await
-    }
-}
-
-#[async_trait]
-impl octollm_arms::GuardianArm for Remote {
-    async fn check(
-        &self,
-        request: octollm_arms::guardian::CheckRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<octollm_arms::guardian::CheckResponse>, ArmError> {
-        self.0.call("/check", &request, &ctx).await
-    }
-}
-
-/// Every arm over HTTP, from one client per arm.
-pub fn remote_arms(clients: [Arc<ArmClient>; 6]) -> Arms {
-    let [planner, coder, executor, retriever, judge, guardian] = clients;
-    Arms {
-        planner: Arc::new(Remote(planner)),
-        coder: Arc::new(Remote(coder)),
-        executor: Arc::new(Remote(executor)),
-        retriever: Arc::new(Remote(retriever)),
-        judge: Arc::new(Remote(judge)),
-        guardian: Arc::new(Remote(guardian)),
-    }
-}
-
-/// One arm over HTTP, the others as given: a remote arm can replace an in-process one.
+/// The operations of `client`'s arm over HTTP, the others as given: a remote arm replaces an
+/// in-process one.
 pub fn with_remote(mut arms: Arms, client: Arc<ArmClient>) -> Arms {
-    let remote = Arc::new(Remote(Arc::clone(&client)));
-    match client.arm {
-        ArmKind::Planner => arms.planner = remote,
-        ArmKind::Coder => arms.coder = remote,
-        ArmKind::Executor => arms.executor = remote,
-        ArmKind::Retriever => arms.retriever = remote,
-        ArmKind::Judge => arms.judge = remote,
-        ArmKind::Guardian => arms.guardian = remote,
+    struct Replace<'a> {
+        arms: &'a mut Arms,
+        client: Arc<ArmClient>,
     }
+    impl OperationVisitor for Replace<'_> {
+        fn visit<O: Operation>(&mut self) {
+            if O::ARM == self.client.arm {
+                O::replace(
+                    self.arms,
+                    Arc::new(Remote::<O> {
+                        client: Arc::clone(&self.client),
+                        operation: PhantomData,
+                    }),
+                );
+            }
+        }
+    }
+    octollm_arms::visit_operations(&mut Replace {
+        arms: &mut arms,
+        client,
+    });
     arms
 }
 

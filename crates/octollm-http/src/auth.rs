@@ -1,33 +1,61 @@
-//! API key authentication (SPEC §8). Every route needs a key except the ones in
-//! [`OPEN_PATHS`], so a route added later is protected by default. The key comes in
-//! `X-API-Key` or `Authorization: Bearer`; the request then acts as its [`Principal`], which
-//! handlers check for the scope they need ([`Auth::require`]). Every refusal is counted and
-//! written to the audit log, with the request id and the key id when there is one.
+//! API key authentication (SPEC §8). Each service declares what each of its routes needs in
+//! one table ([`Route`]); the middleware applies it, and the OpenAPI document's security
+//! requirements are read from the same table. A route missing from the table needs a valid
+//! key, so a route added later is protected by default. The key comes in `X-API-Key` or
+//! `Authorization: Bearer`; the request then acts as its [`Principal`]. Every refusal is
+//! counted and written to the audit log, with the request id and the key id when there is one.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 use octollm_core::auth::{key_id, key_matches};
 use octollm_core::{Principal, Scope};
 use octollm_store::{ApiKeyStore, AuditEntry, AuditKind, AuditLog};
 
 use crate::error::ApiError;
 
-/// Routes anyone may call: the probes, the API description, and the arm registry (which
-/// checks its own token). Prometheus scrapes the separate metrics port
-/// (`OCTOLLM_METRICS_BIND`) without a key; `/metrics` on the API port takes any valid key.
-pub const OPEN_PATHS: &[&str] = &[
-    "/health",
-    "/health/live",
-    "/ready",
-    "/health/ready",
-    "/openapi.json",
-    "/registry",
-];
+/// What a route needs from its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: probes, the API description, routes that check a token of their own.
+    Open,
+    /// Any valid key.
+    AnyKey,
+    /// A key with this scope (admin implies every scope).
+    Scope(Scope),
+}
+
+/// One route of a service and what it needs.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+impl Route {
+    pub const fn new(method: Method, path: &'static str, access: Access) -> Self {
+        Route {
+            method,
+            path,
+            access,
+        }
+    }
+}
+
+/// What `method path` (the matched route) needs: from the table, else a valid key.
+pub fn access(routes: &[Route], method: &Method, path: Option<&str>) -> Access {
+    path.and_then(|path| {
+        routes
+            .iter()
+            .find(|r| r.path == path && r.method == *method)
+    })
+    .map_or(Access::AnyKey, |r| r.access)
+}
 
 const INVALID: &str = "the API key is not valid";
 
@@ -78,7 +106,7 @@ impl Auth {
 
     /// Writes an audit entry for the current request. A failure to write is logged, never
     /// turned into a failure of the request (the refusal it records stands either way).
-    pub async fn record(&self, kind: AuditKind, key_id: Option<&str>, detail: serde_json::Value) {
+    async fn record(&self, kind: AuditKind, key_id: Option<&str>, detail: serde_json::Value) {
         let entry = AuditEntry {
             at: Utc::now(),
             kind,
@@ -130,6 +158,15 @@ impl Auth {
         }
     }
 
+    /// The principal a request acts as when its route needs `access`.
+    pub async fn admit(&self, access: Access, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let principal = self.authenticate(headers).await?;
+        if let Access::Scope(scope) = access {
+            self.require(&principal, scope).await?;
+        }
+        Ok(principal)
+    }
+
     async fn check(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
         let Some(presented) = presented_key(headers)? else {
             if self.required {
@@ -171,6 +208,16 @@ impl Auth {
     }
 }
 
+/// The bearer credential of a request, when it sends `Authorization: Bearer …`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
 /// The key a request carries, if any; both headers with different keys is an error.
 fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, Refusal> {
     let api_key = headers
@@ -200,13 +247,25 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, Refusal> {
     }
 }
 
-/// Resolves the principal of every request outside [`OPEN_PATHS`] and hands it to the
-/// handlers as an extension.
-pub async fn middleware(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
-    if OPEN_PATHS.contains(&request.uri().path()) {
+/// What the middleware needs: the keys and the service's route table.
+#[derive(Clone)]
+pub struct Gate {
+    pub auth: Auth,
+    pub routes: &'static [Route],
+}
+
+/// Admits every request its route allows and hands its [`Principal`] to the handler as an
+/// extension (open routes have none: their handlers act for nobody).
+pub async fn middleware(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let access = access(gate.routes, request.method(), path.as_deref());
+    if access == Access::Open {
         return next.run(request).await;
     }
-    match auth.authenticate(request.headers()).await {
+    match gate.auth.admit(access, request.headers()).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await

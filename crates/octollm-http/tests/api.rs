@@ -11,37 +11,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use octollm_arms::{Arms, InProcessSettings};
-use octollm_core::budget::Price;
 use octollm_http::api::{ApiState, router};
 use octollm_http::auth::Auth;
-use octollm_llm::scripted::ScriptedProvider;
-use octollm_llm::{Embedder, LlmError, MeteredLlm};
 use octollm_orchestrator::{Orchestrator, OrchestratorConfig};
 use octollm_store::SqliteStore;
+use octollm_test_support::harness::scripted_arms;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-
-struct NoEmbedder;
-
-#[async_trait]
-impl Embedder for NoEmbedder {
-    fn model(&self) -> &str {
-        "none"
-    }
-    fn dimensions(&self) -> usize {
-        384
-    }
-    async fn embed(&self, _texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
-        Err(LlmError::Config("no embedder in this test".into()))
-    }
-}
 
 struct App {
     _dir: tempfile::TempDir,
@@ -62,27 +43,23 @@ async fn app_with(script: serde_json::Value, workers: bool, keys_required: bool)
     let store = SqliteStore::open(&dir.path().join("db.sqlite"))
         .await
         .unwrap();
-    let provider =
-        ScriptedProvider::from_script(serde_json::from_value(script).unwrap(), None).unwrap();
-    let llm = MeteredLlm::new(Arc::new(provider), Price::default());
-    let arms = Arms::in_process(
-        llm,
-        Arc::new(store.clone()),
-        Arc::new(NoEmbedder),
-        InProcessSettings::default(),
-    );
+    let arms = scripted_arms(script, None, Arc::new(store.clone()));
     let config = OrchestratorConfig {
         workers: 1,
         poll_interval_ms: 20,
         ..Default::default()
     };
-    let orchestrator = Orchestrator::new(Arc::new(store.clone()), arms, config);
+    let orchestrator = Orchestrator::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        arms,
+        config,
+    );
     let shutdown = CancellationToken::new();
     if workers {
         orchestrator.spawn_workers(&TaskTracker::new(), shutdown.clone());
     }
     let state = ApiState {
-        remote_arms: Vec::new(),
         registry: None,
         orchestrator,
         started: Instant::now(),
@@ -92,7 +69,6 @@ async fn app_with(script: serde_json::Value, workers: bool, keys_required: bool)
             Arc::new(store.clone()),
             keys_required,
         ),
-        audit: Arc::new(store.clone()),
     };
     App {
         _dir: dir,
@@ -300,12 +276,24 @@ async fn delete_cancels_a_running_task() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, _, task) = call(&app.router, get(&format!("/tasks/{id}"))).await;
-        if task["status"] == "processing" && task["progress"]["current_step"] == "plan" {
+        // The phase is one of the five; the unit it is on is named beside it.
+        if task["status"] == "processing"
+            && task["progress"]["current_step"] == "execution"
+            && task["progress"]["current_unit"] == "s1"
+        {
             break;
         }
         assert!(Instant::now() < deadline, "never started: {task}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A stream opened while it runs follows it to its end.
+    let stream = app
+        .router
+        .clone()
+        .oneshot(get(&format!("/tasks/{id}/events")))
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
     let (status, _, cancelled) = call(
         &app.router,
         Request::delete(format!("/tasks/{id}"))
@@ -316,19 +304,7 @@ async fn delete_cancels_a_running_task() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["error"]["type"], "cancelled");
-    // Stays cancelled: the worker does not overwrite it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (_, _, task) = call(&app.router, get(&format!("/tasks/{id}"))).await;
-    assert_eq!(task["status"], "cancelled");
-    // The event stream of a finished task replays and ends.
-    let response = app
-        .router
-        .clone()
-        .oneshot(get(&format!("/tasks/{id}/events")))
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let body = tokio::time::timeout(Duration::from_secs(5), response.into_body().collect())
+    let body = tokio::time::timeout(Duration::from_secs(5), stream.into_body().collect())
         .await
         .unwrap()
         .unwrap()
@@ -339,6 +315,26 @@ async fn delete_cancels_a_running_task() {
         "{text}"
     );
     assert!(text.contains("event: step_started"), "{text}");
+    // A cancelled task is deleted: gone by id, its events and a second cancel too.
+    for request in [
+        get(&format!("/tasks/{id}")),
+        get(&format!("/tasks/{id}/events")),
+        Request::delete(format!("/tasks/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    ] {
+        let (status, _, json) = call(&app.router, request).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{json}");
+        assert_error_body(&json, "not_found");
+    }
+    // It stays cancelled: the worker does not overwrite it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stored =
+        octollm_store::TaskStore::get_task(&app.store, &octollm_core::TaskId::parse(&id).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(stored.status, octollm_core::TaskStatus::Cancelled);
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use octollm_http::reflex::{FailMode, RateLimitSettings, ReflexState, router};
+use octollm_http::reflex::{FailMode, RateLimitSettings, ReflexService, ReflexState, router};
 use octollm_reflex::Scanner;
 use octollm_store::{Decision, MemoryCache, MemoryRateLimiter, RateLimiter, StoreError, Tier};
 use tower::ServiceExt;
@@ -30,10 +30,12 @@ fn state(
     orchestrator_url: Option<String>,
 ) -> ReflexState {
     ReflexState {
-        scanner: Scanner::new(),
-        cache: Arc::new(MemoryCache::new(16 * 1024 * 1024, Duration::from_secs(60))),
-        limiter,
-        limits,
+        service: ReflexService {
+            scanner: Scanner::new(),
+            cache: Arc::new(MemoryCache::new(16 * 1024 * 1024, Duration::from_secs(60))),
+            limiter,
+            limits,
+        },
         orchestrator_url,
         client: reqwest::Client::new(),
         started: Instant::now(),
@@ -235,7 +237,7 @@ async fn a_damaged_cache_entry_is_never_served() {
     ];
     for entry in damaged {
         let mut state = state(unlimited(), Arc::new(MemoryRateLimiter::new()), None);
-        state.cache = Arc::new(DamagedCache(bytes::Bytes::from_static(entry)));
+        state.service.cache = Arc::new(DamagedCache(bytes::Bytes::from_static(entry)));
         let app = router(state, 64 * 1024)
             .layer(MockConnectInfo(SocketAddr::from(([10, 1, 2, 3], 4567))));
         let (status, _, v) = call(

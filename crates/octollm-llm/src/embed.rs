@@ -14,4 +14,10 @@ pub trait Embedder: Send + Sync {
     fn dimensions(&self) -> usize;
     /// One L2-normalised vector per text, in order.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError>;
+
+    /// Whether [`Embedder::embed`] can work here, without doing it (a model loaded on first
+    /// use may be missing): why not, when it cannot.
+    fn available(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

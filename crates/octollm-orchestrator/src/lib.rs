@@ -1,11 +1,17 @@
-//! The orchestrator: accepts tasks, screens them, and runs the main loop on a durable queue.
-//! claim → plan → execute (dependency order, parallel, retried, budgeted) → validate (with
-//! repair rounds) → synthesise, every unit of work persisted before the next one starts.
+//! The orchestrator: accepts tasks, screens them, runs the main loop on a durable queue, and
+//! answers for them. claim → plan → execute (dependency order, parallel, retried, budgeted) →
+//! validate (with repair rounds) → synthesise, every unit of work persisted before the next
+//! one starts. Everything the API serves comes from here, scoped to the caller: the HTTP
+//! adapter extracts and delegates.
 //!
 //! # Layout
 //! - [`config`]: the orchestrator's settings, [`OrchestratorConfig`].
+//! - [`error`]: [`OrchestratorError`], what a request to the orchestrator can fail with.
 //! - [`submit`]: validation, reflex screening and redaction of a submission.
-//! - [`pipeline`]: one task's run, resumable from its last completed step.
+//! - [`tasks`]: reading, listing and cancelling tasks on behalf of a caller.
+//! - [`events`]: a task's event stream, replayed then live, across replicas.
+//! - [`pipeline`]: one task's run, resumable from its last completed unit.
+//! - [`units`]: what units of work produce, typed.
 //! - [`dispatch`]: a plan step → the right arm call → the step's output.
 //! - [`worker`]: worker loops, leases and heartbeats, graceful shutdown.
 //! - [`budget`]: the task budget shared by parallel steps.
@@ -15,27 +21,34 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use octollm_arms::Arms;
-use octollm_core::{TaskId, TaskStatus};
+use octollm_arms::{ArmStatus, Arms, Health};
+use octollm_core::{ArmKind, TaskId};
 use octollm_reflex::Scanner;
-use octollm_store::{ListFilter, StepRecord, StoreError, TaskPage, TaskRecord, TaskStore};
+use octollm_store::{AuditLog, StoreError, TaskStore};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub mod budget;
 pub mod config;
 pub mod dispatch;
+pub mod error;
+pub mod events;
 pub mod metrics;
 pub mod pipeline;
 pub mod submit;
+pub mod tasks;
 pub mod trace_link;
+pub mod units;
 pub mod worker;
 
 pub use config::OrchestratorConfig;
-pub use submit::{SubmitError, Submitted};
+pub use error::OrchestratorError;
+pub use submit::{Origin, Submitted};
+pub use tasks::{TaskDetail, UnitReport};
 
 pub struct Orchestrator {
     store: Arc<dyn TaskStore>,
+    audit: Arc<dyn AuditLog>,
     arms: Arms,
     scanner: Scanner,
     config: OrchestratorConfig,
@@ -46,8 +59,43 @@ pub struct Orchestrator {
     running: Mutex<HashMap<TaskId, CancellationToken>>,
 }
 
+/// How the service is doing (`/health`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthReport {
+    pub database: Result<(), String>,
+    /// Whether live events reach the other replicas (`None`: one process, nothing to share).
+    pub shared_events: Option<bool>,
+    pub arms: Vec<(ArmKind, ArmStatus)>,
+}
+
+impl HealthReport {
+    /// Unhealthy without the database (nothing runs); degraded when an arm cannot work or
+    /// other replicas' live events are late.
+    pub fn health(&self) -> Health {
+        if let Err(e) = &self.database {
+            return Health::Unavailable(format!("database: {e}"));
+        }
+        if self.shared_events == Some(false) {
+            return Health::Degraded(
+                "live events of tasks run by other replicas are delayed".into(),
+            );
+        }
+        match self.arms.iter().find(|(_, s)| s.health != Health::Healthy) {
+            Some((arm, status)) => {
+                Health::Degraded(format!("the {arm} arm is {}", status.health.as_str()))
+            }
+            None => Health::Healthy,
+        }
+    }
+}
+
 impl Orchestrator {
-    pub fn new(store: Arc<dyn TaskStore>, arms: Arms, config: OrchestratorConfig) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        audit: Arc<dyn AuditLog>,
+        arms: Arms,
+        config: OrchestratorConfig,
+    ) -> Arc<Self> {
         metrics::describe();
         let instance = format!(
             "{}-{}",
@@ -56,6 +104,7 @@ impl Orchestrator {
         );
         Arc::new(Self {
             store,
+            audit,
             arms,
             scanner: Scanner::new(),
             config,
@@ -65,44 +114,42 @@ impl Orchestrator {
         })
     }
 
-    pub fn store(&self) -> &Arc<dyn TaskStore> {
-        &self.store
-    }
-
-    pub fn arms(&self) -> &Arms {
-        &self.arms
-    }
-
     pub fn config(&self) -> &OrchestratorConfig {
         &self.config
     }
 
-    pub async fn get(
-        &self,
-        id: &TaskId,
-    ) -> Result<Option<(TaskRecord, Vec<StepRecord>)>, StoreError> {
-        let Some(task) = self.store.get_task(id).await? else {
-            return Ok(None);
-        };
-        let steps = self.store.steps(id).await?;
-        Ok(Some((task, steps)))
+    /// Every arm with where it runs and how it is doing.
+    pub fn capabilities(&self) -> Vec<(ArmKind, ArmStatus)> {
+        ArmKind::ALL
+            .iter()
+            .map(|&arm| (arm, self.arms.status(arm)))
+            .collect()
     }
 
-    pub async fn list(&self, filter: ListFilter) -> Result<TaskPage, StoreError> {
-        self.store.list_tasks(filter).await
-    }
-
-    /// Cancels a task that has not finished; a running step is aborted at its next await.
-    pub async fn cancel(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        let task = self.store.cancel(id, chrono::Utc::now()).await?;
-        if task
-            .as_ref()
-            .is_some_and(|t| t.status == TaskStatus::Cancelled)
-            && let Some(token) = self.running_tasks().get(id)
-        {
-            token.cancel();
+    pub async fn health(&self) -> HealthReport {
+        HealthReport {
+            database: self.store.ping().await.map_err(|e| e.to_string()),
+            shared_events: self.store.shared_events_connected(),
+            arms: self.capabilities(),
         }
-        Ok(task)
+    }
+
+    /// Ready while the database answers (tasks need nothing else to be accepted and run).
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    /// Removes finished tasks older than `before` (retention).
+    pub async fn prune(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+        self.store.prune_finished(before).await
+    }
+
+    /// The audit log, newest first.
+    pub async fn audit_entries(
+        &self,
+        filter: &octollm_store::AuditFilter,
+    ) -> Result<Vec<octollm_store::AuditRecord>, StoreError> {
+        self.audit.audit_entries(filter).await
     }
 
     fn running_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, CancellationToken>> {

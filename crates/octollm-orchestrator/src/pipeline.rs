@@ -1,6 +1,6 @@
-//! One task's run. Every unit of work (the plan, each step, each validation) is keyed and
-//! persisted when it completes; a resumed run finds the completed units in the store and
-//! skips them, so a crash costs at most the units that were in flight.
+//! One task's run. Every unit of work (the plan, each step, each validation) is keyed
+//! ([`UnitKey`]) and persisted when it completes; a resumed run finds the completed units in
+//! the store and skips them, so a crash costs at most the units that were in flight.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -10,32 +10,46 @@ use chrono::Utc;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use octollm_arms::judge::ValidateResponse;
+use octollm_arms::judge::{ValidateRequest, ValidateResponse};
 use octollm_arms::planner::PlanRequest;
 use octollm_arms::{ArmError, CallContext};
-use octollm_core::budget::BudgetExceeded;
-use octollm_core::plan::{Plan, PlanStep};
-use octollm_core::{ArmKind, Phase, Provenance, StepId, TaskError, TaskErrorKind};
-use octollm_store::{Progress, StepRecord, StepStatus, StoreError, TaskRecord, TaskResult};
+use octollm_core::budget::{BudgetExceeded, Usage};
+use octollm_core::plan::{Plan, PlanStep, RawPlan};
+use octollm_core::{ArmKind, Phase, PlanNo, Provenance, StepId, TaskError, TaskErrorKind, UnitKey};
+use octollm_store::{StepRecord, StepStatus, StoreError, TaskRecord, TaskResult, UnitDone};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, instrument, warn};
 
 use crate::Orchestrator;
 use crate::budget::TaskBudget;
-use crate::dispatch::{self, StepInput, StepOutput};
+use crate::dispatch::{self, Produced, StepInput};
 use crate::metrics as m;
+use crate::units::UnitOutput;
 
 /// Why a run stopped before producing a result.
 #[derive(Debug)]
 pub enum Stop {
-    /// The task fails with this error (partial results stay stored).
-    Failed(TaskError),
+    /// The task fails with this error; what it produced before stays stored, and `partial`
+    /// is shown as its (unvalidated) result.
+    Failed {
+        error: TaskError,
+        partial: Option<TaskResult>,
+    },
     /// Cancelled by request, or the lease was lost: another party owns the task's state now.
     Abandoned,
     /// The process is shutting down: release the lease so another worker resumes.
     Shutdown,
     Store(StoreError),
+}
+
+impl Stop {
+    fn failed(error: TaskError) -> Self {
+        Stop::Failed {
+            error,
+            partial: None,
+        }
+    }
 }
 
 impl From<StoreError> for Stop {
@@ -48,20 +62,20 @@ impl From<StoreError> for Stop {
 }
 
 fn budget_error(e: &BudgetExceeded) -> Stop {
-    Stop::Failed(
-        TaskError::new(TaskErrorKind::BudgetExceeded, e.to_string())
-            .with_details(serde_json::to_value(e).unwrap_or_default()),
-    )
+    Stop::failed(TaskError::new(TaskErrorKind::BudgetExceeded, e.to_string()))
 }
 
-pub(crate) const PLAN_KEY: &str = "plan";
-pub(crate) const REPLAN_KEY: &str = "replan";
-/// Steps of a replacement plan live in this namespace (`p2.s1`), apart from the first plan's.
-const REPLAN_NAMESPACE: &str = "p2";
+/// Where a plan's steps run: which plan, which round.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    plan: PlanNo,
+    number: u32,
+}
 
-fn stored_plan(record: StepRecord) -> Result<Plan, Stop> {
-    serde_json::from_value(record.output)
-        .map_err(|e| Stop::Store(StoreError::Corrupt(format!("stored plan: {e}"))))
+impl Round {
+    fn key(self, step: &StepId) -> UnitKey {
+        UnitKey::step(self.plan, self.number, step.clone())
+    }
 }
 
 pub(crate) struct Run<'a> {
@@ -69,11 +83,18 @@ pub(crate) struct Run<'a> {
     task: TaskRecord,
     owner: String,
     budget: TaskBudget,
-    done: Mutex<BTreeMap<String, StepRecord>>,
+    /// The typed outputs of the completed units.
+    done: Mutex<BTreeMap<UnitKey, UnitOutput>>,
     arms_used: Mutex<BTreeSet<ArmKind>>,
     total_steps: Mutex<u32>,
+    phase: Mutex<Option<Phase>>,
     cancel: CancellationToken,
     shutdown: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another step panicked mid-update of plain values.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<'a> Run<'a> {
@@ -84,110 +105,141 @@ impl<'a> Run<'a> {
         cancel: CancellationToken,
         shutdown: CancellationToken,
     ) -> Result<Run<'a>, StoreError> {
-        let steps = orch.store.steps(&task.id).await?;
+        let units = orch.store.units(&task.id).await?;
         let started = task.started_at.unwrap_or_else(Utc::now).timestamp_millis();
         let budget = TaskBudget::new(&task.spec.budget, started, task.usage);
-        let arms_used = task.arms_used.iter().copied().collect();
-        let total_steps = task.progress.total_steps;
-        let done = steps
+        let mut done = BTreeMap::new();
+        for record in units
             .into_iter()
             .filter(|s| s.status == StepStatus::Completed)
-            .map(|s| (s.step_key.clone(), s))
-            .collect();
+        {
+            let output = UnitOutput::decode(&record.unit, record.arm_id, record.output.clone())
+                .map_err(|e| StoreError::Corrupt(format!("output of unit {}: {e}", record.unit)))?;
+            done.insert(record.unit, output);
+        }
         Ok(Run {
             orch,
+            arms_used: Mutex::new(task.arms_used.iter().copied().collect()),
+            total_steps: Mutex::new(task.progress.total_steps),
+            phase: Mutex::new(task.phase),
             task,
             owner,
             budget,
             done: Mutex::new(done),
-            arms_used: Mutex::new(arms_used),
-            total_steps: Mutex::new(total_steps),
             cancel,
             shutdown,
         })
     }
 
-    pub(crate) fn usage(&self) -> octollm_core::budget::Usage {
+    pub(crate) fn usage(&self) -> Usage {
         self.budget.used()
     }
 
-    fn done_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StepRecord>> {
-        self.done
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn completed(&self, key: &UnitKey) -> Option<UnitOutput> {
+        lock(&self.done).get(key).cloned()
     }
 
-    fn completed(&self, key: &str) -> Option<StepRecord> {
-        self.done_map().get(key).cloned()
+    fn completed_plan(&self, plan: PlanNo) -> Option<Plan> {
+        match self.completed(&plan.unit()) {
+            Some(UnitOutput::Plan(p)) => Some(p),
+            _ => None,
+        }
     }
 
     async fn phase(&self, phase: Phase) -> Result<(), Stop> {
-        if self.task.phase == Some(phase) {
+        if *lock(&self.phase) == Some(phase) {
             return Ok(());
         }
         self.orch
             .store
             .set_phase(&self.task.id, &self.owner, phase, Utc::now())
             .await?;
+        *lock(&self.phase) = Some(phase);
         Ok(())
+    }
+
+    fn add_total(&self, n: usize) {
+        *lock(&self.total_steps) += u32::try_from(n).unwrap_or(u32::MAX);
     }
 
     /// Runs the task to a result, or stops.
     #[instrument(skip_all, fields(task_id = %self.task.id))]
     pub(crate) async fn run(&self) -> Result<TaskResult, Stop> {
         let first = self.plan().await?;
-        let plan = match self.completed(REPLAN_KEY) {
-            Some(record) => stored_plan(record)?,
-            None => first,
+        let (mut plan, mut plan_no) = match self.completed_plan(PlanNo::Replacement) {
+            Some(replacement) => (replacement, PlanNo::Replacement),
+            None => (first, PlanNo::First),
         };
         self.phase(Phase::Execution).await?;
-        let plan = match self.execute_plan(&plan, None).await {
-            Ok(()) => plan,
+        let round = Round {
+            plan: plan_no,
+            number: 0,
+        };
+        match self.execute_plan(&plan, round, None).await {
+            Ok(()) => {}
             // One failed step may trigger one replan, which works around the failure.
-            Err(Stop::Failed(error))
-                if error.kind == TaskErrorKind::StepFailed
-                    && self.completed(REPLAN_KEY).is_none() =>
+            Err(Stop::Failed { error, .. })
+                if error.kind == TaskErrorKind::StepFailed && plan_no == PlanNo::First =>
             {
-                let replanned = self.replan(&error).await?;
-                self.execute_plan(&replanned, None).await?;
-                replanned
+                plan = self.replan(&error).await?;
+                plan_no = PlanNo::Replacement;
+                let round = Round {
+                    plan: plan_no,
+                    number: 0,
+                };
+                self.execute_plan(&plan, round, None).await?;
             }
             Err(stop) => return Err(stop),
-        };
+        }
         self.phase(Phase::Validation).await?;
-        let mut output = self.synthesise(&plan);
-        let mut verdict = self.validate(&output, 0).await?;
-        let mut round = 0;
-        while !verdict.valid && round < self.orch.config.max_repairs {
-            round += 1;
+        let mut round = Round {
+            plan: plan_no,
+            number: 0,
+        };
+        let mut output = self.synthesise(&plan, round);
+        let mut verdict = self.validate(&output, round.number).await?;
+        while !verdict.valid && round.number < self.orch.config.max_repairs {
+            round.number += 1;
             let feedback = verdict
                 .issues
                 .iter()
                 .map(|i| format!("- {}", i.message))
                 .collect::<Vec<_>>()
                 .join("\n");
-            let repair = plan.namespaced(&format!("r{round}"));
-            self.add_total(repair.steps.len() as u32 + 1);
+            self.add_total(plan.steps.len() + 1);
             self.phase(Phase::Execution).await?;
-            self.execute_plan(&repair, Some(&feedback)).await?;
+            self.execute_plan(&plan, round, Some(&feedback)).await?;
             self.phase(Phase::Validation).await?;
-            output = self.synthesise(&repair);
-            verdict = self.validate(&output, round).await?;
+            output = self.synthesise(&plan, round);
+            verdict = self.validate(&output, round.number).await?;
         }
         if !verdict.valid {
-            let details = serde_json::json!({
-                "failed_criteria": verdict.failed_criteria,
-                "issues": verdict.issues,
-                "repair_rounds": round,
-                "partial_output": output,
-            });
-            return Err(Stop::Failed(
-                TaskError::new(
+            let rounds = match round.number {
+                1 => "after 1 repair round".to_owned(),
+                n => format!("after {n} repair rounds"),
+            };
+            let failed = if verdict.failed_criteria.is_empty() {
+                verdict
+                    .issues
+                    .iter()
+                    .map(|i| i.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            } else {
+                verdict.failed_criteria.join("; ")
+            };
+            return Err(Stop::Failed {
+                error: TaskError::new(
                     TaskErrorKind::ValidationFailed,
                     "the result did not pass validation",
                 )
-                .with_details(details),
-            ));
+                .with_details(format!("failed: {failed} ({rounds})")),
+                partial: Some(TaskResult {
+                    output,
+                    confidence: verdict.confidence,
+                    validation_passed: false,
+                }),
+            });
         }
         self.phase(Phase::Synthesis).await?;
         Ok(TaskResult {
@@ -197,41 +249,19 @@ impl<'a> Run<'a> {
         })
     }
 
-    fn add_total(&self, n: u32) {
-        *self
-            .total_steps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) += n;
-    }
-
     /// The stored plan, or a new one from the planner (re-asked once if invalid).
     async fn plan(&self) -> Result<Plan, Stop> {
-        if let Some(record) = self.completed(PLAN_KEY) {
-            let plan = stored_plan(record)?;
-            if self.task.plan.is_none() {
-                self.orch
-                    .store
-                    .save_plan(&self.task.id, &self.owner, &plan, Utc::now())
-                    .await?;
-            }
+        if let Some(plan) = self.completed_plan(PlanNo::First) {
             return Ok(plan);
         }
         self.phase(Phase::Planning).await?;
         let mut feedback: Option<String> = None;
         for ask in 1..=2u32 {
-            let result = self
-                .ask_planner(PLAN_KEY, feedback.clone(), None, ask == 2)
-                .await;
-            match result {
-                Ok(record) => {
-                    let plan = stored_plan(record)?;
-                    self.add_total(plan.steps.len() as u32 + 2);
-                    self.orch
-                        .store
-                        .save_plan(&self.task.id, &self.owner, &plan, Utc::now())
-                        .await?;
-                    return Ok(plan);
-                }
+            match self
+                .ask_planner(PlanNo::First, feedback.clone(), ask == 2)
+                .await
+            {
+                Ok(plan) => return Ok(plan),
                 Err(UnitError::Arm(e))
                     if ask == 1
                         && matches!(e, ArmError::InvalidOutput { .. } | ArmError::Llm(_)) =>
@@ -240,7 +270,7 @@ impl<'a> Run<'a> {
                     feedback = Some(e.to_string());
                 }
                 Err(UnitError::Arm(e)) => {
-                    return Err(Stop::Failed(TaskError::new(
+                    return Err(Stop::failed(TaskError::new(
                         TaskErrorKind::PlanningFailed,
                         format!("no valid plan: {e}"),
                     )));
@@ -248,22 +278,20 @@ impl<'a> Run<'a> {
                 Err(UnitError::Stop(stop)) => return Err(stop),
             }
         }
-        Err(Stop::Failed(TaskError::new(
+        Err(Stop::failed(TaskError::new(
             TaskErrorKind::PlanningFailed,
             "no valid plan",
         )))
     }
 
-    /// One planner call as a unit of work: the validated plan (moved into `namespace`, if
-    /// any) is the unit's output. An invalid plan is an `InvalidOutput` error that keeps the
-    /// call's usage.
+    /// One planner call as a unit of work: the validated plan is the unit's output. An
+    /// invalid plan is an `InvalidOutput` error that keeps the call's usage.
     async fn ask_planner(
         &self,
-        key: &str,
+        plan_no: PlanNo,
         feedback: Option<String>,
-        namespace: Option<&str>,
         persist_failure: bool,
-    ) -> Result<StepRecord, UnitError> {
+    ) -> Result<Plan, UnitError> {
         let spec = &self.task.spec;
         let request = PlanRequest {
             goal: spec.goal.clone(),
@@ -272,38 +300,35 @@ impl<'a> Run<'a> {
             context: spec.context.clone(),
             feedback,
         };
-        let planner = &self.orch.arms.planner;
-        self.run_unit(
-            key,
-            ArmKind::Planner,
-            1,
-            |ctx: CallContext| {
-                let request = request.clone();
-                Box::pin(async move {
-                    let out = planner.plan(request, ctx).await?;
-                    let raw = octollm_core::plan::RawPlan {
-                        steps: out.response.steps.clone(),
-                    };
-                    let plan = Plan::validate(raw).map_err(|e| ArmError::InvalidOutput {
-                        message: format!("invalid plan: {e}"),
-                        usage: out.usage,
-                    })?;
-                    let plan = match namespace {
-                        Some(ns) => plan.namespaced(ns),
-                        None => plan,
-                    };
-                    let value = serde_json::to_value(&plan)
-                        .map_err(|e| ArmError::Internal(e.to_string()))?;
-                    Ok(StepOutput {
-                        value,
-                        usage: out.usage,
-                        model: out.model,
+        let arms = &self.orch.arms;
+        let output = self
+            .run_unit(
+                plan_no.unit(),
+                ArmKind::Planner,
+                1,
+                |ctx: CallContext| {
+                    let request = request.clone();
+                    Box::pin(async move {
+                        let out = arms.call::<octollm_arms::Plan>(request, ctx).await?;
+                        let raw = RawPlan {
+                            steps: out.response.steps.clone(),
+                        };
+                        let plan = Plan::validate(raw).map_err(|e| ArmError::InvalidOutput {
+                            message: format!("invalid plan: {e}"),
+                            usage: out.usage,
+                        })?;
+                        Ok(Produced::of(out, |_| UnitOutput::Plan(plan)))
                     })
-                })
-            },
-            persist_failure,
-        )
-        .await
+                },
+                persist_failure,
+            )
+            .await?;
+        match output {
+            UnitOutput::Plan(plan) => Ok(plan),
+            _ => Err(UnitError::Stop(Stop::Store(StoreError::Corrupt(
+                "a plan unit holds no plan".into(),
+            )))),
+        }
     }
 
     /// Asks the planner once for a new plan that works around a failed step.
@@ -311,58 +336,43 @@ impl<'a> Run<'a> {
         warn!(error = %failure.message, "a step failed; asking the planner for a new plan");
         self.phase(Phase::Planning).await?;
         let feedback = format!("a step of the previous plan failed: {}", failure.message);
-        let result = self
-            .ask_planner(REPLAN_KEY, Some(feedback), Some(REPLAN_NAMESPACE), true)
-            .await;
-        match result {
-            Ok(record) => {
-                let plan = stored_plan(record)?;
-                self.add_total(plan.steps.len() as u32 + 1);
-                self.orch
-                    .store
-                    .save_plan(&self.task.id, &self.owner, &plan, Utc::now())
-                    .await?;
+        match self
+            .ask_planner(PlanNo::Replacement, Some(feedback), true)
+            .await
+        {
+            Ok(plan) => {
                 self.phase(Phase::Execution).await?;
                 Ok(plan)
             }
             Err(UnitError::Stop(stop)) => Err(stop),
             // The replan did not help: the task fails with the original step failure.
             Err(UnitError::Arm(e)) => {
-                Err(Stop::Failed(failure.clone().with_details(
-                    serde_json::json!({"replan_error": e.to_string()}),
-                )))
+                let details = match &failure.details {
+                    Some(d) => format!("{d}; the replacement plan failed too: {e}"),
+                    None => format!("the replacement plan failed too: {e}"),
+                };
+                Err(Stop::failed(failure.clone().with_details(details)))
             }
         }
     }
 
-    /// Runs every step of `plan` not already completed, in dependency order, independent
-    /// steps concurrently.
-    async fn execute_plan(&self, plan: &Plan, feedback: Option<&str>) -> Result<(), Stop> {
-        let arms_of: BTreeMap<String, ArmKind> = plan
-            .steps
-            .iter()
-            .map(|s| (s.step_id.to_string(), s.arm_id))
-            .chain(plan.steps.iter().map(|s| {
-                (
-                    s.step_id
-                        .as_str()
-                        .rsplit('.')
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    s.arm_id,
-                )
-            }))
-            .collect();
+    /// Runs every step of `plan` in `round` not already completed, in dependency order,
+    /// independent steps concurrently.
+    async fn execute_plan(
+        &self,
+        plan: &Plan,
+        round: Round,
+        feedback: Option<&str>,
+    ) -> Result<(), Stop> {
         let mut running = FuturesUnordered::new();
         let mut in_flight: BTreeSet<StepId> = BTreeSet::new();
         let mut stopping: Option<Stop> = None;
         loop {
             let done: BTreeSet<StepId> = {
-                let map = self.done_map();
+                let map = lock(&self.done);
                 plan.steps
                     .iter()
-                    .filter(|s| map.contains_key(s.step_id.as_str()))
+                    .filter(|s| map.contains_key(&round.key(&s.step_id)))
                     .map(|s| s.step_id.clone())
                     .collect()
             };
@@ -386,16 +396,15 @@ impl<'a> Run<'a> {
                 let share = ready.len();
                 for step in ready {
                     in_flight.insert(step.step_id.clone());
-                    let arms_of = &arms_of;
                     running.push(async move {
-                        let result = self.run_step(step, feedback, arms_of, share).await;
+                        let result = self.run_step(step, round, feedback, share).await;
                         (step.step_id.clone(), result)
                     });
                 }
             }
             if running.is_empty() {
                 return Err(stopping.unwrap_or_else(|| {
-                    Stop::Failed(TaskError::new(
+                    Stop::failed(TaskError::new(
                         TaskErrorKind::Internal,
                         "the plan cannot make progress",
                     ))
@@ -416,106 +425,104 @@ impl<'a> Run<'a> {
     async fn run_step(
         &self,
         step: &PlanStep,
+        round: Round,
         feedback: Option<&str>,
-        arms_of: &BTreeMap<String, ArmKind>,
         share: usize,
     ) -> Result<(), Stop> {
-        let mut inputs = BTreeMap::new();
-        for (name, source) in &step.input_mapping {
-            let key = source.strip_suffix(".output").unwrap_or(source);
-            if let Some(record) = self.completed(key) {
-                inputs.insert(name.clone(), record.output);
-            }
-        }
-        // In a repair round a step also sees its own previous attempt (the code to fix).
-        if feedback.is_some()
-            && let Some(previous) = previous_attempt_key(step.step_id.as_str())
-            && let Some(record) = self.completed(&previous)
-        {
-            inputs.insert("previous_attempt".to_owned(), record.output);
-        }
+        let key = round.key(&step.step_id);
+        // Inputs in dependency order, each under the name the plan gives it.
+        let mut inputs: Vec<(Option<usize>, String, UnitOutput)> = step
+            .input_mapping
+            .iter()
+            .filter_map(|(name, source)| {
+                let output = self.completed(&round.key(source))?;
+                let order = step.dependencies.iter().position(|d| d == source);
+                Some((order, name.clone(), output))
+            })
+            .collect();
+        inputs.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let inputs: Vec<(String, UnitOutput)> = inputs
+            .into_iter()
+            .map(|(_, name, output)| (name, output))
+            .collect();
+        let previous = feedback
+            .and_then(|_| key.previous_attempt())
+            .and_then(|k| self.completed(&k));
         let spec = &self.task.spec;
         let arms = &self.orch.arms;
         let result = self
             .run_unit(
-                step.step_id.as_str(),
+                key.clone(),
                 step.arm_id,
                 share,
                 |ctx: CallContext| {
                     let input = StepInput {
                         spec,
                         inputs: inputs.clone(),
+                        previous: previous.clone(),
                         feedback,
                     };
-                    Box::pin(dispatch::dispatch(arms, step, input, arms_of, ctx))
+                    Box::pin(dispatch::dispatch(arms, step, input, ctx))
                 },
                 true,
             )
-            .instrument(info_span!("step", step_id = %step.step_id, arm = %step.arm_id))
+            .instrument(info_span!("step", step_id = %key, arm = %step.arm_id))
             .await;
         match result {
             Ok(_) => Ok(()),
             Err(UnitError::Stop(stop)) => Err(stop),
-            Err(UnitError::Arm(e)) => Err(Stop::Failed(
+            Err(UnitError::Arm(e)) => Err(Stop::failed(
                 TaskError::new(
                     TaskErrorKind::StepFailed,
-                    format!("step {} ({}) failed: {e}", step.step_id, step.arm_id),
+                    format!("step {key} ({}) failed: {e}", step.arm_id),
                 )
-                .with_details(serde_json::json!({"step_id": step.step_id, "arm_id": step.arm_id})),
+                .with_details(format!("step {key} on the {} arm", step.arm_id)),
             )),
         }
     }
 
     async fn validate(&self, output: &str, round: u32) -> Result<ValidateResponse, Stop> {
-        let key = format!("validate.{round}");
-        let judge = &self.orch.arms.judge;
+        let arms = &self.orch.arms;
         let criteria = self.task.spec.acceptance_criteria.clone();
         let result = self
             .run_unit(
-                &key,
+                UnitKey::Validation { round },
                 ArmKind::Judge,
                 1,
                 |ctx: CallContext| {
-                    let request = octollm_arms::judge::ValidateRequest {
+                    let request = ValidateRequest {
                         output: output.to_owned(),
                         acceptance_criteria: criteria.clone(),
                         output_type: None,
                         context: None,
                     };
                     Box::pin(async move {
-                        let out = judge.validate(request, ctx).await?;
-                        let value = serde_json::to_value(&out.response)
-                            .map_err(|e| ArmError::Internal(e.to_string()))?;
-                        Ok(StepOutput {
-                            value,
-                            usage: out.usage,
-                            model: out.model,
-                        })
+                        let out = arms.call::<octollm_arms::Validate>(request, ctx).await?;
+                        Ok(Produced::of(out, UnitOutput::Validation))
                     })
                 },
                 true,
             )
             .await;
         match result {
-            Ok(record) => serde_json::from_value(record.output)
-                .map_err(|e| Stop::Store(StoreError::Corrupt(e.to_string()))),
+            Ok(UnitOutput::Validation(verdict)) => Ok(verdict),
+            Ok(_) => Err(Stop::Store(StoreError::Corrupt(
+                "a validation unit holds no verdict".into(),
+            ))),
             Err(UnitError::Stop(stop)) => Err(stop),
-            Err(UnitError::Arm(e)) => Err(Stop::Failed(TaskError::new(
+            Err(UnitError::Arm(e)) => Err(Stop::failed(TaskError::new(
                 TaskErrorKind::StepFailed,
                 format!("validation failed to run: {e}"),
             ))),
         }
     }
 
-    /// The answer: every step's output in plan order, in text form.
-    fn synthesise(&self, plan: &Plan) -> String {
-        let map = self.done_map();
+    /// The answer: every step's output of `round` in plan order, in text form.
+    fn synthesise(&self, plan: &Plan, round: Round) -> String {
+        let map = lock(&self.done);
         plan.steps
             .iter()
-            .filter_map(|s| {
-                map.get(s.step_id.as_str())
-                    .map(|r| dispatch::render(s.arm_id, &r.output))
-            })
+            .filter_map(|s| map.get(&round.key(&s.step_id)).map(UnitOutput::text))
             .filter(|t| !t.trim().is_empty())
             .collect::<Vec<_>>()
             .join("\n\n")
@@ -525,14 +532,14 @@ impl<'a> Run<'a> {
     /// A unit already completed (before a crash) is returned from the store instead.
     async fn run_unit<'f>(
         &self,
-        key: &str,
+        key: UnitKey,
         arm: ArmKind,
         share: usize,
-        call: impl Fn(CallContext) -> BoxFuture<'f, Result<StepOutput, ArmError>> + Send + Sync,
+        call: impl Fn(CallContext) -> BoxFuture<'f, Result<Produced, ArmError>> + Send + Sync,
         persist_failure: bool,
-    ) -> Result<StepRecord, UnitError> {
-        if let Some(record) = self.completed(key) {
-            return Ok(record);
+    ) -> Result<UnitOutput, UnitError> {
+        if let Some(output) = self.completed(&key) {
+            return Ok(output);
         }
         let config = &self.orch.config;
         let mut attempt = 0u32;
@@ -543,19 +550,18 @@ impl<'a> Run<'a> {
                 .budget
                 .reserve(share, now_ms)
                 .map_err(|e| UnitError::Stop(budget_error(&e)))?;
-            let _ = self
+            if let Err(e) = self
                 .orch
                 .store
-                .append_event(
-                    &self.task.id,
-                    "step_started",
-                    serde_json::json!({"step_id": key, "arm_id": arm, "attempt": attempt}),
-                    Utc::now(),
-                )
-                .await;
+                .start_unit(&self.task.id, &self.owner, &key, arm, attempt, Utc::now())
+                .await
+            {
+                self.budget.settle(&allowance, Usage::default());
+                return Err(UnitError::Stop(e.into()));
+            }
             let ctx = CallContext {
                 task_id: Some(self.task.id.clone()),
-                step_id: StepId::parse(key).ok(),
+                unit: Some(key.clone()),
                 request_id: format!("{}:{key}:{attempt}", self.task.id),
                 // Each attempt is its own span in the submitting request's trace (the
                 // exported step span when traces are exported).
@@ -578,30 +584,25 @@ impl<'a> Run<'a> {
                     (Err(e), usage)
                 }
                 Err(_) if timeout >= time_left => {
-                    self.budget.settle(&allowance, Default::default());
+                    self.budget.settle(&allowance, Usage::default());
                     return Err(UnitError::Stop(budget_error(&BudgetExceeded::Time {
                         deadline_unix_ms: allowance.deadline_unix_ms,
                     })));
                 }
-                Err(_) => (Err(ArmError::Timeout), Default::default()),
+                Err(_) => (Err(ArmError::Timeout), Usage::default()),
             };
             self.budget.settle(&allowance, spent);
             let outcome_label = if result.is_ok() { "ok" } else { "error" };
             metrics::histogram!(m::STEP_DURATION, "arm" => arm.id(), "outcome" => outcome_label)
                 .record(elapsed.as_secs_f64());
             let model = result.as_ref().ok().and_then(|o| o.model.clone());
-            if spent.total_tokens() > 0 {
-                let label = model.clone().unwrap_or_else(|| "unknown".into());
-                metrics::counter!(m::LLM_TOKENS, "model" => label.clone(), "kind" => "prompt")
-                    .increment(spent.prompt_tokens);
-                metrics::counter!(m::LLM_TOKENS, "model" => label.clone(), "kind" => "completion")
-                    .increment(spent.completion_tokens);
-                metrics::counter!(m::LLM_COST, "model" => label)
-                    .increment((spent.cost_dollars * 1e6) as u64);
-            }
+            record_spending(spent, model.as_deref());
             let provenance = Provenance {
                 arm_id: arm,
-                instance: "in-process".into(),
+                instance: result.as_ref().map_or_else(
+                    |_| octollm_arms::ArmStatus::IN_PROCESS.to_owned(),
+                    |o| o.instance.clone(),
+                ),
                 started_at,
                 duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
                 tokens: spent.total_tokens(),
@@ -614,16 +615,28 @@ impl<'a> Run<'a> {
             }
             match result {
                 Ok(out) => {
+                    let json = out.output.to_json().map_err(|e| {
+                        UnitError::Stop(Stop::Store(StoreError::Corrupt(format!(
+                            "cannot store the output of {key}: {e}"
+                        ))))
+                    })?;
                     let record = StepRecord {
-                        step_key: key.to_owned(),
+                        unit: key.clone(),
                         arm_id: arm,
                         status: StepStatus::Completed,
-                        output: out.value,
+                        output: json,
                         provenance,
                         error: None,
                     };
-                    self.persist(&record).await.map_err(UnitError::Stop)?;
-                    return Ok(record);
+                    if let UnitOutput::Plan(plan) = &out.output {
+                        // The plan's steps and its validation are still to come.
+                        let extra = if key == UnitKey::Plan { 2 } else { 1 };
+                        self.add_total(plan.steps.len() + extra);
+                    }
+                    self.persist(record, Some(out.output.clone()))
+                        .await
+                        .map_err(UnitError::Stop)?;
+                    return Ok(out.output);
                 }
                 Err(ArmError::BudgetExceeded(e, _)) => {
                     return Err(UnitError::Stop(budget_error(&e)));
@@ -631,7 +644,7 @@ impl<'a> Run<'a> {
                 Err(e) if e.is_retryable() && attempt < config.step_attempts => {
                     metrics::counter!(m::STEP_RETRIES, "arm" => arm.id()).increment(1);
                     let backoff = backoff(config.retry_base_ms, config.retry_max_ms, attempt);
-                    warn!(step = key, attempt, error = %e, backoff_ms = backoff.as_millis() as u64, "step failed; retrying");
+                    warn!(step = %key, attempt, error = %e, backoff_ms = backoff.as_millis() as u64, "step failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = self.cancel.cancelled() => return Err(UnitError::Stop(Stop::Abandoned)),
@@ -640,14 +653,14 @@ impl<'a> Run<'a> {
                 Err(e) => {
                     if persist_failure {
                         let record = StepRecord {
-                            step_key: key.to_owned(),
+                            unit: key.clone(),
                             arm_id: arm,
                             status: StepStatus::Failed,
                             output: serde_json::Value::Null,
                             provenance,
                             error: Some(e.to_string()),
                         };
-                        self.persist(&record).await.map_err(UnitError::Stop)?;
+                        self.persist(record, None).await.map_err(UnitError::Stop)?;
                     }
                     return Err(UnitError::Arm(e));
                 }
@@ -655,60 +668,56 @@ impl<'a> Run<'a> {
         }
     }
 
-    async fn persist(&self, record: &StepRecord) -> Result<(), Stop> {
+    /// Stores a unit with the task's spending and progress; a completed one joins the run's
+    /// completed units.
+    async fn persist(&self, record: StepRecord, output: Option<UnitOutput>) -> Result<(), Stop> {
         let arms_used: Vec<ArmKind> = {
-            let mut arms = self
-                .arms_used
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut arms = lock(&self.arms_used);
             if record.status == StepStatus::Completed {
                 arms.insert(record.arm_id);
             }
             arms.iter().copied().collect()
         };
-        let completed = {
-            let map = self.done_map();
-            u32::try_from(map.len()).unwrap_or(u32::MAX)
-                + u32::from(record.status == StepStatus::Completed)
-        };
-        let total = *self
-            .total_steps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let progress = Progress {
-            current_step: Some(record.step_key.clone()),
+        let completed =
+            u32::try_from(lock(&self.done).len()).unwrap_or(u32::MAX) + u32::from(output.is_some());
+        let total = *lock(&self.total_steps);
+        let progress = octollm_store::Progress {
+            current_unit: Some(record.unit.clone()),
             completed_steps: completed,
             total_steps: total.max(completed),
         };
         self.orch
             .store
-            .save_step(
+            .save_unit(
                 &self.task.id,
                 &self.owner,
-                record,
-                self.budget.used(),
-                &arms_used,
-                &progress,
+                UnitDone {
+                    record: &record,
+                    usage: self.budget.used(),
+                    arms_used: &arms_used,
+                    progress: &progress,
+                },
                 Utc::now(),
             )
             .await?;
-        if record.status == StepStatus::Completed {
-            self.done_map()
-                .insert(record.step_key.clone(), record.clone());
+        if let Some(output) = output {
+            lock(&self.done).insert(record.unit, output);
         }
         Ok(())
     }
 }
 
-/// `r1.s2` → `s2`; `r2.s2` → `r1.s2`; a key outside a repair round has none.
-fn previous_attempt_key(key: &str) -> Option<String> {
-    let (round, base) = key.split_once('.')?;
-    let n: u32 = round.strip_prefix('r')?.parse().ok()?;
-    Some(if n <= 1 {
-        base.to_owned()
-    } else {
-        format!("r{}.{base}", n - 1)
-    })
+/// Tokens and dollars by model.
+fn record_spending(spent: Usage, model: Option<&str>) {
+    if spent.total_tokens() == 0 {
+        return;
+    }
+    let label = model.unwrap_or("unknown").to_owned();
+    metrics::counter!(m::LLM_TOKENS, "model" => label.clone(), "kind" => "prompt")
+        .increment(spent.prompt_tokens);
+    metrics::counter!(m::LLM_TOKENS, "model" => label.clone(), "kind" => "completion")
+        .increment(spent.completion_tokens);
+    metrics::counter!(m::LLM_COST, "model" => label).increment((spent.cost_dollars * 1e6) as u64);
 }
 
 pub(crate) enum UnitError {
@@ -733,13 +742,6 @@ fn backoff(base_ms: u64, max_ms: u64, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn previous_attempts() {
-        assert_eq!(previous_attempt_key("r1.s2").as_deref(), Some("s2"));
-        assert_eq!(previous_attempt_key("r3.s2").as_deref(), Some("r2.s2"));
-        assert_eq!(previous_attempt_key("s2"), None);
-    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

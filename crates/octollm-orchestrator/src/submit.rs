@@ -4,26 +4,14 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use octollm_core::{TaskId, TaskSpec, TaskSubmission, TraceContext, ValidationError};
-use octollm_reflex::{Finding, FindingKind, Redactor, ScanOptions};
-use octollm_store::{CreateOutcome, NewTask, StoreError, TaskRecord};
+use octollm_core::{Principal, TaskId, TaskSpec, TaskSubmission, TraceContext};
+use octollm_reflex::{FindingKind, Redactor, ScanOptions};
+use octollm_store::{AuditEntry, AuditKind, CreateOutcome, NewTask, TaskRecord};
 use tracing::instrument;
 
 use crate::Orchestrator;
+use crate::error::OrchestratorError;
 use crate::metrics as m;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    #[error("invalid task: {0}")]
-    Invalid(#[from] ValidationError),
-    #[error("the input was blocked as a prompt injection")]
-    Blocked {
-        field: String,
-        matches: Vec<Finding>,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 #[derive(Debug, Clone)]
 pub struct Submitted {
@@ -32,26 +20,60 @@ pub struct Submitted {
     pub created: bool,
 }
 
-impl Orchestrator {
-    pub async fn submit(&self, submission: TaskSubmission) -> Result<Submitted, SubmitError> {
-        self.submit_traced(submission, None, None).await
-    }
+/// Who submits, and from which request: the task belongs to the principal's key and its
+/// work continues the request's trace.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    pub principal: &'a Principal,
+    pub trace: Option<TraceContext>,
+    pub request_id: Option<String>,
+}
 
-    /// [`Orchestrator::submit`] from a request in a trace (the task's work continues it) on
-    /// behalf of an API key (`owner`, its id: the task is that key's).
+impl Origin<'static> {
+    /// A submission from this process with no key and no request (`octollm run`, tests).
+    pub fn local() -> Self {
+        static LOCAL: std::sync::LazyLock<Principal> =
+            std::sync::LazyLock::new(Principal::unauthenticated);
+        Origin {
+            principal: &LOCAL,
+            trace: None,
+            request_id: None,
+        }
+    }
+}
+
+impl Orchestrator {
+    /// Validates, screens and stores a task; wakes a worker. A blocked input is audited
+    /// (the field and the detector types, never the text).
     #[instrument(skip_all)]
-    pub async fn submit_traced(
+    pub async fn submit(
         &self,
         submission: TaskSubmission,
-        trace: Option<TraceContext>,
-        owner: Option<String>,
-    ) -> Result<Submitted, SubmitError> {
+        origin: Origin<'_>,
+    ) -> Result<Submitted, OrchestratorError> {
         let raw_input = self
             .config
             .store_raw_input
             .then(|| serde_json::to_string(&submission).unwrap_or_default());
         let spec = submission.validate(&self.config.default_budget)?;
-        let spec = self.screen(spec)?;
+        let spec = match self.screen(spec) {
+            Ok(spec) => spec,
+            Err(OrchestratorError::Blocked { field, matches }) => {
+                let types: Vec<&str> = matches.iter().map(|m| m.label).collect();
+                let entry = AuditEntry {
+                    at: Utc::now(),
+                    kind: AuditKind::InputBlocked,
+                    request_id: origin.request_id.clone(),
+                    key_id: origin.principal.key_id.clone(),
+                    detail: serde_json::json!({"field": field, "types": types}),
+                };
+                if let Err(e) = self.audit.record(&entry).await {
+                    tracing::warn!(error = %e, "audit entry not written");
+                }
+                return Err(OrchestratorError::Blocked { field, matches });
+            }
+            Err(e) => return Err(e),
+        };
         let outcome = self
             .store
             .create_task(NewTask {
@@ -59,8 +81,8 @@ impl Orchestrator {
                 spec,
                 raw_input,
                 created_at: Utc::now(),
-                trace,
-                owner,
+                trace: origin.trace,
+                owner: origin.principal.owner().map(str::to_owned),
             })
             .await?;
         let submitted = match outcome {
@@ -83,10 +105,10 @@ impl Orchestrator {
 
     /// Blocks injections in any field and redacts PII and secrets from all of them, with
     /// placeholders that are stable across the fields of this one task.
-    fn screen(&self, mut spec: TaskSpec) -> Result<TaskSpec, SubmitError> {
+    fn screen(&self, mut spec: TaskSpec) -> Result<TaskSpec, OrchestratorError> {
         let mut redactor = Redactor::new();
         let options = ScanOptions::default();
-        let mut screen_one = |field: &str, text: &str| -> Result<String, SubmitError> {
+        let mut screen_one = |field: &str, text: &str| -> Result<String, OrchestratorError> {
             let report = self.scanner.scan(text, options);
             for f in &report.findings {
                 let kind = match f.kind {
@@ -99,7 +121,7 @@ impl Orchestrator {
             }
             if report.should_block {
                 metrics::counter!(m::TASKS_BLOCKED).increment(1);
-                return Err(SubmitError::Blocked {
+                return Err(OrchestratorError::Blocked {
                     field: field.to_owned(),
                     matches: report.injections().cloned().collect(),
                 });
@@ -133,8 +155,8 @@ impl Orchestrator {
 fn screen_value(
     path: &str,
     value: serde_json::Value,
-    screen: &mut impl FnMut(&str, &str) -> Result<String, SubmitError>,
-) -> Result<serde_json::Value, SubmitError> {
+    screen: &mut impl FnMut(&str, &str) -> Result<String, OrchestratorError>,
+) -> Result<serde_json::Value, OrchestratorError> {
     use serde_json::Value;
     Ok(match value {
         Value::String(s) => Value::String(screen(path, &s)?),

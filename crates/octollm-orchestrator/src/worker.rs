@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use octollm_core::{TaskError, TaskErrorKind, TaskId, TaskStatus};
+use octollm_core::TaskId;
 use octollm_store::{Finish, LeaseState, TaskRecord};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,24 +60,6 @@ impl Orchestrator {
         }
     }
 
-    /// Claims and runs tasks until none is left. For one-shot runs (`octollm run`).
-    pub async fn drain(
-        &self,
-        shutdown: &CancellationToken,
-    ) -> Result<usize, octollm_store::StoreError> {
-        let owner = format!("{}-drain", self.instance);
-        let lease = Duration::from_secs(self.config.lease_seconds);
-        let mut n = 0;
-        while let Some(task) = self.store.claim_next(&owner, lease, Utc::now()).await? {
-            self.process(task, &owner, shutdown).await;
-            n += 1;
-            if shutdown.is_cancelled() {
-                break;
-            }
-        }
-        Ok(n)
-    }
-
     /// Runs one claimed task to its end, or until cancellation, lease loss or shutdown.
     async fn process(&self, mut task: TaskRecord, owner: &str, shutdown: &CancellationToken) {
         let id = task.id.clone();
@@ -126,7 +108,7 @@ impl Orchestrator {
             };
             let finish = match result {
                 Ok(result) => Some(Finish::Completed(result)),
-                Err(Stop::Failed(error)) => Some(Finish::Failed(error)),
+                Err(Stop::Failed { error, partial }) => Some(Finish::Failed { error, partial }),
                 Err(Stop::Abandoned) => {
                     info!("task cancelled or taken over; stopping");
                     None
@@ -143,12 +125,9 @@ impl Orchestrator {
                 }
             };
             if let Some(finish) = finish {
-                let status = match &finish {
-                    Finish::Completed(_) => TaskStatus::Completed,
-                    Finish::Failed(_) => TaskStatus::Failed,
-                };
-                if let Finish::Failed(e) = &finish {
-                    info!(error_type = e.kind.as_str(), message = %e.message, "task failed");
+                let status = finish.status();
+                if let Finish::Failed { error, .. } = &finish {
+                    info!(error_type = error.kind.as_str(), message = %error.message, "task failed");
                 }
                 match self.store.finish(&id, owner, finish, usage, Utc::now()).await {
                     Ok(()) => {
@@ -190,9 +169,4 @@ impl Orchestrator {
             }
         }
     }
-}
-
-/// The error a task gets when the process cannot run it at all.
-pub fn internal(message: impl Into<String>) -> TaskError {
-    TaskError::new(TaskErrorKind::Internal, message)
 }

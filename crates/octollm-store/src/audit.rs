@@ -132,12 +132,19 @@ fn decode(
     })
 }
 
+const INSERT: &str =
+    "INSERT INTO audit_log (at, kind, request_id, key_id, detail) VALUES ($1, $2, $3, $4, $5)";
+const SELECT: &str = "SELECT seq, at, kind, request_id, key_id, detail FROM audit_log \
+     WHERE (CAST($1 AS TEXT) IS NULL OR kind = $1) AND (CAST($2 AS BIGINT) IS NULL OR seq < $2) \
+     ORDER BY seq DESC LIMIT $3";
+
+/// One implementation, expanded for each backend (the statements suit both).
 macro_rules! audit_impl {
-    ($store:ty, $insert:literal, $select:literal) => {
+    ($store:ty) => {
         #[async_trait]
         impl AuditLog for $store {
             async fn record(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-                sqlx::query($insert)
+                sqlx::query(INSERT)
                     .bind(ms(entry.at))
                     .bind(entry.kind.as_str())
                     .bind(entry.request_id.as_deref())
@@ -152,7 +159,7 @@ macro_rules! audit_impl {
                 &self,
                 filter: &AuditFilter,
             ) -> Result<Vec<AuditRecord>, StoreError> {
-                let rows = sqlx::query($select)
+                let rows = sqlx::query(SELECT)
                     .bind(filter.kind.map(AuditKind::as_str))
                     .bind(filter.before)
                     .bind(i64::from(filter.limit.clamp(1, 1000)))
@@ -175,17 +182,5 @@ macro_rules! audit_impl {
     };
 }
 
-audit_impl!(
-    SqliteStore,
-    "INSERT INTO audit_log (at, kind, request_id, key_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-    "SELECT seq, at, kind, request_id, key_id, detail FROM audit_log \
-     WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR seq < ?2) ORDER BY seq DESC LIMIT ?3"
-);
-
-audit_impl!(
-    PostgresStore,
-    "INSERT INTO audit_log (at, kind, request_id, key_id, detail) VALUES ($1, $2, $3, $4, $5)",
-    "SELECT seq, at, kind, request_id, key_id, detail FROM audit_log \
-     WHERE ($1::TEXT IS NULL OR kind = $1) AND ($2::BIGINT IS NULL OR seq < $2) \
-     ORDER BY seq DESC LIMIT $3"
-);
+audit_impl!(SqliteStore);
+audit_impl!(PostgresStore);

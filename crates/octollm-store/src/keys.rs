@@ -53,8 +53,17 @@ fn decode(
     })
 }
 
+const INSERT: &str =
+    "INSERT INTO api_keys (id, name, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)";
+const SELECT_ALL: &str = "SELECT id, name, key_hash, scopes, created_at, revoked_at FROM api_keys \
+                          ORDER BY created_at, id";
+const SELECT_ONE: &str =
+    "SELECT id, name, key_hash, scopes, created_at, revoked_at FROM api_keys WHERE id = $1";
+const REVOKE: &str = "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+
+/// One implementation, expanded for each backend (the statements suit both).
 macro_rules! keys_impl {
-    ($store:ty, $row:ty, $insert:literal, $select_all:literal, $select_one:literal, $revoke:literal) => {
+    ($store:ty, $row:ty) => {
         impl $store {
             fn api_key_from_row(r: &$row) -> Result<ApiKeyRecord, StoreError> {
                 decode((
@@ -71,7 +80,7 @@ macro_rules! keys_impl {
         #[async_trait]
         impl ApiKeyStore for $store {
             async fn create_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-                sqlx::query($insert)
+                sqlx::query(INSERT)
                     .bind(&key.id)
                     .bind(&key.name)
                     .bind(&key.key_hash)
@@ -83,12 +92,12 @@ macro_rules! keys_impl {
             }
 
             async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-                let rows = sqlx::query($select_all).fetch_all(self.pool()).await?;
+                let rows = sqlx::query(SELECT_ALL).fetch_all(self.pool()).await?;
                 rows.iter().map(Self::api_key_from_row).collect()
             }
 
             async fn find_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-                let row = sqlx::query($select_one)
+                let row = sqlx::query(SELECT_ONE)
                     .bind(id)
                     .fetch_optional(self.pool())
                     .await?;
@@ -96,7 +105,7 @@ macro_rules! keys_impl {
             }
 
             async fn revoke_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-                let done = sqlx::query($revoke)
+                let done = sqlx::query(REVOKE)
                     .bind(id)
                     .bind(ms(now))
                     .execute(self.pool())
@@ -107,20 +116,5 @@ macro_rules! keys_impl {
     };
 }
 
-keys_impl!(
-    SqliteStore,
-    sqlx::sqlite::SqliteRow,
-    "INSERT INTO api_keys (id, name, key_hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    "SELECT id, name, key_hash, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
-    "SELECT id, name, key_hash, scopes, created_at, revoked_at FROM api_keys WHERE id = ?1",
-    "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL"
-);
-
-keys_impl!(
-    PostgresStore,
-    sqlx::postgres::PgRow,
-    "INSERT INTO api_keys (id, name, key_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
-    "SELECT id, name, key_hash, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
-    "SELECT id, name, key_hash, scopes, created_at, revoked_at FROM api_keys WHERE id = $1",
-    "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL"
-);
+keys_impl!(SqliteStore, sqlx::sqlite::SqliteRow);
+keys_impl!(PostgresStore, sqlx::postgres::PgRow);

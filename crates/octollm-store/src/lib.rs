@@ -15,6 +15,8 @@
 //! - [`registry`]: the [`ArmRegistry`] of self-registered arm instances (SQLite, PostgreSQL).
 //! - [`redis_backend`]: the same cache and rate limiter on Redis, shared by replicas.
 //! - [`sqlite`]: [`SqliteStore`], the embedded backend for all of them.
+//! - `sql`: the task store's statements and implementation, written once for both SQL
+//!   backends, with the fenced update that applies the task state machine.
 //! - [`pg_knowledge`]: [`PostgresKnowledge`], the knowledge base on PostgreSQL shared by
 //!   retriever instances (vectors in Qdrant or in PostgreSQL).
 //! - [`postgres`]: [`PostgresStore`], the task store and queue on PostgreSQL, shared by any
@@ -36,6 +38,7 @@ pub mod ratelimit;
 pub mod redis_backend;
 pub mod registry;
 mod rows;
+mod sql;
 pub mod sqlite;
 pub mod tasks;
 
@@ -47,7 +50,7 @@ pub use keys::{ApiKeyRecord, ApiKeyStore};
 pub use knowledge::{ChunkHit, KnowledgeStore, NewChunk, VectorHit, VectorStore};
 pub use model::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
-    TaskEvent, TaskPage, TaskRecord, TaskResult,
+    TaskEvent, TaskEventKind, TaskPage, TaskRecord, TaskResult, UnitDone,
 };
 pub use pg_knowledge::PostgresKnowledge;
 pub use postgres::PostgresStore;

@@ -2,8 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use octollm_core::budget::Usage;
-use octollm_core::plan::Plan;
-use octollm_core::{ArmKind, Phase, Provenance, TaskError, TaskId, TaskSpec, TaskStatus};
+use octollm_core::{ArmKind, Phase, Provenance, TaskError, TaskId, TaskSpec, TaskStatus, UnitKey};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone)]
@@ -48,7 +47,8 @@ pub struct TaskResult {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
-    pub current_step: Option<String>,
+    /// The unit running now, or the last one that ran.
+    pub current_unit: Option<UnitKey>,
     pub completed_steps: u32,
     pub total_steps: u32,
 }
@@ -59,7 +59,8 @@ pub struct TaskRecord {
     pub status: TaskStatus,
     pub spec: TaskSpec,
     pub phase: Option<Phase>,
-    pub plan: Option<Plan>,
+    /// The answer; for a task that failed validation, its partial output
+    /// (`validation_passed: false`).
     pub result: Option<TaskResult>,
     pub error: Option<TaskError>,
     pub usage: Usage,
@@ -82,11 +83,11 @@ pub enum StepStatus {
     Failed,
 }
 
-/// One unit of work's durable result. `step_key` is a plan step id, or a namespaced key for
-/// work outside the plan (`validate.0`, `r1.s2`), so every unit resumes the same way.
+/// One unit of work's durable result: the plan, a step of a round, a validation
+/// ([`UnitKey`]). `output` is the unit's typed output as JSON; the orchestrator reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
-    pub step_key: String,
+    pub unit: UnitKey,
     pub arm_id: ArmKind,
     pub status: StepStatus,
     pub output: serde_json::Value,
@@ -98,7 +99,29 @@ pub struct StepRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
     Completed(TaskResult),
-    Failed(TaskError),
+    /// With what was produced before the failure, when there is something to show.
+    Failed {
+        error: TaskError,
+        partial: Option<TaskResult>,
+    },
+}
+
+impl Finish {
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            Finish::Completed(_) => TaskStatus::Completed,
+            Finish::Failed { .. } => TaskStatus::Failed,
+        }
+    }
+}
+
+/// A completed or failed unit, with what the task has spent and how far it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitDone<'a> {
+    pub record: &'a StepRecord,
+    pub usage: Usage,
+    pub arms_used: &'a [ArmKind],
+    pub progress: &'a Progress,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,11 +148,68 @@ pub struct TaskPage {
     pub next_cursor: Option<String>,
 }
 
+/// What a task event reports; its name in the event stream (`event: step_completed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskEventKind {
+    /// `{status, attempt?, error?}`: queued, processing (per claim), and the final status.
+    Status,
+    /// `{phase}`.
+    Phase,
+    /// `{plan: "plan"|"replan", steps: [{step_id, arm_id, dependencies}]}`.
+    Plan,
+    /// `{step_id, arm_id, attempt}`: a unit's call begins.
+    StepStarted,
+    /// `{step_id, arm_id, duration_ms, tokens, attempt}`.
+    StepCompleted,
+    /// `{step_id, arm_id, duration_ms, tokens, attempt, error}`.
+    StepFailed,
+}
+
+impl TaskEventKind {
+    pub const ALL: [TaskEventKind; 6] = [
+        TaskEventKind::Status,
+        TaskEventKind::Phase,
+        TaskEventKind::Plan,
+        TaskEventKind::StepStarted,
+        TaskEventKind::StepCompleted,
+        TaskEventKind::StepFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskEventKind::Status => "status",
+            TaskEventKind::Phase => "phase",
+            TaskEventKind::Plan => "plan",
+            TaskEventKind::StepStarted => "step_started",
+            TaskEventKind::StepCompleted => "step_completed",
+            TaskEventKind::StepFailed => "step_failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskEvent {
     pub seq: i64,
     pub task_id: TaskId,
-    pub kind: String,
+    pub kind: TaskEventKind,
     pub data: serde_json::Value,
     pub created_at: DateTime<Utc>,
+}
+
+impl TaskEvent {
+    /// The final status event of a task (completed, failed or cancelled): nothing follows it.
+    pub fn is_final(&self) -> bool {
+        self.kind == TaskEventKind::Status
+            && self
+                .data
+                .get("status")
+                .and_then(|s| s.as_str())
+                .and_then(|s| s.parse::<TaskStatus>().ok())
+                .is_some_and(TaskStatus::is_terminal)
+    }
 }

@@ -59,8 +59,17 @@ fn decode(rows: Vec<(String, String, i64)>) -> Vec<Registration> {
         .collect()
 }
 
+const UPSERT: &str = "INSERT INTO arm_instances (arm, url, registered_at, expires_at) \
+                      VALUES ($1, $2, $3, $4) \
+                      ON CONFLICT (arm, url) DO UPDATE SET expires_at = excluded.expires_at";
+const DELETE: &str = "DELETE FROM arm_instances WHERE arm = $1 AND url = $2";
+const PRUNE: &str = "DELETE FROM arm_instances WHERE expires_at <= $1";
+const SELECT: &str =
+    "SELECT arm, url, expires_at FROM arm_instances WHERE expires_at > $1 ORDER BY arm, url";
+
+/// One implementation, expanded for each backend (the statements suit both).
 macro_rules! registry_impl {
-    ($store:ty, $upsert:literal, $delete:literal, $prune:literal, $select:literal) => {
+    ($store:ty) => {
         #[async_trait]
         impl ArmRegistry for $store {
             async fn register(
@@ -71,7 +80,7 @@ macro_rules! registry_impl {
                 now: DateTime<Utc>,
             ) -> Result<(), StoreError> {
                 let now = ms(now);
-                sqlx::query($upsert)
+                sqlx::query(UPSERT)
                     .bind(arm.id())
                     .bind(url)
                     .bind(now)
@@ -82,7 +91,7 @@ macro_rules! registry_impl {
             }
 
             async fn deregister(&self, arm: ArmKind, url: &str) -> Result<bool, StoreError> {
-                let done = sqlx::query($delete)
+                let done = sqlx::query(DELETE)
                     .bind(arm.id())
                     .bind(url)
                     .execute(self.pool())
@@ -95,11 +104,8 @@ macro_rules! registry_impl {
                 now: DateTime<Utc>,
             ) -> Result<Vec<Registration>, StoreError> {
                 let now = ms(now);
-                sqlx::query($prune).bind(now).execute(self.pool()).await?;
-                let rows = sqlx::query($select)
-                    .bind(now)
-                    .fetch_all(self.pool())
-                    .await?;
+                sqlx::query(PRUNE).bind(now).execute(self.pool()).await?;
+                let rows = sqlx::query(SELECT).bind(now).fetch_all(self.pool()).await?;
                 let rows = rows
                     .iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
@@ -110,20 +116,5 @@ macro_rules! registry_impl {
     };
 }
 
-registry_impl!(
-    SqliteStore,
-    "INSERT INTO arm_instances (arm, url, registered_at, expires_at) VALUES (?1, ?2, ?3, ?4) \
-     ON CONFLICT (arm, url) DO UPDATE SET expires_at = excluded.expires_at",
-    "DELETE FROM arm_instances WHERE arm = ?1 AND url = ?2",
-    "DELETE FROM arm_instances WHERE expires_at <= ?1",
-    "SELECT arm, url, expires_at FROM arm_instances WHERE expires_at > ?1 ORDER BY arm, url"
-);
-
-registry_impl!(
-    PostgresStore,
-    "INSERT INTO arm_instances (arm, url, registered_at, expires_at) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (arm, url) DO UPDATE SET expires_at = excluded.expires_at",
-    "DELETE FROM arm_instances WHERE arm = $1 AND url = $2",
-    "DELETE FROM arm_instances WHERE expires_at <= $1",
-    "SELECT arm, url, expires_at FROM arm_instances WHERE expires_at > $1 ORDER BY arm, url"
-);
+registry_impl!(SqliteStore);
+registry_impl!(PostgresStore);

@@ -6,15 +6,17 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeZone, Utc};
 use octollm_core::budget::Usage;
 use octollm_core::plan::Plan;
-use octollm_core::{ArmKind, Phase, TaskError, TaskId, TaskSpec, TaskStatus};
+use octollm_core::{ArmKind, Phase, TaskError, TaskId, TaskSpec, TaskStatus, UnitKey};
 
 use crate::error::StoreError;
-use crate::model::{Progress, StepRecord, StepStatus, TaskEvent, TaskRecord, TaskResult};
+use crate::model::{
+    Progress, StepRecord, StepStatus, TaskEvent, TaskEventKind, TaskRecord, TaskResult,
+};
 
 /// The task columns every task query returns, as a literal so queries stay `&'static str`.
 macro_rules! task_columns {
     () => {
-        "id, status, spec, phase, plan, result, error, prompt_tokens, completion_tokens, \
+        "id, status, spec, phase, result, error, prompt_tokens, completion_tokens, \
          cost_dollars, arms_used, completed_steps, total_steps, current_step, attempts, \
          created_at, updated_at, started_at, finished_at, trace_parent, owner_key"
     };
@@ -27,7 +29,6 @@ pub(crate) struct TaskRow {
     status: String,
     spec: String,
     phase: Option<String>,
-    plan: Option<String>,
     result: Option<String>,
     error: Option<String>,
     prompt_tokens: i64,
@@ -73,7 +74,6 @@ impl TaskRow {
                 .phase
                 .map(|p| serde_json::from_value::<Phase>(serde_json::Value::String(p)))
                 .transpose()?,
-            plan: opt_json::<Plan>(self.plan)?,
             result: opt_json::<TaskResult>(self.result)?,
             error: opt_json::<TaskError>(self.error)?,
             usage: Usage {
@@ -83,7 +83,7 @@ impl TaskRow {
             },
             arms_used: serde_json::from_str::<Vec<ArmKind>>(&self.arms_used)?,
             progress: Progress {
-                current_step: self.current_step,
+                current_unit: self.current_step.as_deref().map(unit_key).transpose()?,
                 completed_steps: u32::try_from(self.completed_steps).unwrap_or(0),
                 total_steps: u32::try_from(self.total_steps).unwrap_or(0),
             },
@@ -115,7 +115,7 @@ pub(crate) struct StepRow {
 impl StepRow {
     pub(crate) fn into_record(self) -> Result<StepRecord, StoreError> {
         Ok(StepRecord {
-            step_key: self.step_key,
+            unit: unit_key(&self.step_key)?,
             arm_id: self
                 .arm_id
                 .parse()
@@ -139,31 +139,45 @@ pub(crate) fn step_status(status: StepStatus) -> &'static str {
     }
 }
 
-/// The event a stored step publishes.
-pub(crate) fn step_event(step: &StepRecord) -> (&'static str, serde_json::Value) {
-    let kind = match step.status {
-        StepStatus::Completed => "step_completed",
-        StepStatus::Failed => "step_failed",
-    };
-    let data = serde_json::json!({
-        "step_id": step.step_key,
-        "arm_id": step.arm_id,
-        "duration_ms": step.provenance.duration_ms,
-        "tokens": step.provenance.tokens,
-        "attempt": step.provenance.attempt,
-        "error": step.error,
-    });
-    (kind, data)
+fn unit_key(raw: &str) -> Result<UnitKey, StoreError> {
+    raw.parse()
+        .map_err(|e: octollm_core::ids::InvalidId| StoreError::Corrupt(e.to_string()))
 }
 
-/// The event a saved plan publishes.
-pub(crate) fn plan_event(plan: &Plan) -> serde_json::Value {
-    let steps: Vec<serde_json::Value> = plan
-        .steps
-        .iter()
-        .map(|s| serde_json::json!({"step_id": s.step_id, "arm_id": s.arm_id, "dependencies": s.dependencies}))
-        .collect();
-    serde_json::json!({"steps": steps})
+/// The events a saved unit publishes: completed or failed, and for a plan unit that
+/// completed, the plan's shape.
+pub(crate) fn unit_events(step: &StepRecord) -> Vec<(TaskEventKind, serde_json::Value)> {
+    let kind = match step.status {
+        StepStatus::Completed => TaskEventKind::StepCompleted,
+        StepStatus::Failed => TaskEventKind::StepFailed,
+    };
+    let mut events = vec![(
+        kind,
+        serde_json::json!({
+            "step_id": step.unit,
+            "arm_id": step.arm_id,
+            "duration_ms": step.provenance.duration_ms,
+            "tokens": step.provenance.tokens,
+            "attempt": step.provenance.attempt,
+            "error": step.error,
+        }),
+    )];
+    let is_plan = matches!(step.unit, UnitKey::Plan | UnitKey::Replan);
+    if is_plan
+        && step.status == StepStatus::Completed
+        && let Ok(plan) = serde_json::from_value::<Plan>(step.output.clone())
+    {
+        let steps: Vec<serde_json::Value> = plan
+            .steps
+            .iter()
+            .map(|s| serde_json::json!({"step_id": s.step_id, "arm_id": s.arm_id, "dependencies": s.dependencies}))
+            .collect();
+        events.push((
+            TaskEventKind::Plan,
+            serde_json::json!({"plan": step.unit, "steps": steps}),
+        ));
+    }
+    events
 }
 
 #[derive(sqlx::FromRow)]
@@ -179,7 +193,9 @@ impl EventRow {
         Ok(TaskEvent {
             seq: self.seq,
             task_id: task_id.clone(),
-            kind: self.kind,
+            kind: TaskEventKind::parse(&self.kind).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown event kind {:?}", self.kind))
+            })?,
             data: serde_json::from_str(&self.data)?,
             created_at: from_ms(self.created_at)?,
         })

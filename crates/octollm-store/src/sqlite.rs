@@ -7,32 +7,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use octollm_core::budget::Usage;
-use octollm_core::plan::Plan;
-use octollm_core::{ArmKind, Phase, TaskError, TaskErrorKind, TaskId};
+use chrono::Utc;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{FromRow, Row, SqlitePool};
+use sqlx::{Row, SqlitePool};
 use tokio::sync::{RwLock, broadcast};
-use tracing::instrument;
 
 use crate::error::StoreError;
 use crate::knowledge::{
     ChunkHit, KnowledgeStore, NewChunk, VectorHit, VectorStore, cosine, decode_vector,
     encode_vector,
 };
-use crate::model::{
-    CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, TaskEvent,
-    TaskPage, TaskRecord,
-};
-use crate::rows::{
-    EventRow, IDEMPOTENCY_WINDOW_MS, StepRow, TaskRow, decode_cursor, encode_cursor, lease_ms, ms,
-    plan_event, step_event, step_status, task_columns, tokens,
-};
-use crate::tasks::TaskStore;
+use crate::model::TaskEvent;
+use crate::rows::task_columns;
+use crate::sql::{Dialect, claimable, task_store_impl};
 
 const KNOWLEDGE_COLLECTION: &str = "knowledge_base";
 
@@ -95,30 +87,13 @@ impl SqliteStore {
         let _ = self.events.send(event);
     }
 
-    async fn insert_event(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        id: &TaskId,
-        kind: &str,
-        data: &serde_json::Value,
-        now: DateTime<Utc>,
-    ) -> Result<TaskEvent, StoreError> {
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO task_events (task_id, kind, data, created_at) VALUES (?, ?, ?, ?) RETURNING seq",
-        )
-        .bind(id.as_str())
-        .bind(kind)
-        .bind(data.to_string())
-        .bind(now.timestamp_millis())
-        .fetch_one(&mut *conn)
-        .await?;
-        Ok(TaskEvent {
-            seq,
-            task_id: id.clone(),
-            kind: kind.to_owned(),
-            data: data.clone(),
-            created_at: now,
-        })
+    fn subscriber(&self) -> broadcast::Receiver<TaskEvent> {
+        self.events.subscribe()
+    }
+
+    /// Events stay in this process (other processes on the file read the table).
+    fn events_connected(&self) -> Option<bool> {
+        None
     }
 
     async fn load_vectors(&self) -> Result<(), StoreError> {
@@ -148,480 +123,28 @@ impl SqliteStore {
     }
 }
 
-fn task_from_row(row: &SqliteRow) -> Result<TaskRecord, StoreError> {
-    TaskRow::from_row(row)?.into_record()
+impl Dialect for SqliteStore {
+    /// One writer at a time holds the file, so a plain `UPDATE … WHERE id = (SELECT …)` cannot
+    /// race another claim.
+    fn claim() -> &'static str {
+        static CLAIM: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE tasks SET status = 'processing', lease_owner = $1, lease_expires_at = $2, \
+                     attempts = attempts + 1, started_at = COALESCE(started_at, $3), updated_at = $3 \
+                 WHERE id = (SELECT id FROM tasks WHERE {} \
+                     ORDER BY priority DESC, created_at ASC LIMIT 1) \
+                 RETURNING {}",
+                claimable(),
+                task_columns!()
+            )
+        });
+        CLAIM.as_str()
+    }
+
+    const LOCK_IDEMPOTENCY_KEY: Option<&'static str> = None;
 }
 
-#[async_trait]
-impl TaskStore for SqliteStore {
-    #[instrument(skip_all, fields(task_id = %task.id))]
-    async fn create_task(&self, task: NewTask) -> Result<CreateOutcome, StoreError> {
-        let now = ms(task.created_at);
-        let mut tx = self.pool.begin().await?;
-        let idempotency_key = task.stored_idempotency_key();
-        if let Some(key) = &idempotency_key {
-            // An old use of the key no longer counts: free it for this task.
-            sqlx::query("UPDATE tasks SET idempotency_key = NULL WHERE idempotency_key = ? AND created_at < ?")
-                .bind(key)
-                .bind(now - IDEMPOTENCY_WINDOW_MS)
-                .execute(&mut *tx)
-                .await?;
-            let existing = sqlx::query(concat!(
-                "SELECT ",
-                task_columns!(),
-                " FROM tasks WHERE idempotency_key = ?"
-            ))
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = existing {
-                tx.commit().await?;
-                return Ok(CreateOutcome::Existing(task_from_row(&row)?));
-            }
-        }
-        let row = sqlx::query(concat!("INSERT INTO tasks (id, status, priority, spec, raw_input, idempotency_key, created_at, updated_at, trace_parent, owner_key) \
-             VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ", task_columns!(), ""))
-        .bind(task.id.as_str())
-        .bind(task.spec.priority.rank())
-        .bind(serde_json::to_string(&task.spec)?)
-        .bind(task.raw_input.as_deref())
-        .bind(idempotency_key.as_deref())
-        .bind(now)
-        .bind(now)
-        .bind(task.trace.map(|t| t.header()))
-        .bind(task.owner.as_deref())
-        .fetch_one(&mut *tx)
-        .await?;
-        let record = task_from_row(&row)?;
-        let event = self
-            .insert_event(
-                &mut tx,
-                &task.id,
-                "status",
-                &serde_json::json!({"status": "queued"}),
-                task.created_at,
-            )
-            .await?;
-        tx.commit().await?;
-        self.publish(event);
-        Ok(CreateOutcome::Created(record))
-    }
-
-    async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM tasks WHERE id = ?"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(task_from_row).transpose()
-    }
-
-    async fn list_tasks(&self, filter: ListFilter) -> Result<TaskPage, StoreError> {
-        let limit = filter.limit.clamp(1, 100);
-        let (cursor_ts, cursor_id) = match &filter.cursor {
-            Some(c) => {
-                let (ts, id) = decode_cursor(c)?;
-                (Some(ts), Some(id.to_string()))
-            }
-            None => (None, None),
-        };
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM tasks \
-             WHERE (?1 IS NULL OR status = ?1) \
-               AND (?2 IS NULL OR created_at < ?2 OR (created_at = ?2 AND id < ?3)) \
-               AND (?5 IS NULL OR owner_key = ?5) \
-             ORDER BY created_at DESC, id DESC LIMIT ?4"
-        ))
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(cursor_ts)
-        .bind(cursor_id)
-        .bind(i64::from(limit) + 1)
-        .bind(filter.owner.as_deref())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut tasks = rows
-            .iter()
-            .map(task_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if tasks.len() > limit as usize {
-            tasks.truncate(limit as usize);
-            tasks
-                .last()
-                .map(|t| encode_cursor(ms(t.created_at), t.id.as_str()))
-        } else {
-            None
-        };
-        Ok(TaskPage { tasks, next_cursor })
-    }
-
-    #[instrument(skip_all, fields(owner))]
-    async fn claim_next(
-        &self,
-        owner: &str,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Option<TaskRecord>, StoreError> {
-        let now_ms = ms(now);
-        let expires = now_ms + lease_ms(lease);
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(concat!("UPDATE tasks SET status = 'processing', lease_owner = ?1, lease_expires_at = ?2, \
-                 attempts = attempts + 1, started_at = COALESCE(started_at, ?3), updated_at = ?3 \
-             WHERE id = (SELECT id FROM tasks \
-                 WHERE status = 'queued' OR (status = 'processing' AND (lease_expires_at IS NULL OR lease_expires_at < ?3)) \
-                 ORDER BY priority DESC, created_at ASC LIMIT 1) \
-             RETURNING ", task_columns!(), ""))
-        .bind(owner)
-        .bind(expires)
-        .bind(now_ms)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let record = task_from_row(&row)?;
-        let event = self
-            .insert_event(
-                &mut tx,
-                &record.id,
-                "status",
-                &serde_json::json!({"status": "processing", "attempt": record.attempts}),
-                now,
-            )
-            .await?;
-        tx.commit().await?;
-        self.publish(event);
-        Ok(Some(record))
-    }
-
-    async fn heartbeat(
-        &self,
-        id: &TaskId,
-        owner: &str,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<LeaseState, StoreError> {
-        let expires = ms(now) + lease_ms(lease);
-        let updated = sqlx::query(
-            "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND status = 'processing'",
-        )
-        .bind(expires)
-        .bind(id.as_str())
-        .bind(owner)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if updated == 1 {
-            return Ok(LeaseState::Held);
-        }
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(if status.as_deref() == Some("cancelled") {
-            LeaseState::Cancelled
-        } else {
-            LeaseState::Lost
-        })
-    }
-
-    async fn release(&self, id: &TaskId, owner: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_owner = ?")
-            .bind(id.as_str())
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn save_plan(
-        &self,
-        id: &TaskId,
-        owner: &str,
-        plan: &Plan,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE tasks SET plan = ?, total_steps = ?, updated_at = ? \
-             WHERE id = ? AND lease_owner = ? AND status = 'processing'",
-        )
-        .bind(serde_json::to_string(plan)?)
-        .bind(i64::try_from(plan.steps.len()).unwrap_or(0))
-        .bind(ms(now))
-        .bind(id.as_str())
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            return Err(StoreError::LeaseLost(id.clone()));
-        }
-        let event = self
-            .insert_event(&mut tx, id, "plan", &plan_event(plan), now)
-            .await?;
-        tx.commit().await?;
-        self.publish(event);
-        Ok(())
-    }
-
-    async fn set_phase(
-        &self,
-        id: &TaskId,
-        owner: &str,
-        phase: Phase,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE tasks SET phase = ?, updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'processing'",
-        )
-        .bind(phase.as_str())
-        .bind(ms(now))
-        .bind(id.as_str())
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            return Err(StoreError::LeaseLost(id.clone()));
-        }
-        let event = self
-            .insert_event(
-                &mut tx,
-                id,
-                "phase",
-                &serde_json::json!({"phase": phase}),
-                now,
-            )
-            .await?;
-        tx.commit().await?;
-        self.publish(event);
-        Ok(())
-    }
-
-    #[instrument(skip_all, fields(task_id = %id, step = %step.step_key))]
-    async fn save_step(
-        &self,
-        id: &TaskId,
-        owner: &str,
-        step: &StepRecord,
-        usage: Usage,
-        arms_used: &[ArmKind],
-        progress: &Progress,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE tasks SET prompt_tokens = ?, completion_tokens = ?, cost_dollars = ?, arms_used = ?, \
-                 completed_steps = ?, total_steps = ?, current_step = ?, updated_at = ? \
-             WHERE id = ? AND lease_owner = ? AND status = 'processing'",
-        )
-        .bind(tokens(usage.prompt_tokens))
-        .bind(tokens(usage.completion_tokens))
-        .bind(usage.cost_dollars)
-        .bind(serde_json::to_string(arms_used)?)
-        .bind(i64::from(progress.completed_steps))
-        .bind(i64::from(progress.total_steps))
-        .bind(progress.current_step.as_deref())
-        .bind(ms(now))
-        .bind(id.as_str())
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            return Err(StoreError::LeaseLost(id.clone()));
-        }
-        let seq: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_steps WHERE task_id = ?")
-            .bind(id.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO task_steps (task_id, step_key, arm_id, status, output, provenance, error, seq) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id.as_str())
-        .bind(&step.step_key)
-        .bind(step.arm_id.id())
-        .bind(step_status(step.status))
-        .bind(step.output.to_string())
-        .bind(serde_json::to_string(&step.provenance)?)
-        .bind(step.error.as_deref())
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
-        let (kind, data) = step_event(step);
-        let event = self.insert_event(&mut tx, id, kind, &data, now).await?;
-        tx.commit().await?;
-        self.publish(event);
-        Ok(())
-    }
-
-    async fn steps(&self, id: &TaskId) -> Result<Vec<StepRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT step_key, arm_id, status, output, provenance, error FROM task_steps WHERE task_id = ? ORDER BY seq",
-        )
-        .bind(id.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| StepRow::from_row(row)?.into_record())
-            .collect()
-    }
-
-    #[instrument(skip_all, fields(task_id = %id))]
-    async fn finish(
-        &self,
-        id: &TaskId,
-        owner: &str,
-        finish: Finish,
-        usage: Usage,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let (status, result, error) = match &finish {
-            Finish::Completed(r) => ("completed", Some(serde_json::to_string(r)?), None),
-            Finish::Failed(e) => ("failed", None, Some(serde_json::to_string(e)?)),
-        };
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE tasks SET status = ?, result = ?, error = ?, prompt_tokens = ?, completion_tokens = ?, \
-                 cost_dollars = ?, finished_at = ?, updated_at = ?, current_step = NULL, \
-                 lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ? AND lease_owner = ? AND status = 'processing'",
-        )
-        .bind(status)
-        .bind(result)
-        .bind(error)
-        .bind(tokens(usage.prompt_tokens))
-        .bind(tokens(usage.completion_tokens))
-        .bind(usage.cost_dollars)
-        .bind(ms(now))
-        .bind(ms(now))
-        .bind(id.as_str())
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            return Err(StoreError::LeaseLost(id.clone()));
-        }
-        let mut data = serde_json::json!({"status": status});
-        if let Finish::Failed(e) = &finish {
-            data["error"] = serde_json::to_value(e)?;
-        }
-        let event = self.insert_event(&mut tx, id, "status", &data, now).await?;
-        tx.commit().await?;
-        self.publish(event);
-        Ok(())
-    }
-
-    async fn cancel(
-        &self,
-        id: &TaskId,
-        now: DateTime<Utc>,
-    ) -> Result<Option<TaskRecord>, StoreError> {
-        let error = TaskError::new(TaskErrorKind::Cancelled, "cancelled by request");
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE tasks SET status = 'cancelled', error = ?, finished_at = ?, updated_at = ?, \
-                 current_step = NULL, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ? AND status IN ('queued', 'processing')",
-        )
-        .bind(serde_json::to_string(&error)?)
-        .bind(ms(now))
-        .bind(ms(now))
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let event = if updated == 1 {
-            Some(
-                self.insert_event(
-                    &mut tx,
-                    id,
-                    "status",
-                    &serde_json::json!({"status": "cancelled"}),
-                    now,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM tasks WHERE id = ?"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if let Some(event) = event {
-            self.publish(event);
-        }
-        row.as_ref().map(task_from_row).transpose()
-    }
-
-    async fn append_event(
-        &self,
-        id: &TaskId,
-        kind: &str,
-        data: serde_json::Value,
-        now: DateTime<Utc>,
-    ) -> Result<TaskEvent, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let event = self.insert_event(&mut conn, id, kind, &data, now).await?;
-        self.publish(event.clone());
-        Ok(event)
-    }
-
-    async fn events_since(
-        &self,
-        id: &TaskId,
-        after_seq: i64,
-    ) -> Result<Vec<TaskEvent>, StoreError> {
-        let rows = sqlx::query("SELECT seq, kind, data, created_at FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq")
-            .bind(id.as_str())
-            .bind(after_seq)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| EventRow::from_row(row)?.into_event(id))
-            .collect()
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
-        self.events.subscribe()
-    }
-
-    async fn queue_depth(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE status = 'queued'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let n = sqlx::query("DELETE FROM tasks WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?")
-            .bind(ms(before))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-}
+task_store_impl!(SqliteStore, sqlx::Sqlite);
 
 /// FTS5 query syntax treats many characters as operators; search for the words only.
 fn fts_query(query: &str) -> Option<String> {

@@ -5,14 +5,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use octollm_core::budget::Usage;
-use octollm_core::plan::Plan;
-use octollm_core::{ArmKind, Phase, TaskId};
+use octollm_core::{ArmKind, Phase, TaskId, UnitKey};
 use tokio::sync::broadcast;
 
 use crate::error::StoreError;
 use crate::model::{
-    CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, TaskEvent,
-    TaskPage, TaskRecord,
+    CreateOutcome, Finish, LeaseState, ListFilter, NewTask, StepRecord, TaskEvent, TaskPage,
+    TaskRecord, UnitDone,
 };
 
 #[async_trait]
@@ -46,15 +45,7 @@ pub trait TaskStore: Send + Sync {
     /// Gives the lease up (graceful shutdown) so another worker can resume at once.
     async fn release(&self, id: &TaskId, owner: &str) -> Result<(), StoreError>;
 
-    /// Records the plan and the phase; fails with `LeaseLost` unless `owner` holds the lease.
-    async fn save_plan(
-        &self,
-        id: &TaskId,
-        owner: &str,
-        plan: &Plan,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
-
+    /// Moves the task into `phase`; fails with `LeaseLost` unless `owner` holds the lease.
     async fn set_phase(
         &self,
         id: &TaskId,
@@ -63,21 +54,31 @@ pub trait TaskStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// Persists one step result together with the task's usage and progress, atomically,
-    /// and only while `owner` holds the lease.
-    #[allow(clippy::too_many_arguments)]
-    async fn save_step(
+    /// Records that attempt `attempt` of `unit` on `arm` begins (the task's current unit, and
+    /// a `step_started` event), while `owner` holds the lease.
+    async fn start_unit(
         &self,
         id: &TaskId,
         owner: &str,
-        step: &StepRecord,
-        usage: Usage,
-        arms_used: &[ArmKind],
-        progress: &Progress,
+        unit: &UnitKey,
+        arm: ArmKind,
+        attempt: u32,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    async fn steps(&self, id: &TaskId) -> Result<Vec<StepRecord>, StoreError>;
+    /// Persists one unit's result together with the task's usage and progress, atomically,
+    /// and only while `owner` holds the lease. A plan unit's output is the plan: it is
+    /// stored there and nowhere else.
+    async fn save_unit(
+        &self,
+        id: &TaskId,
+        owner: &str,
+        done: UnitDone<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The task's stored units, in the order they were first saved.
+    async fn units(&self, id: &TaskId) -> Result<Vec<StepRecord>, StoreError>;
 
     /// Ends the task (completed or failed) while `owner` holds the lease.
     async fn finish(
@@ -95,14 +96,6 @@ pub trait TaskStore: Send + Sync {
         id: &TaskId,
         now: DateTime<Utc>,
     ) -> Result<Option<TaskRecord>, StoreError>;
-
-    async fn append_event(
-        &self,
-        id: &TaskId,
-        kind: &str,
-        data: serde_json::Value,
-        now: DateTime<Utc>,
-    ) -> Result<TaskEvent, StoreError>;
 
     async fn events_since(&self, id: &TaskId, after_seq: i64)
     -> Result<Vec<TaskEvent>, StoreError>;

@@ -16,8 +16,8 @@ use std::collections::HashSet;
 
 use chrono::Utc;
 use common::contract::{LEASE, new_task};
-use common::postgres::PgServer;
 use octollm_store::{PostgresStore, TaskStore};
+use octollm_test_support::postgres::PgServer;
 
 async fn store() -> (PgServer, PostgresStore) {
     let server = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
@@ -118,7 +118,7 @@ async fn collect(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_see_each_others_live_events_through_redis() {
     let (server, _migrated) = store().await;
-    let redis = common::redis::Redis::start();
+    let redis = octollm_test_support::redis::Redis::start();
     let url = format!("postgres://postgres@127.0.0.1:{}/octollm", server.port());
     let bus = |name: &str| octollm_store::RedisEvents::new(&redis.url(), name).unwrap();
     let a = PostgresStore::connect(&url, 2)

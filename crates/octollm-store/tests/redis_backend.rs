@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use octollm_store::{RateLimiter, RedisCache, RedisRateLimiter, ResponseCache, StoreError, Tier};
 
-mod common;
-
-use common::redis::Redis;
+use octollm_test_support::redis::Redis;
 
 #[tokio::test]
 async fn replicas_share_one_atomic_bucket() {

@@ -281,7 +281,7 @@ pub async fn arms(
         cool_down: Duration::from_secs(config.arms.breaker_cool_down_seconds),
     };
     let mut clients = Vec::new();
-    for kind in octollm_core::ArmKind::ALL {
+    for &kind in octollm_core::ArmKind::ALL {
         let urls = config.arms.urls(kind);
         if urls.is_empty() && !config.arms.registry_enabled() {
             continue;
@@ -314,7 +314,12 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
     let (arms, remote_arms) = arms(config, &store, None).await?;
     let keys = stores.keys;
     let audit = stores.audit;
-    let orchestrator = Orchestrator::new(stores.tasks, arms, config.orchestrator.clone());
+    let orchestrator = Orchestrator::new(
+        stores.tasks,
+        audit.clone(),
+        arms,
+        config.orchestrator.clone(),
+    );
     let registry = config.arms.registry_enabled().then(|| {
         Arc::new(Registry::new(
             stores.registry,

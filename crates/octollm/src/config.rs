@@ -35,14 +35,12 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArmsConfig {
-    /// Comma-separated base URLs of each arm's instances (`http://coder-arm:8102`); empty: the
-    /// arm runs in this process.
-    pub planner: String,
-    pub coder: String,
-    pub executor: String,
-    pub retriever: String,
-    pub judge: String,
-    pub guardian: String,
+    /// By arm id: comma-separated base URLs of the arm's instances (`http://coder-arm:8102`,
+    /// env `OCTOLLM_ARM_<ARM>_URLS`); none: the arm runs in this process.
+    pub endpoints: BTreeMap<String, String>,
+    /// By arm id: what a direct call to the arm's service may spend, when it does not carry
+    /// the orchestrator's budget headers (which may lower it, never raise it).
+    pub direct_budget: BTreeMap<String, octollm_core::Budget>,
     /// Longest wait for one call to one instance (less when the task's deadline is nearer).
     pub timeout_seconds: u64,
     /// Failures in a row that open an instance's circuit breaker, and for how long.
@@ -77,12 +75,11 @@ pub struct ArmsConfig {
 impl Default for ArmsConfig {
     fn default() -> Self {
         Self {
-            planner: String::new(),
-            coder: String::new(),
-            executor: String::new(),
-            retriever: String::new(),
-            judge: String::new(),
-            guardian: String::new(),
+            endpoints: BTreeMap::new(),
+            direct_budget: octollm_core::ArmKind::ALL
+                .iter()
+                .map(|arm| (arm.id().to_owned(), default_direct_budget()))
+                .collect(),
             timeout_seconds: 120,
             breaker_failures: 3,
             breaker_cool_down_seconds: 10,
@@ -99,7 +96,25 @@ impl Default for ArmsConfig {
     }
 }
 
+/// A direct call's budget unless configured: room for one model call of any arm, and the
+/// executor's longest command.
+fn default_direct_budget() -> octollm_core::Budget {
+    octollm_core::Budget {
+        max_tokens: 8_000,
+        max_time_seconds: 300,
+        max_cost_dollars: 0.5,
+    }
+}
+
 impl ArmsConfig {
+    /// What a direct call to `arm`'s service may spend.
+    pub fn direct_budget(&self, arm: octollm_core::ArmKind) -> octollm_core::Budget {
+        self.direct_budget
+            .get(arm.id())
+            .cloned()
+            .unwrap_or_else(default_direct_budget)
+    }
+
     /// The signer of capability tokens, when a signing key is configured.
     pub fn token_signer(
         &self,
@@ -138,15 +153,7 @@ impl ArmsConfig {
 
     /// The configured instances of `arm`.
     pub fn urls(&self, arm: octollm_core::ArmKind) -> Vec<String> {
-        use octollm_core::ArmKind::*;
-        let raw = match arm {
-            Planner => &self.planner,
-            Coder => &self.coder,
-            Executor => &self.executor,
-            Retriever => &self.retriever,
-            Judge => &self.judge,
-            Guardian => &self.guardian,
-        };
+        let raw = self.endpoints.get(arm.id()).map_or("", String::as_str);
         raw.split(',')
             .map(str::trim)
             .filter(|u| !u.is_empty())
@@ -422,12 +429,6 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_BODY_LIMIT_BYTES", "server.body_limit_bytes"),
     ("OCTOLLM_WORKER_THREADS", "server.worker_threads"),
     ("OCTOLLM_METRICS_BIND", "server.metrics_bind"),
-    ("OCTOLLM_ARM_PLANNER_URLS", "arms.planner"),
-    ("OCTOLLM_ARM_CODER_URLS", "arms.coder"),
-    ("OCTOLLM_ARM_EXECUTOR_URLS", "arms.executor"),
-    ("OCTOLLM_ARM_RETRIEVER_URLS", "arms.retriever"),
-    ("OCTOLLM_ARM_JUDGE_URLS", "arms.judge"),
-    ("OCTOLLM_ARM_GUARDIAN_URLS", "arms.guardian"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "log.otlp_endpoint"),
     ("OTEL_SERVICE_NAME", "log.service_name"),
     ("OCTOLLM_LOG_PROMPTS", "log.prompts"),
@@ -521,6 +522,17 @@ impl Config {
                 set_path(&mut value, path, raw, name)?;
             }
         }
+        for arm in octollm_core::ArmKind::ALL {
+            let name = format!("OCTOLLM_ARM_{}_URLS", arm.id().to_ascii_uppercase());
+            if let Some(raw) = env.get(&name).filter(|v| !v.is_empty()) {
+                set_path(
+                    &mut value,
+                    &format!("arms.endpoints.{}", arm.id()),
+                    raw,
+                    &name,
+                )?;
+            }
+        }
         if let Some(level) = env
             .get("RUST_LOG")
             .or_else(|| env.get("LOG_LEVEL"))
@@ -553,10 +565,22 @@ impl Config {
                 "server.shutdown_grace_seconds must be 1 to 60".into(),
             ));
         }
-        for arm in octollm_core::ArmKind::ALL {
+        for (id, budget) in &self.arms.direct_budget {
+            id.parse::<octollm_core::ArmKind>()
+                .map_err(|e| ConfigError::Invalid(format!("arms.direct_budget: {e}")))?;
+            budget
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("arms.direct_budget.{id}: {e}")))?;
+        }
+        for id in self.arms.endpoints.keys() {
+            id.parse::<octollm_core::ArmKind>()
+                .map_err(|e| ConfigError::Invalid(format!("arms.endpoints: {e}")))?;
+        }
+        for &arm in octollm_core::ArmKind::ALL {
             for url in self.arms.urls(arm) {
-                octollm_http::arm_client::check_endpoint(arm, &url)
-                    .map_err(|e| ConfigError::Invalid(format!("arms.{}: {e}", arm.id())))?;
+                octollm_http::arm_client::check_endpoint(arm, &url).map_err(|e| {
+                    ConfigError::Invalid(format!("arms.endpoints.{}: {e}", arm.id()))
+                })?;
             }
         }
         self.validate_registry()?;
@@ -924,7 +948,7 @@ mod tests {
             ),
             (
                 vec![("OCTOLLM_ARM_CODER_URLS", "http://coder:8102/?q=1")],
-                "arms.coder",
+                "arms.endpoints.coder",
             ),
             (
                 vec![("OCTOLLM_ARM_REGISTRY_TTL_SECONDS", "1")],
@@ -1029,7 +1053,36 @@ mod tests {
         let err = Config::load(&env(&[("OCTOLLM_ARM_CODER_URLS", "coder:8102")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("arms.coder"), "{err}");
+        assert!(err.contains("arms.endpoints.coder"), "{err}");
+        let err = Config::load(&env(&[("OCTOLLM__ARMS__ENDPOINTS__BRAIN", "http://b:1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown arm"), "{err}");
+        // Direct calls get a budget per arm, configurable, and checked like a task's.
+        let c = Config::load(&env(&[(
+            "OCTOLLM__ARMS__DIRECT_BUDGET__CODER__MAX_TOKENS",
+            "900",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.arms
+                .direct_budget(octollm_core::ArmKind::Coder)
+                .max_tokens,
+            900
+        );
+        assert_eq!(
+            c.arms
+                .direct_budget(octollm_core::ArmKind::Judge)
+                .max_tokens,
+            8_000
+        );
+        let err = Config::load(&env(&[(
+            "OCTOLLM__ARMS__DIRECT_BUDGET__CODER__MAX_TOKENS",
+            "5",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("arms.direct_budget.coder"), "{err}");
         let two = Config::load(&env(&[(
             "OCTOLLM_ARM_CODER_URLS",
             "http://a:8102, http://b:8102",

@@ -8,10 +8,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use futures::StreamExt;
 use octollm_core::budget::Budget;
-use octollm_core::{TaskStatus, TaskSubmission};
+use octollm_core::{Principal, TaskStatus, TaskSubmission};
 use octollm_http::views::TaskView;
-use octollm_store::TaskEvent;
+use octollm_orchestrator::Origin;
+use octollm_store::{TaskEvent, TaskEventKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -86,12 +88,12 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(err);
     let system = compose::build(&config).await?;
     let orchestrator = system.orchestrator.clone();
-    let mut events = orchestrator.store().subscribe();
     let submitted = orchestrator
-        .submit(submission)
+        .submit(submission, Origin::local())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let id = submitted.task.id.clone();
+    let principal = Principal::unauthenticated();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     orchestrator.spawn_workers(&tracker, shutdown.clone());
@@ -103,45 +105,25 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
 
-    let mut seen_status = TaskStatus::Queued;
+    // The stream replays the task's events from its start and ends after its final status.
+    let mut events = Box::pin(orchestrator.events(&principal, &id, 0).await?);
     loop {
         let event = tokio::select! {
-            e = events.recv() => e,
+            e = events.next() => e,
             () = shutdown.cancelled() => break,
         };
-        match event {
-            Ok(e) if e.task_id == id => {
-                if !args.json {
-                    progress(&e, clock, live)?;
-                }
-                if e.kind == "status"
-                    && let Some(s) = e
-                        .data
-                        .get("status")
-                        .and_then(|s| s.as_str())
-                        .and_then(|s| s.parse::<TaskStatus>().ok())
-                {
-                    seen_status = s;
-                    if s.is_terminal() {
-                        break;
-                    }
-                }
-            }
-            Ok(_) => {}
-            // Missed events are in the store; the final status is read from there below.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        let Some(event) = event else { break };
+        if !args.json {
+            progress(&event, clock, live)?;
         }
     }
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;
 
-    let (task, steps) = orchestrator
-        .get(&id)
-        .await?
-        .context("the task vanished from the store")?;
-    let view = TaskView::of(&task, Some(&steps));
+    let detail = orchestrator.task(&principal, &id).await?;
+    let task = &detail.task;
+    let view = TaskView::detailed(&detail);
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
@@ -154,7 +136,6 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<ExitCode> {
             )?;
         }
     }
-    let _ = seen_status;
     Ok(if task.status == TaskStatus::Completed {
         ExitCode::SUCCESS
     } else {
@@ -166,10 +147,10 @@ fn progress(event: &TaskEvent, clock: Instant, _live: bool) -> std::io::Result<(
     let t = clock.elapsed().as_secs_f64();
     let d = &event.data;
     let s = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-    let line = match event.kind.as_str() {
-        "status" => format!("status {}", s("status")),
-        "phase" => format!("phase  {}", s("phase")),
-        "plan" => {
+    let line = match event.kind {
+        TaskEventKind::Status => format!("status {}", s("status")),
+        TaskEventKind::Phase => format!("phase  {}", s("phase")),
+        TaskEventKind::Plan => {
             let steps = d
                 .get("steps")
                 .and_then(|v| v.as_array())
@@ -187,21 +168,22 @@ fn progress(event: &TaskEvent, clock: Instant, _live: bool) -> std::io::Result<(
                 .collect();
             format!("plan   {} steps: {}", steps.len(), list.join(", "))
         }
-        "step_started" => format!(
+        TaskEventKind::StepStarted => format!(
             "step   {} on {} (attempt {})",
             s("step_id"),
             s("arm_id"),
             d.get("attempt").and_then(|v| v.as_u64()).unwrap_or(1)
         ),
-        "step_completed" => format!(
+        TaskEventKind::StepCompleted => format!(
             "done   {} on {} in {} ms, {} tokens",
             s("step_id"),
             s("arm_id"),
             d.get("duration_ms").and_then(|v| v.as_u64()).unwrap_or(0),
             d.get("tokens").and_then(|v| v.as_u64()).unwrap_or(0)
         ),
-        "step_failed" => format!("FAILED {} on {}: {}", s("step_id"), s("arm_id"), s("error")),
-        other => other.to_owned(),
+        TaskEventKind::StepFailed => {
+            format!("FAILED {} on {}: {}", s("step_id"), s("arm_id"), s("error"))
+        }
     };
     writeln!(std::io::stderr().lock(), "[{t:6.1}s] {line}")
 }
@@ -253,28 +235,21 @@ fn summary(out: &mut impl Write, view: &TaskView) -> std::io::Result<()> {
         m.duration_seconds
     )?;
     if let Some(result) = &view.result {
+        let heading = if result.validation_passed {
+            "result"
+        } else {
+            "partial result, not validated"
+        };
         writeln!(
             out,
-            "\nresult (confidence {:.2}):\n{}",
+            "\n{heading} (confidence {:.2}):\n{}",
             result.confidence, result.output
         )?;
     }
     if let Some(error) = &view.error {
         writeln!(out, "\nerror {}: {}", error.kind.as_str(), error.message)?;
-        if let Some(partial) = error
-            .details
-            .as_ref()
-            .and_then(|d| d.get("partial_output"))
-            .and_then(|p| p.as_str())
-        {
-            writeln!(out, "\npartial result:\n{partial}")?;
-        }
-        if let Some(failed) = error
-            .details
-            .as_ref()
-            .and_then(|d| d.get("failed_criteria"))
-        {
-            writeln!(out, "failed criteria: {failed}")?;
+        if let Some(details) = &error.details {
+            writeln!(out, "{details}")?;
         }
     }
     Ok(())

@@ -29,26 +29,13 @@ pub enum Component {
     Arm,
 }
 
-/// The port of each arm's service (SPEC §3).
-fn arm_port(arm: octollm_core::ArmKind) -> u16 {
-    use octollm_core::ArmKind::*;
-    match arm {
-        Coder => 8102,
-        Judge => 8103,
-        Executor => 8104,
-        Planner => 8105,
-        Retriever => 8106,
-        Guardian => 8107,
-    }
-}
-
 /// One arm as its own service (in process behind HTTP), with graceful shutdown.
 pub async fn serve_arm(
     config: Config,
     arm: octollm_core::ArmKind,
     bind: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
-    let bind = bind.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], arm_port(arm))));
+    let bind = bind.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], arm.port())));
     // With token public keys the arm authenticates every call itself.
     if config.arms.token_verifier()?.is_none() {
         refuse_unauthenticated(bind, &config)?;
@@ -57,6 +44,9 @@ pub async fn serve_arm(
     let mut local = config.clone();
     local.arms = Default::default();
     let store = compose::open_store(&local).await?;
+    // API keys and the audit log in the configured database (PostgreSQL: shared with the
+    // orchestrators).
+    let stores = compose::open_task_store(&config, &store).await?;
     let (arms, _) = compose::arms(&local, &store, Some(arm)).await?;
     let listener = bind_listener(bind).await?;
     let shutdown = CancellationToken::new();
@@ -73,20 +63,35 @@ pub async fn serve_arm(
             shutdown.clone(),
         ));
     }
-    // With public keys, every call needs the orchestrator's capability token; refusals are
-    // audited in this service's own database.
-    let guard = octollm_http::arm_service::ArmGuard::new(
+    // With public keys, the orchestrator's calls need its capability token; direct callers
+    // need API keys where the orchestrator would ask for them. Refusals are audited.
+    let guard = octollm_arms::guard::ArmGuard::new(
         config.arms.token_verifier()?,
-        Some(config.arms.registry_token.expose().to_owned()),
-        Some(Arc::new(store.clone()) as Arc<dyn octollm_store::AuditLog>),
+        Some(config.arms.registry_token.clone()),
+        Some(stores.audit.clone()),
+    );
+    let auth = Auth::new(
+        stores.keys.clone(),
+        stores.audit.clone(),
+        api_keys_required(bind, &config),
     );
     info!(
         arm = arm.id(),
         tokens_required = guard.requires_tokens(),
-        "capability tokens"
+        api_keys_required = auth.required(),
+        "authentication"
     );
-    let app =
-        octollm_http::arm_service::guarded_router(arm, arms, config.server.body_limit_bytes, guard);
+    let app = octollm_http::arm_service::router(
+        octollm_http::arm_service::ArmService {
+            kind: arm,
+            arms,
+            guard,
+            auth,
+            direct_budget: config.arms.direct_budget(arm),
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        config.server.body_limit_bytes,
+    );
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     serve_until_shutdown(listener, app, grace, shutdown, tracker).await?;
     Ok(ExitCode::SUCCESS)
@@ -139,10 +144,12 @@ pub async fn serve_reflex(config: Config) -> anyhow::Result<ExitCode> {
             )
         };
     let state = octollm_http::reflex::ReflexState {
-        scanner: octollm_reflex::Scanner::new(),
-        cache,
-        limiter,
-        limits: config.reflex.rate_limit.clone(),
+        service: octollm_http::reflex::ReflexService {
+            scanner: octollm_reflex::Scanner::new(),
+            cache,
+            limiter,
+            limits: config.reflex.rate_limit.clone(),
+        },
         orchestrator_url: config.reflex.orchestrator_url.clone(),
         client: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -193,14 +200,12 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         orchestrator: system.orchestrator.clone(),
         started: Instant::now(),
         version: env!("CARGO_PKG_VERSION"),
-        remote_arms: system.remote_arms.clone(),
         registry: system.registry.clone(),
         auth: Auth::new(
             system.keys.clone(),
             system.audit.clone(),
             api_keys_required(bind, &config),
         ),
-        audit: system.audit.clone(),
     };
     info!(api_keys_required = state.auth.required(), "authentication");
     let app = router(state, config.server.body_limit_bytes);
@@ -311,7 +316,7 @@ async fn retention(
 ) {
     loop {
         let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(i64::from(days));
-        match orchestrator.store().prune_finished(cutoff).await {
+        match orchestrator.prune(cutoff).await {
             Ok(0) => {}
             Ok(n) => info!(pruned = n, "removed finished tasks past retention"),
             Err(e) => warn!(error = %e, "retention pruning failed"),

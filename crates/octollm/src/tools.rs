@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use octollm_arms::RetrieverArm;
 use octollm_arms::retriever::DocumentRequest;
+use octollm_arms::{Handler, Ingest};
 
 use crate::compose;
 use crate::config::Config;
@@ -107,8 +107,7 @@ pub async fn kb_add(
                 Default::default(),
             ),
         );
-        let added = retriever
-            .ingest(request, ctx)
+        let added = Handler::<Ingest>::handle(&retriever, request, ctx)
             .await
             .with_context(|| format!("cannot add {}", file.display()))?;
         writeln!(

@@ -136,10 +136,15 @@ fn the_task_client_submits_watches_lists_and_cancels() {
     );
     let (ok, listed) = cli(&server.base, &["list", "--status", "completed"]);
     assert!(ok && listed.contains(&id), "{listed}");
-    // Cancelling a finished task leaves it as it was; a queued one is cancelled.
+    // A finished task cannot be cancelled: refused, and left as it was.
     let (ok, state) = cli(&server.base, &["cancel", &id]);
+    assert!(!ok && state.is_empty(), "{state}");
+    let (ok, status) = cli(&server.base, &["status", &id]);
     assert!(ok);
-    assert_eq!(state.trim(), "completed");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&status).unwrap()["status"],
+        "completed"
+    );
     let (ok, missing) = cli(&server.base, &["status", "task_AAAAAAAAAAAAAAAA"]);
     assert!(!ok && missing.is_empty());
 }

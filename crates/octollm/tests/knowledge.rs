@@ -9,12 +9,7 @@
 )]
 
 mod common;
-#[path = "../../octollm-store/tests/common/postgres.rs"]
-#[allow(
-    dead_code,
-    reason = "shared with the store's tests, which use all of it"
-)]
-mod pg;
+use octollm_test_support::postgres as pg;
 
 use std::process::Command;
 

@@ -11,14 +11,8 @@
 )]
 
 mod common;
-#[path = "../../octollm-store/tests/common/postgres.rs"]
-#[allow(
-    dead_code,
-    reason = "shared with the store's tests, which use all of it"
-)]
-mod pg;
-#[path = "../../octollm-store/tests/common/redis.rs"]
-mod redis_server;
+use octollm_test_support::postgres as pg;
+use octollm_test_support::redis as redis_server;
 
 use std::process::Command;
 use std::time::Duration;

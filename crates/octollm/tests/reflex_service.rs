@@ -11,13 +11,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use octollm_test_support::free_port;
+use octollm_test_support::redis::Redis;
 
 struct Killed(Child);
 
@@ -168,45 +163,12 @@ async fn the_reflex_service_screens_and_forwards_to_the_orchestrator() {
     );
 }
 
-struct Redis(Child);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis_on(port: u16) -> Redis {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (scripts/setup.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Redis(child)
-}
-
 #[tokio::test]
 async fn with_redis_down_the_reflex_service_answers_503_and_recovers_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("script.json"), r#"{"responses": []}"#).unwrap();
     let redis_port = free_port();
-    let redis = redis_on(redis_port);
+    let redis = Redis::start_on(redis_port);
     let port = free_port();
     let _reflex = spawn(
         dir.path(),
@@ -251,7 +213,7 @@ async fn with_redis_down_the_reflex_service_answers_503_and_recovers_when_it_ret
         "liveness ignores dependencies"
     );
 
-    let _back = redis_on(redis_port);
+    let _back = Redis::start_on(redis_port);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if ask().await.unwrap().status() == 200 {

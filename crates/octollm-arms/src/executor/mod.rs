@@ -9,8 +9,8 @@
 //! the executor refuses every request: there is no unsandboxed fallback.
 //!
 //! # Layout
-//! - this file: the request, response and config types, the [`ExecutorArm`] trait and
-//!   [`LocalExecutor`], which ties validation and sandbox together.
+//! - this file: the request, response and config types, and [`LocalExecutor`], which ties
+//!   validation and sandbox together.
 //! - [`policy`]: the allowlist and the argument, file and environment rules.
 //! - [`sandbox`]: the bubblewrap command line, the workspace, rlimits, timeout and output caps.
 
@@ -28,7 +28,8 @@ use octollm_core::Usage;
 use serde::{Deserialize, Serialize};
 use tracing::field::Empty;
 
-use crate::{ArmError, ArmOutcome, CallContext};
+use crate::contract::{ArmStatus, Handler, Health};
+use crate::{ArmError, ArmOutcome, CallContext, Execute};
 use policy::Invocation;
 use sandbox::{RunResult, Sandbox};
 
@@ -93,6 +94,14 @@ impl ExecuteRequest {
         }
     }
 
+    /// What a capability token must grant to run this: its program, and the network if asked.
+    pub fn grant(&self) -> octollm_core::token::ExecutorGrant {
+        octollm_core::token::ExecutorGrant {
+            programs: vec![self.program().to_owned()],
+            network: self.allow_network,
+        }
+    }
+
     /// Runs `source` as `python3 main.py`; everything else defaulted.
     pub fn python(source: impl Into<String>) -> Self {
         Self {
@@ -144,18 +153,6 @@ pub struct SandboxInfo {
     pub killed_by_signal: Option<i32>,
     /// The allowlisted program that ran (`python3` for `command_type: python`).
     pub program: String,
-}
-
-#[async_trait::async_trait]
-pub trait ExecutorArm: Send + Sync {
-    async fn execute(
-        &self,
-        request: ExecuteRequest,
-        ctx: CallContext,
-    ) -> Result<ArmOutcome<ExecuteResponse>, ArmError>;
-
-    /// None when ready; Some(reason) when it cannot run anything (e.g. bubblewrap missing).
-    fn unavailable_reason(&self) -> Option<String>;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -324,13 +321,13 @@ pub struct LocalExecutor {
     sandbox: Result<Sandbox, String>,
     /// Set once a sandbox has been created successfully on this host.
     probed: tokio::sync::OnceCell<()>,
-    /// Why the last probe failed, for [`ExecutorArm::unavailable_reason`].
+    /// Why the last probe failed, for [`LocalExecutor::unavailable_reason`].
     probe_failure: Mutex<Option<String>>,
 }
 
 impl LocalExecutor {
     /// Never fails: an invalid config or a missing bubblewrap makes the executor refuse every
-    /// request and report why in [`ExecutorArm::unavailable_reason`].
+    /// request and report why in [`LocalExecutor::unavailable_reason`].
     pub fn new(config: ExecutorConfig) -> Self {
         let sandbox = match config.validate() {
             Err(e) => Err(format!("invalid executor configuration: {e}")),
@@ -349,6 +346,28 @@ impl LocalExecutor {
 
     pub fn config(&self) -> &ExecutorConfig {
         &self.config
+    }
+
+    /// None when ready; why it cannot run anything otherwise (bubblewrap missing, a sandbox
+    /// that cannot be created here, an invalid configuration).
+    pub fn unavailable_reason(&self) -> Option<String> {
+        match &self.sandbox {
+            Err(reason) => Some(reason.clone()),
+            Ok(_) => self
+                .probe_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Runs one request (see the module documentation).
+    pub async fn execute(
+        &self,
+        request: ExecuteRequest,
+        ctx: CallContext,
+    ) -> Result<ArmOutcome<ExecuteResponse>, ArmError> {
+        self.run(request, ctx).await
     }
 
     #[tracing::instrument(
@@ -447,24 +466,21 @@ impl LocalExecutor {
 }
 
 #[async_trait::async_trait]
-impl ExecutorArm for LocalExecutor {
-    async fn execute(
+impl Handler<Execute> for LocalExecutor {
+    async fn handle(
         &self,
         request: ExecuteRequest,
         ctx: CallContext,
     ) -> Result<ArmOutcome<ExecuteResponse>, ArmError> {
-        self.run(request, ctx).await
+        self.execute(request, ctx).await
     }
 
-    fn unavailable_reason(&self) -> Option<String> {
-        match &self.sandbox {
-            Err(reason) => Some(reason.clone()),
-            Ok(_) => self
-                .probe_failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        }
+    /// Unavailable without a sandbox (bubblewrap missing, or unable to create one here).
+    fn status(&self) -> ArmStatus {
+        ArmStatus::in_process(
+            self.unavailable_reason()
+                .map_or(Health::Healthy, Health::Unavailable),
+        )
     }
 }
 

@@ -13,7 +13,7 @@ use octollm_store::{
 };
 use octollm_store::{
     CreateOutcome, Finish, LeaseState, ListFilter, NewTask, Progress, StepRecord, StepStatus,
-    StoreError, TaskResult, TaskStore, VectorStore,
+    StoreError, TaskEventKind, TaskResult, TaskStore, UnitDone, VectorStore,
 };
 
 pub fn new_task(key: Option<&str>) -> NewTask {
@@ -64,7 +64,7 @@ pub async fn the_trace_context_is_kept(s: &dyn TaskStore) {
 
 pub fn step(key: &str) -> StepRecord {
     StepRecord {
-        step_key: key.into(),
+        unit: key.parse().unwrap(),
         arm_id: ArmKind::Coder,
         status: StepStatus::Completed,
         output: serde_json::json!({"code": "print(1)"}),
@@ -83,6 +83,152 @@ pub fn step(key: &str) -> StepRecord {
 }
 
 pub const LEASE: Duration = Duration::from_secs(30);
+
+fn done<'a>(record: &'a StepRecord, arms: &'a [ArmKind], progress: &'a Progress) -> UnitDone<'a> {
+    UnitDone {
+        record,
+        usage: Usage::default(),
+        arms_used: arms,
+        progress,
+    }
+}
+
+fn completed() -> Finish {
+    Finish::Completed(TaskResult {
+        output: "done".into(),
+        confidence: 0.9,
+        validation_passed: true,
+    })
+}
+
+/// The store applies the task state machine: a status changes only along an edge
+/// `TaskStatus::can_become` allows, whatever the caller asks.
+pub async fn status_changes_follow_the_state_machine(s: &dyn TaskStore) {
+    let now = Utc::now();
+    let CreateOutcome::Created(t) = s.create_task(new_task(None)).await.unwrap() else {
+        panic!("expected a new task")
+    };
+    // queued → completed is not an edge: no worker holds it, nothing changes.
+    assert!(matches!(
+        s.finish(&t.id, "w1", completed(), Usage::default(), now)
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert_eq!(
+        s.get_task(&t.id).await.unwrap().unwrap().status,
+        TaskStatus::Queued
+    );
+    let claimed = s.claim_next("w1", LEASE, now).await.unwrap().unwrap();
+    assert_eq!(claimed.status, TaskStatus::Processing);
+    s.finish(&t.id, "w1", completed(), Usage::default(), now)
+        .await
+        .unwrap();
+    // A finished task stays finished: no second finish, no cancel, no claim, no writes.
+    assert!(matches!(
+        s.finish(&t.id, "w1", completed(), Usage::default(), now)
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let after_cancel = s.cancel(&t.id, now).await.unwrap().unwrap();
+    assert_eq!(after_cancel.status, TaskStatus::Completed);
+    assert!(
+        s.claim_next("w2", LEASE, now + TimeDelta::hours(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        s.set_phase(&t.id, "w1", octollm_core::Phase::Planning, now)
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert_eq!(
+        s.heartbeat(&t.id, "w1", LEASE, now).await.unwrap(),
+        LeaseState::Lost
+    );
+    // Every status a stored task ever had is a path the state machine allows.
+    let statuses: Vec<TaskStatus> = s
+        .events_since(&t.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == TaskEventKind::Status)
+        .map(|e| e.data["status"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            TaskStatus::Queued,
+            TaskStatus::Processing,
+            TaskStatus::Completed
+        ]
+    );
+    assert!(statuses.windows(2).all(|w| w[0].can_become(w[1])));
+}
+
+/// A unit's start is recorded (the task's current unit, a `step_started` event) while the
+/// lease is held; a plan unit's save publishes the plan's shape, stored once in the unit.
+pub async fn units_start_and_plans_are_kept_in_their_unit(s: &dyn TaskStore) {
+    let now = Utc::now();
+    s.create_task(new_task(None)).await.unwrap();
+    let t = s.claim_next("w1", LEASE, now).await.unwrap().unwrap();
+    let plan_unit: octollm_core::UnitKey = "plan".parse().unwrap();
+    s.start_unit(&t.id, "w1", &plan_unit, ArmKind::Planner, 1, now)
+        .await
+        .unwrap();
+    let running = s.get_task(&t.id).await.unwrap().unwrap();
+    assert_eq!(running.progress.current_unit, Some(plan_unit.clone()));
+    assert!(matches!(
+        s.start_unit(&t.id, "w2", &plan_unit, ArmKind::Planner, 1, now)
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let plan = serde_json::json!({"steps": [{"step_id": "s1", "description": "Write it",
+        "arm_id": "coder", "dependencies": [], "input_mapping": {}}]});
+    let record = StepRecord {
+        unit: plan_unit,
+        arm_id: ArmKind::Planner,
+        output: plan.clone(),
+        ..step("s1")
+    };
+    let progress = Progress {
+        current_unit: Some(record.unit.clone()),
+        completed_steps: 1,
+        total_steps: 3,
+    };
+    s.save_unit(
+        &t.id,
+        "w1",
+        done(&record, &[ArmKind::Planner], &progress),
+        now,
+    )
+    .await
+    .unwrap();
+    let units = s.units(&t.id).await.unwrap();
+    assert_eq!(units[0].output, plan);
+    let kinds: Vec<TaskEventKind> = s
+        .events_since(&t.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            TaskEventKind::Status,
+            TaskEventKind::Status,
+            TaskEventKind::StepStarted,
+            TaskEventKind::StepCompleted,
+            TaskEventKind::Plan
+        ]
+    );
+    let task = s.get_task(&t.id).await.unwrap().unwrap();
+    assert_eq!(
+        (task.progress.completed_steps, task.progress.total_steps),
+        (1, 3)
+    );
+}
 
 pub async fn idempotency_key_returns_the_first_task(s: &dyn TaskStore) {
     let CreateOutcome::Created(first) = s.create_task(new_task(Some("k1"))).await.unwrap() else {
@@ -111,13 +257,10 @@ pub async fn a_lease_fences_out_the_previous_owner(s: &dyn TaskStore) {
         "leased task claimed twice"
     );
     let progress = Progress::default();
-    s.save_step(
+    s.save_unit(
         &task.id,
         "w1",
-        &step("s1"),
-        Usage::default(),
-        &[ArmKind::Coder],
-        &progress,
+        done(&step("s1"), &[ArmKind::Coder], &progress),
         now,
     )
     .await
@@ -128,15 +271,7 @@ pub async fn a_lease_fences_out_the_previous_owner(s: &dyn TaskStore) {
     assert_eq!(resumed.id, task.id);
     assert_eq!(resumed.attempts, 2);
     let err = s
-        .save_step(
-            &task.id,
-            "w1",
-            &step("s2"),
-            Usage::default(),
-            &[],
-            &progress,
-            later,
-        )
+        .save_unit(&task.id, "w1", done(&step("s2"), &[], &progress), later)
         .await;
     assert!(matches!(err, Err(StoreError::LeaseLost(_))));
     assert_eq!(
@@ -148,9 +283,9 @@ pub async fn a_lease_fences_out_the_previous_owner(s: &dyn TaskStore) {
         LeaseState::Held
     );
     // The completed step survived for the new owner.
-    let steps = s.steps(&task.id).await.unwrap();
+    let steps = s.units(&task.id).await.unwrap();
     assert_eq!(steps.len(), 1);
-    assert_eq!(steps[0].step_key, "s1");
+    assert_eq!(steps[0].unit.to_string(), "s1");
     s.finish(
         &task.id,
         "w2",
@@ -196,17 +331,7 @@ pub async fn cancel_stops_the_owner_and_is_final(s: &dyn TaskStore) {
         LeaseState::Cancelled
     );
     let err = s
-        .finish(
-            &t.id,
-            "w1",
-            Finish::Completed(TaskResult {
-                output: String::new(),
-                confidence: 0.0,
-                validation_passed: false,
-            }),
-            Usage::default(),
-            now,
-        )
+        .finish(&t.id, "w1", completed(), Usage::default(), now)
         .await;
     assert!(matches!(err, Err(StoreError::LeaseLost(_))));
     assert_eq!(
@@ -725,6 +850,16 @@ macro_rules! task_store_contract {
         async fn tasks_keep_their_owner_and_list_by_it() {
             let (_guard, store) = $make.await;
             common::contract::tasks_keep_their_owner_and_list_by_it(&store).await;
+        }
+        #[tokio::test]
+        async fn status_changes_follow_the_state_machine() {
+            let (_guard, store) = $make.await;
+            common::contract::status_changes_follow_the_state_machine(&store).await;
+        }
+        #[tokio::test]
+        async fn units_start_and_plans_are_kept_in_their_unit() {
+            let (_guard, store) = $make.await;
+            common::contract::units_start_and_plans_are_kept_in_their_unit(&store).await;
         }
         #[tokio::test]
         async fn arm_registry_keeps_live_registrations() {

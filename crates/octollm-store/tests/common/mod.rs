@@ -4,5 +4,3 @@
 
 #[macro_use]
 pub mod contract;
-pub mod postgres;
-pub mod redis;

@@ -7,13 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use octollm_test_support::{free_port, poll};
 
 pub struct Server {
     pub child: Child,
@@ -161,17 +155,6 @@ pub fn calls(path: &Path) -> Vec<u64> {
                 .unwrap()
         })
         .collect()
-}
-
-pub fn poll<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 pub fn write_script(dir: &Path) -> PathBuf {

@@ -35,12 +35,7 @@ impl Redis {
     }
 
     pub fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
+        Self::start_on(crate::free_port())
     }
 
     pub fn url(&self) -> String {

@@ -1,0 +1,433 @@
+//! The reflex service (SPEC §7), the public entry of the distributed deployment: screens
+//! input at memory speed with no LLM call, caches verdicts, rate-limits per API key and per
+//! client IP, and forwards `/tasks…` to the orchestrator after screening. The decisions are
+//! [`ReflexService`]'s; this module is their HTTP side.
+//!
+//! # Layout
+//! - [`service`]: verdicts, the verdict cache, rate limits, screening (no HTTP).
+//! - this file: the routes, the answers, forwarding to the orchestrator.
+
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use futures::TryStreamExt;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+pub use service::{
+    FailMode, INPUT_MAX_CHARS, PreprocessRequest, RateLimitSettings, ReflexError, ReflexService,
+    Tenant,
+};
+
+use crate::api::{HealthView, Ready};
+use crate::auth::{Access, Route};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, BodyLimit};
+use crate::{observe, request_id};
+
+/// The reflex service's own routes and what they need. `/preprocess` is open (rate limited);
+/// the cache routes need an admin key, asked of the orchestrator; `/tasks…` is forwarded and
+/// the orchestrator checks the key.
+pub const ROUTES: &[Route] = &[
+    Route::new(Method::POST, "/preprocess", Access::Open),
+    Route::new(
+        Method::GET,
+        "/cache/stats",
+        Access::Scope(octollm_core::Scope::Admin),
+    ),
+    Route::new(
+        Method::POST,
+        "/cache/clear",
+        Access::Scope(octollm_core::Scope::Admin),
+    ),
+    Route::new(Method::GET, "/openapi.json", Access::Open),
+    Route::new(Method::GET, "/health", Access::Open),
+    Route::new(Method::GET, "/ready", Access::Open),
+    Route::new(Method::GET, "/metrics", Access::Open),
+];
+
+#[derive(Clone)]
+pub struct ReflexState {
+    pub service: ReflexService,
+    /// Where `/tasks…` is forwarded (`None`: not forwarded, 503): one orchestrator URL, or
+    /// several separated by commas.
+    pub orchestrator_url: Option<String>,
+    pub client: reqwest::Client,
+    pub started: Instant,
+    pub version: &'static str,
+}
+
+pub fn router(state: ReflexState, body_limit: usize) -> Router {
+    // Shared, not cloned per request (the state holds strings and a client).
+    let state = Arc::new(state);
+    let limited = Router::new()
+        .route("/preprocess", post(preprocess))
+        .route("/tasks", any(forward))
+        .route("/tasks/{*rest}", any(forward))
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit));
+    let routes = Router::new()
+        .merge(limited)
+        .route("/cache/stats", get(cache_stats))
+        .route("/cache/clear", post(cache_clear))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(observe::render))
+        .fallback(crate::no_route);
+    crate::common_layers(routes, body_limit).with_state(state)
+}
+
+/// The API key a request presents, for the tenant (never checked here).
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| crate::auth::bearer(headers))
+}
+
+impl From<ReflexError> for ApiError {
+    fn from(e: ReflexError) -> Self {
+        match e {
+            ReflexError::InputLength(_) => ApiError::validation(e.to_string()),
+            ReflexError::RateLimited(d) => ApiError::RateLimited {
+                retry_after_seconds: d.retry_after_seconds.max(1),
+            },
+            ReflexError::LimiterDown(cause) => ApiError::DependencyDown {
+                dependency: "rate-limit store",
+                cause: cause.to_string(),
+            },
+            ReflexError::Serialise(cause) => ApiError::Internal(cause.to_string()),
+            ReflexError::Store(cause) => ApiError::DependencyDown {
+                dependency: "cache",
+                cause: cause.to_string(),
+            },
+        }
+    }
+}
+
+async fn preprocess(
+    State(state): State<Arc<ReflexState>>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<PreprocessRequest>,
+) -> Result<Response, ApiError> {
+    let clock = Instant::now();
+    let tenant = Tenant::of(presented_key(&headers));
+    let answer = state.service.preprocess(&tenant, &request).await?;
+    let processing_time_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+    respond(
+        &answer.verdict.json,
+        answer.cache_hit,
+        &request_id::current().unwrap_or_default(),
+        processing_time_us,
+    )
+}
+
+/// The answer: the verdict object with the request's own fields appended, written once
+/// rather than built as a tree and serialised again.
+fn respond(
+    verdict: &[u8],
+    cache_hit: bool,
+    request_id: &str,
+    processing_time_us: u64,
+) -> Result<Response, ApiError> {
+    let open = &verdict[..verdict.len().saturating_sub(1)];
+    let mut body = Vec::with_capacity(verdict.len() + 96);
+    body.extend_from_slice(open);
+    if open.len() > 1 {
+        body.push(b',');
+    }
+    body.extend_from_slice(b"\"cache_hit\":");
+    body.extend_from_slice(if cache_hit { b"true" } else { b"false" });
+    body.extend_from_slice(b",\"request_id\":");
+    serde_json::to_writer(&mut body, request_id)
+        .map_err(|e| ApiError::Internal(format!("cannot serialise the answer: {e}")))?;
+    body.extend_from_slice(b",\"processing_time_us\":");
+    body.extend_from_slice(processing_time_us.to_string().as_bytes());
+    body.push(b'}');
+    Ok((
+        [(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// The cache routes are for admin keys. The reflex layer holds no keys: it asks the
+/// orchestrator who the presented key is (`GET /auth/whoami`). Without an orchestrator (a
+/// reflex service alone, which only starts on loopback or when told its network
+/// authenticates) they are open.
+async fn require_admin(state: &ReflexState, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let Some(base) = state.orchestrator_url.as_deref() else {
+        return Ok(());
+    };
+    let Some(target) = base.split(',').map(str::trim).find(|u| !u.is_empty()) else {
+        return Ok(());
+    };
+    let mut ask = state
+        .client
+        .get(format!("{}/auth/whoami", target.trim_end_matches('/')))
+        .timeout(std::time::Duration::from_secs(5));
+    for name in ["authorization", "x-api-key"] {
+        if let Some(v) = headers.get(name) {
+            ask = ask.header(name, v.clone());
+        }
+    }
+    let answer = ask.send().await.map_err(|e| ApiError::DependencyDown {
+        dependency: "orchestrator",
+        cause: e.to_string(),
+    })?;
+    match answer.status().as_u16() {
+        200 => {}
+        401 => {
+            return Err(ApiError::Unauthorized(
+                "a valid admin API key is required".into(),
+            ));
+        }
+        status => {
+            return Err(ApiError::DependencyDown {
+                dependency: "orchestrator",
+                cause: format!("whoami answered {status}"),
+            });
+        }
+    }
+    let principal: serde_json::Value =
+        answer.json().await.map_err(|e| ApiError::DependencyDown {
+            dependency: "orchestrator",
+            cause: e.to_string(),
+        })?;
+    let admin = principal["scopes"]
+        .as_array()
+        .is_some_and(|scopes| scopes.iter().any(|s| s == "admin"));
+    if admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "this API key lacks the admin scope".into(),
+        ))
+    }
+}
+
+async fn cache_stats(
+    State(state): State<Arc<ReflexState>>,
+    headers: http::HeaderMap,
+) -> Result<Json<octollm_store::CacheStats>, ApiError> {
+    require_admin(&state, &headers).await?;
+    Ok(Json(state.service.cache_stats().await?))
+}
+
+/// `POST /cache/clear`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Cleared {
+    pub cleared: bool,
+}
+
+async fn cache_clear(
+    State(state): State<Arc<ReflexState>>,
+    headers: http::HeaderMap,
+) -> Result<Json<Cleared>, ApiError> {
+    require_admin(&state, &headers).await?;
+    state.service.clear_cache().await?;
+    Ok(Json(Cleared { cleared: true }))
+}
+
+async fn health(State(state): State<Arc<ReflexState>>) -> Json<HealthView> {
+    Json(HealthView {
+        status: "healthy".into(),
+        version: state.version.to_owned(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        components: Default::default(),
+    })
+}
+
+async fn ready(State(state): State<Arc<ReflexState>>) -> Result<Json<Ready>, ApiError> {
+    state.service.ready().await?;
+    Ok(crate::api::ready_answer())
+}
+
+fn set_limit_headers(headers: &mut HeaderMap, d: &octollm_store::Decision) {
+    for (name, value) in [
+        ("x-ratelimit-limit", u64::from(d.limit)),
+        ("x-ratelimit-remaining", u64::from(d.remaining)),
+        ("x-ratelimit-reset", d.reset_seconds),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// Token buckets per API key (when one is sent) and per client IP; the tighter answer wins.
+async fn rate_limit(
+    State(state): State<Arc<ReflexState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let tenant = Tenant::of(presented_key(request.headers()));
+    match state.service.admit(&ip, &tenant).await {
+        Ok(None) => next.run(request).await,
+        Ok(Some(decision)) => {
+            let mut response = next.run(request).await;
+            set_limit_headers(response.headers_mut(), &decision);
+            response
+        }
+        Err(ReflexError::RateLimited(decision)) => {
+            let mut response = ApiError::from(ReflexError::RateLimited(decision)).into_response();
+            set_limit_headers(response.headers_mut(), &decision);
+            response
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+const FORWARDED_HEADERS: &[&str] = &[
+    "content-type",
+    "accept",
+    "authorization",
+    "x-api-key",
+    "idempotency-key",
+    "last-event-id",
+    "x-request-id",
+    "traceparent",
+];
+
+/// Round-robin position over the configured orchestrators.
+static NEXT_UPSTREAM: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Screens a task submission's text, then forwards any `/tasks…` request to the orchestrator
+/// and streams its answer back (event streams included).
+async fn forward(
+    State(state): State<Arc<ReflexState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let Some(base) = state.orchestrator_url.clone() else {
+        return Err(ApiError::Unavailable(
+            "no orchestrator is configured to forward to".into(),
+        ));
+    };
+    let (parts, body) = request.into_parts();
+    let limit = parts
+        .extensions
+        .get::<BodyLimit>()
+        .map(|l| l.0)
+        .unwrap_or(1024 * 1024);
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+    if parts.method == http::Method::POST
+        && let Err(matches) = state.service.screen_submission(&bytes)
+    {
+        return Err(ApiError::Blocked(
+            serde_json::json!({"field": "body", "matches": matches}),
+        ));
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    // Several orchestrators (comma-separated): round-robin, and the next one when one cannot
+    // be reached or answers 503 (it did not take the request, so trying another is safe).
+    let upstreams: Vec<&str> = base
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let first = NEXT_UPSTREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut failure = ApiError::Unavailable("no orchestrator is configured to forward to".into());
+    let mut upstream = None;
+    for k in 0..upstreams.len() {
+        let target = upstreams[(first + k) % upstreams.len()];
+        let url = format!("{}{}", target.trim_end_matches('/'), path);
+        let mut outbound = state
+            .client
+            .request(parts.method.clone(), url)
+            .body(bytes.clone());
+        for name in FORWARDED_HEADERS {
+            if let Some(v) = parts.headers.get(*name) {
+                outbound = outbound.header(*name, v.clone());
+            }
+        }
+        if parts.headers.get(request_id::HEADER).is_none()
+            && let Some(id) = request_id::current()
+        {
+            outbound = outbound.header(request_id::HEADER, id);
+        }
+        // This hop is the orchestrator's parent in the trace.
+        if let Some(trace) = request_id::trace() {
+            outbound = outbound.header(request_id::TRACEPARENT, trace.header());
+        }
+        match outbound.send().await {
+            Ok(r)
+                if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                    && k + 1 < upstreams.len() =>
+            {
+                failure = ApiError::DependencyDown {
+                    dependency: "orchestrator",
+                    cause: "not ready".into(),
+                };
+            }
+            Ok(r) => {
+                upstream = Some(r);
+                break;
+            }
+            // Not sent (connection refused): another orchestrator may take it.
+            Err(e) if e.is_connect() => {
+                failure = ApiError::DependencyDown {
+                    dependency: "orchestrator",
+                    cause: "unreachable".into(),
+                };
+            }
+            // Sent but no answer: it may have been accepted; do not send it twice.
+            Err(e) => {
+                return Err(ApiError::DependencyDown {
+                    dependency: "orchestrator",
+                    cause: if e.is_timeout() {
+                        "timed out"
+                    } else {
+                        "request failed"
+                    }
+                    .into(),
+                });
+            }
+        }
+    }
+    let Some(upstream) = upstream else {
+        return Err(failure);
+    };
+    tracing::info!(
+        method = %parts.method,
+        status = upstream.status().as_u16(),
+        upstream = %upstream.url().origin().ascii_serialization(),
+        "forwarded to the orchestrator"
+    );
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = Response::builder().status(status);
+    for (name, value) in upstream.headers() {
+        if matches!(
+            name.as_str(),
+            "content-type" | "location" | "retry-after" | "cache-control"
+        ) {
+            response = response.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let stream = upstream.bytes_stream().map_err(std::io::Error::other);
+    response
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
