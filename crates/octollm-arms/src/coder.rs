@@ -10,7 +10,7 @@ use crate::context::{ArmError, ArmOutcome, CallContext};
 use crate::contract::{ArmStatus, Handler, Health};
 use crate::syntax;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CodeOperation {
     Generate,
@@ -20,11 +20,15 @@ pub enum CodeOperation {
     Test,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `POST /code`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeRequest {
     pub operation: CodeOperation,
+    /// What to write, fix, change, explain or test.
+    #[schemars(length(min = PROMPT_CHARS.0, max = PROMPT_CHARS.1))]
     pub prompt: String,
+    #[schemars(length(min = 1, max = LANGUAGE_MAX_CHARS), pattern(octollm_core::task::NOT_BLANK_PATTERN))]
     pub language: String,
     #[serde(default)]
     pub existing_code: Option<String>,
@@ -36,7 +40,7 @@ pub struct CodeRequest {
     pub include_docstrings: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CodeResponse {
     pub success: bool,
     pub code: String,
@@ -49,6 +53,7 @@ pub struct CodeResponse {
 }
 
 pub const PROMPT_CHARS: (usize, usize) = (10, 5000);
+pub const LANGUAGE_MAX_CHARS: usize = 40;
 
 impl CodeRequest {
     pub fn validate(&self) -> Result<(), ArmError> {
@@ -59,10 +64,11 @@ impl CodeRequest {
                 PROMPT_CHARS.0, PROMPT_CHARS.1
             )));
         }
-        if self.language.trim().is_empty() || self.language.len() > 40 {
-            return Err(ArmError::InvalidRequest(
-                "language must be 1 to 40 characters".into(),
-            ));
+        let n = self.language.chars().count();
+        if octollm_core::task::is_blank(&self.language) || n > LANGUAGE_MAX_CHARS {
+            return Err(ArmError::InvalidRequest(format!(
+                "language must be 1 to {LANGUAGE_MAX_CHARS} characters, not blank"
+            )));
         }
         Ok(())
     }

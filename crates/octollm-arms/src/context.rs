@@ -129,7 +129,7 @@ impl ArmError {
 }
 
 /// `GET /capabilities` of one arm.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArmInfo {
     pub arm_id: octollm_core::ArmKind,
     pub name: String,

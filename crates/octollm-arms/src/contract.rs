@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use octollm_core::ArmKind;
 use octollm_core::token::ExecutorGrant;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -24,8 +25,8 @@ pub trait Operation: Send + Sync + Sized + 'static {
     const ROUTE: &'static str;
     /// One line on what it does (the OpenAPI summary).
     const SUMMARY: &'static str;
-    type Request: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
-    type Response: Serialize + DeserializeOwned + Send + Sync + 'static;
+    type Request: Serialize + DeserializeOwned + JsonSchema + Clone + Send + Sync + 'static;
+    type Response: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static;
 
     /// The handler of this operation among `arms`.
     fn handler(arms: &Arms) -> &Arc<dyn Handler<Self>>;

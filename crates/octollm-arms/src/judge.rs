@@ -16,7 +16,8 @@ use crate::executor::{CommandType, ExecuteRequest};
 use crate::syntax;
 use crate::{Execute, Validate};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `POST /validate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     pub output: String,
@@ -28,7 +29,9 @@ pub struct ValidateRequest {
     pub context: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum IssueSeverity {
     Low,
@@ -37,7 +40,7 @@ pub enum IssueSeverity {
     Critical,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ValidationIssue {
     pub severity: IssueSeverity,
     pub category: String,
@@ -48,7 +51,7 @@ pub struct ValidationIssue {
     pub suggestion: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ValidateResponse {
     pub valid: bool,
     pub confidence: f64,
@@ -135,7 +138,7 @@ impl Judge {
             command_type: CommandType::Python,
             args: Vec::new(),
             env: Default::default(),
-            timeout_seconds: 30,
+            timeout_seconds: None,
             allow_network: false,
             files: Default::default(),
         };

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use async_trait::async_trait;
-use octollm_core::ArmKind;
 use octollm_core::plan::RawPlan;
+use octollm_core::{ArmKind, task};
 use octollm_llm::{CompletionRequest, Message, MeteredLlm};
 use serde::{Deserialize, Serialize};
 
@@ -15,22 +15,62 @@ use crate::Plan;
 use crate::context::{ArmError, ArmOutcome, CallContext};
 use crate::contract::{ArmStatus, Handler, Health};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `POST /plan`: the goal and what the plan must respect, as in a task submission.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRequest {
+    #[schemars(length(min = task::GOAL_MIN_CHARS, max = task::GOAL_MAX_CHARS), pattern(task::NOT_BLANK_PATTERN))]
     pub goal: String,
     #[serde(default)]
+    #[schemars(
+        length(max = task::MAX_LIST_ITEMS),
+        inner(length(min = 1, max = task::MAX_ITEM_CHARS), pattern(task::NOT_BLANK_PATTERN))
+    )]
     pub constraints: Vec<String>,
     #[serde(default)]
+    #[schemars(
+        length(max = task::MAX_LIST_ITEMS),
+        inner(length(min = 1, max = task::MAX_ITEM_CHARS), pattern(task::NOT_BLANK_PATTERN))
+    )]
     pub acceptance_criteria: Vec<String>,
     #[serde(default)]
     pub context: BTreeMap<String, serde_json::Value>,
     /// Why the previous plan was refused, when re-asking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = FEEDBACK_MAX_CHARS))]
     pub feedback: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The longest feedback a re-asked planner takes.
+pub const FEEDBACK_MAX_CHARS: usize = 4000;
+
+impl PlanRequest {
+    /// The rules of a task submission's fields, and the feedback's length.
+    pub fn validate(&self) -> Result<(), ArmError> {
+        let invalid = |e: task::ValidationError| ArmError::InvalidRequest(e.to_string());
+        task::check_text(
+            "goal",
+            &self.goal,
+            task::GOAL_MIN_CHARS,
+            task::GOAL_MAX_CHARS,
+        )
+        .map_err(invalid)?;
+        task::check_list("constraints", self.constraints.clone()).map_err(invalid)?;
+        task::check_list("acceptance_criteria", self.acceptance_criteria.clone())
+            .map_err(invalid)?;
+        if let Some(feedback) = &self.feedback {
+            let n = feedback.chars().count();
+            if !(1..=FEEDBACK_MAX_CHARS).contains(&n) {
+                return Err(ArmError::InvalidRequest(format!(
+                    "feedback must be 1 to {FEEDBACK_MAX_CHARS} characters, got {n}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlanResponse {
     pub plan_id: String,
     /// As the model wrote them; the orchestrator validates them into a `Plan`.
@@ -179,9 +219,7 @@ impl Handler<Plan> for LlmPlanner {
         request: PlanRequest,
         mut ctx: CallContext,
     ) -> Result<ArmOutcome<PlanResponse>, ArmError> {
-        if request.goal.trim().is_empty() {
-            return Err(ArmError::InvalidRequest("goal must not be empty".into()));
-        }
+        request.validate()?;
         let completion_request = CompletionRequest::new(
             "planner.plan",
             vec![

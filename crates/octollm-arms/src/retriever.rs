@@ -13,7 +13,7 @@ use crate::context::{ArmError, ArmOutcome, CallContext};
 use crate::contract::{ArmStatus, Handler, Health};
 use crate::{Ingest, Search};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMethod {
     Vector,
@@ -21,15 +21,23 @@ pub enum SearchMethod {
     Hybrid,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `POST /search`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
+    #[schemars(length(min = 1, max = QUERY_MAX_CHARS), pattern(octollm_core::task::NOT_BLANK_PATTERN))]
     pub query: String,
     #[serde(default = "default_method")]
     pub method: SearchMethod,
-    #[serde(default = "default_max_results")]
+    #[serde(
+        default = "default_max_results",
+        deserialize_with = "octollm_core::wire::whole"
+    )]
+    #[schemars(range(min = 1, max = MAX_RESULTS))]
     pub max_results: u32,
+    /// Results scoring below this (0..1) are left out.
     #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub min_score: f64,
     /// Metadata equality filters: every key must match.
     #[serde(default)]
@@ -44,7 +52,7 @@ fn default_max_results() -> u32 {
     10
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SearchResult {
     pub result_id: String,
     pub content: String,
@@ -54,7 +62,7 @@ pub struct SearchResult {
     pub metadata: serde_json::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SearchResponse {
     pub results: Vec<SearchResult>,
     pub query: String,
@@ -63,22 +71,30 @@ pub struct SearchResponse {
     pub citations: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `POST /documents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentRequest {
+    /// The text; chunked, embedded and indexed.
+    #[schemars(length(min = 1), pattern(octollm_core::task::NOT_BLANK_PATTERN))]
     pub content: String,
+    /// Where it came from (shown with every result).
+    #[schemars(length(min = 1, max = SOURCE_MAX_CHARS), pattern(octollm_core::task::NOT_BLANK_PATTERN))]
     pub source: String,
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DocumentResponse {
     pub document_id: i64,
     pub chunks: u32,
 }
 
 pub const MAX_DOCUMENT_BYTES: usize = 10 * 1024 * 1024;
+pub const QUERY_MAX_CHARS: usize = 500;
+pub const MAX_RESULTS: u32 = 100;
+pub const SOURCE_MAX_CHARS: usize = 1000;
 const CHUNK_CHARS: usize = 800;
 const CHUNK_OVERLAP: usize = 100;
 /// Reciprocal rank fusion constant from Cormack et al. (2009).
@@ -163,16 +179,18 @@ impl Handler<Search> for Retriever {
         request: SearchRequest,
         _ctx: CallContext,
     ) -> Result<ArmOutcome<SearchResponse>, ArmError> {
-        let q = request.query.trim();
-        if q.is_empty() || request.query.chars().count() > 500 {
-            return Err(ArmError::InvalidRequest(
-                "query must be 1 to 500 characters".into(),
-            ));
+        if octollm_core::task::is_blank(&request.query)
+            || request.query.chars().count() > QUERY_MAX_CHARS
+        {
+            return Err(ArmError::InvalidRequest(format!(
+                "query must be 1 to {QUERY_MAX_CHARS} characters, not blank"
+            )));
         }
-        if !(1..=100).contains(&request.max_results) {
-            return Err(ArmError::InvalidRequest(
-                "max_results must be 1 to 100".into(),
-            ));
+        let q = request.query.trim();
+        if !(1..=MAX_RESULTS).contains(&request.max_results) {
+            return Err(ArmError::InvalidRequest(format!(
+                "max_results must be 1 to {MAX_RESULTS}"
+            )));
         }
         if !(0.0..=1.0).contains(&request.min_score) {
             return Err(ArmError::InvalidRequest("min_score must be 0 to 1".into()));
@@ -288,15 +306,19 @@ impl Handler<Ingest> for Retriever {
         request: DocumentRequest,
         _ctx: CallContext,
     ) -> Result<ArmOutcome<DocumentResponse>, ArmError> {
-        if request.content.trim().is_empty() || request.content.len() > MAX_DOCUMENT_BYTES {
+        if octollm_core::task::is_blank(&request.content)
+            || request.content.len() > MAX_DOCUMENT_BYTES
+        {
             return Err(ArmError::InvalidRequest(format!(
-                "content must be 1 byte to {MAX_DOCUMENT_BYTES} bytes"
+                "content must be 1 byte to {MAX_DOCUMENT_BYTES} bytes, not blank"
             )));
         }
-        if request.source.trim().is_empty() || request.source.len() > 1000 {
-            return Err(ArmError::InvalidRequest(
-                "source must be 1 to 1000 characters".into(),
-            ));
+        if octollm_core::task::is_blank(&request.source)
+            || request.source.chars().count() > SOURCE_MAX_CHARS
+        {
+            return Err(ArmError::InvalidRequest(format!(
+                "source must be 1 to {SOURCE_MAX_CHARS} characters, not blank"
+            )));
         }
         let pieces = chunk(&request.content);
         let embeddings = self.embedder.embed(&pieces).await.map_err(ArmError::Llm)?;

@@ -21,7 +21,10 @@ macro_rules! arm_table {
             capabilities: [$($capability:literal),* $(,)?] $(,)?
         }
     ),* $(,)?) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            schemars::JsonSchema,
+        )]
         #[serde(rename_all = "lowercase")]
         pub enum ArmKind {
             $($(#[$doc])* $variant,)*

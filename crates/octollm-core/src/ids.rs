@@ -116,6 +116,23 @@ impl From<StepId> for String {
     }
 }
 
+/// The JSON Schema of a task id.
+pub const TASK_ID_PATTERN: &str = "^task_[A-Za-z0-9]{16}$";
+
+impl schemars::JsonSchema for TaskId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TaskId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": TASK_ID_PATTERN,
+            "description": "`task_` and 16 letters or digits",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid id {value:?}: {reason}")]
 pub struct InvalidId {

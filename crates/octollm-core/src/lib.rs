@@ -15,6 +15,7 @@
 //! - [`trace`]: W3C trace context (`traceparent`) carried from a request through every call.
 //! - [`token`]: Ed25519 capability tokens between the orchestrator and the arms.
 //! - [`auth`]: API key scopes, the key format and hash, the principal a request acts as.
+//! - [`wire`]: reading numbers the way JSON Schema means them.
 
 pub mod arm;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod task;
 pub mod token;
 pub mod trace;
 pub mod unit;
+pub mod wire;
 
 pub use arm::ArmKind;
 pub use auth::{Principal, Scope, Scopes};

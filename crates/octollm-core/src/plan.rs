@@ -15,13 +15,15 @@ pub const MAX_STEPS: usize = 10;
 pub const MAX_DESCRIPTION_CHARS: usize = 2000;
 
 /// A plan as a model wrote it, before any check.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RawPlan {
     #[serde(default)]
     pub steps: Vec<RawPlanStep>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// One step as the model wrote it: `input_mapping` maps an input name to
+/// `"<dependency>.output"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RawPlanStep {
     #[serde(default)]
     pub step_id: String,

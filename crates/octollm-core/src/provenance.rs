@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arm::ArmKind;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Provenance {
     pub arm_id: ArmKind,
     /// The arm instance that answered (`in-process`, or an endpoint in distributed mode).

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::budget::Budget;
@@ -15,29 +16,52 @@ pub const MAX_ITEM_CHARS: usize = 2000;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 
 /// The body of `POST /tasks` exactly as a client sends it. Unknown fields are refused.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSubmission {
+    /// What to achieve, in plain words.
+    #[schemars(length(min = GOAL_MIN_CHARS, max = GOAL_MAX_CHARS), pattern(NOT_BLANK_PATTERN))]
     pub goal: String,
+    /// Hard constraints the planner and the coder are told.
     #[serde(default)]
+    #[schemars(
+        length(max = MAX_LIST_ITEMS),
+        inner(length(min = 1, max = MAX_ITEM_CHARS), pattern(NOT_BLANK_PATTERN))
+    )]
     pub constraints: Vec<String>,
+    /// What the judge checks the result against.
     #[serde(default)]
+    #[schemars(
+        length(max = MAX_LIST_ITEMS),
+        inner(length(min = 1, max = MAX_ITEM_CHARS), pattern(NOT_BLANK_PATTERN))
+    )]
     pub acceptance_criteria: Vec<String>,
+    /// Anything else the task should know; every string in it is screened.
     #[serde(default)]
     pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Hard limits; each limit left out takes the server's default.
     #[serde(default)]
     pub budget: Option<BudgetSubmission>,
     #[serde(default)]
     pub priority: Option<Priority>,
+    /// The same key (here or in the `Idempotency-Key` header) within 24 hours returns the
+    /// first task.
     #[serde(default)]
+    #[schemars(length(min = 1, max = MAX_IDEMPOTENCY_KEY_CHARS))]
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetSubmission {
+    #[serde(default, deserialize_with = "crate::wire::whole_opt")]
+    #[schemars(range(min = crate::budget::MAX_TOKENS_RANGE.0, max = crate::budget::MAX_TOKENS_RANGE.1))]
     pub max_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "crate::wire::whole_opt")]
+    #[schemars(range(min = crate::budget::MAX_TIME_RANGE.0, max = crate::budget::MAX_TIME_RANGE.1))]
     pub max_time_seconds: Option<u64>,
+    #[serde(default)]
+    #[schemars(range(min = crate::budget::MAX_COST_RANGE.0, max = crate::budget::MAX_COST_RANGE.1))]
     pub max_cost_dollars: Option<f64>,
 }
 
@@ -76,8 +100,18 @@ const BLANK: &[char] = &[' ', '\t', '\n', '\r', '\u{b}', '\u{c}'];
 /// The same rule for JSON Schema: at least one character that is not blank.
 pub const NOT_BLANK_PATTERN: &str = "[^ \\t\\n\\r\\u000b\\f]";
 
+/// Whether `text` is empty or only [`BLANK`] characters (the rule of [`NOT_BLANK_PATTERN`]).
+pub fn is_blank(text: &str) -> bool {
+    text.trim_matches(BLANK).is_empty()
+}
+
 /// A text of `min..=max` characters as sent, not blank; returned without the blank around it.
-fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<String, ValidationError> {
+pub fn check_text(
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+) -> Result<String, ValidationError> {
     let chars = value.chars().count();
     if chars < min || chars > max {
         return Err(ValidationError::new(
@@ -92,7 +126,7 @@ fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<String
     Ok(trimmed.to_owned())
 }
 
-fn check_list(field: &str, items: Vec<String>) -> Result<Vec<String>, ValidationError> {
+pub fn check_list(field: &str, items: Vec<String>) -> Result<Vec<String>, ValidationError> {
     if items.len() > MAX_LIST_ITEMS {
         return Err(ValidationError::new(
             field,
@@ -141,7 +175,18 @@ impl TaskSubmission {
 }
 
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
@@ -165,7 +210,7 @@ impl Priority {
 }
 
 /// `queued → processing → completed | failed | cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     Queued,
@@ -246,7 +291,7 @@ impl FromStr for TaskStatus {
 }
 
 /// Where a running task is in the main loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Preprocessing,

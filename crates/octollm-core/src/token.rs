@@ -163,11 +163,6 @@ impl TokenSigner {
         let signature = self.key.sign(signed.as_bytes());
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
     }
-
-    /// The public key to give the arms, base64url.
-    pub fn public_key(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.key.verifying_key().to_bytes())
-    }
 }
 
 /// What the executor may run for one step.

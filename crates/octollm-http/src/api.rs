@@ -23,38 +23,312 @@ use crate::auth::{Access, Auth, Gate, Route};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::observe;
+use crate::openapi::{Document, Operation};
 use crate::views::{Accepted, TaskList, TaskView};
 
-/// Every route of the orchestrator's API and what it needs.
+/// Every route of the orchestrator's API, what it needs, and its OpenAPI entry.
 pub const ROUTES: &[Route] = &[
-    Route::new(Method::POST, "/tasks", Access::Scope(Scope::TasksSubmit)),
-    Route::new(Method::GET, "/tasks", Access::Scope(Scope::TasksRead)),
-    Route::new(Method::GET, "/tasks/{id}", Access::Scope(Scope::TasksRead)),
+    Route::new(
+        Method::POST,
+        "/tasks",
+        Access::Scope(Scope::TasksSubmit),
+        doc_submit,
+    ),
+    Route::new(
+        Method::GET,
+        "/tasks",
+        Access::Scope(Scope::TasksRead),
+        doc_list,
+    ),
+    Route::new(
+        Method::GET,
+        "/tasks/{id}",
+        Access::Scope(Scope::TasksRead),
+        doc_get,
+    ),
     Route::new(
         Method::DELETE,
         "/tasks/{id}",
         Access::Scope(Scope::TasksCancel),
+        doc_cancel,
     ),
     Route::new(
         Method::GET,
         "/tasks/{id}/events",
         Access::Scope(Scope::TasksRead),
+        doc_events,
     ),
-    Route::new(Method::GET, "/capabilities", Access::AnyKey),
-    Route::new(Method::GET, "/audit", Access::Scope(Scope::Admin)),
-    Route::new(Method::GET, "/auth/whoami", Access::AnyKey),
-    // The registry checks its own token.
-    Route::new(Method::GET, "/registry", Access::Open),
-    Route::new(Method::POST, "/registry", Access::Open),
-    Route::new(Method::DELETE, "/registry", Access::Open),
-    Route::new(Method::GET, "/openapi.json", Access::Open),
-    Route::new(Method::GET, "/health", Access::Open),
-    Route::new(Method::GET, "/health/live", Access::Open),
-    Route::new(Method::GET, "/ready", Access::Open),
-    Route::new(Method::GET, "/health/ready", Access::Open),
+    Route::new(
+        Method::GET,
+        "/capabilities",
+        Access::AnyKey,
+        doc_capabilities,
+    ),
+    Route::new(
+        Method::GET,
+        "/audit",
+        Access::Scope(Scope::Admin),
+        doc_audit,
+    ),
+    Route::new(Method::GET, "/auth/whoami", Access::AnyKey, doc_whoami),
+    Route::new(Method::GET, "/openapi.json", Access::Open, doc_openapi),
+    Route::new(Method::GET, "/health", Access::Open, doc_health),
+    Route::new(Method::GET, "/health/live", Access::Open, doc_live),
+    Route::new(Method::GET, "/ready", Access::Open, doc_ready),
+    Route::new(Method::GET, "/health/ready", Access::Open, doc_ready),
     // Prometheus scrapes the metrics port without a key; here it takes any key.
-    Route::new(Method::GET, "/metrics", Access::AnyKey),
+    Route::new(Method::GET, "/metrics", Access::AnyKey, doc_metrics),
 ];
+
+/// The arm registry's routes: there only when it is on, and they check its own token.
+pub const REGISTRY_ROUTES: &[Route] = &[
+    Route::new(
+        Method::GET,
+        "/registry",
+        Access::Open,
+        crate::registry::doc_list,
+    ),
+    Route::new(
+        Method::POST,
+        "/registry",
+        Access::Open,
+        crate::registry::doc_register,
+    ),
+    Route::new(
+        Method::DELETE,
+        "/registry",
+        Access::Open,
+        crate::registry::doc_deregister,
+    ),
+];
+
+/// The orchestrator's routes in this configuration.
+fn routes(registry: bool) -> &'static [Route] {
+    static WITH_REGISTRY: std::sync::LazyLock<Vec<Route>> =
+        std::sync::LazyLock::new(|| ROUTES.iter().chain(REGISTRY_ROUTES).cloned().collect());
+    if registry { &WITH_REGISTRY } else { ROUTES }
+}
+
+/// The orchestrator's OpenAPI document, as it runs: its routes (the registry's only when on),
+/// with the security it applies (keys required or optional).
+pub fn document(keys_required: bool, registry: bool) -> serde_json::Value {
+    let mut doc = Document::new(
+        "OctoLLM orchestrator API",
+        "Tasks (submit, follow, cancel), the arms, the audit log, probes. A cancelled task is \
+         deleted: not found by id afterwards.",
+        keys_required,
+    );
+    for route in routes(registry) {
+        route.document(&mut doc);
+    }
+    doc.finish()
+}
+
+fn task_id_param(op: Operation) -> Operation {
+    op.param(
+        "path",
+        "id",
+        true,
+        crate::openapi::pattern(octollm_core::ids::TASK_ID_PATTERN),
+        "The task's id",
+    )
+}
+
+fn doc_submit(doc: &mut Document, access: Access) -> Operation {
+    let body = doc.schema::<TaskSubmission>();
+    let accepted = doc.schema::<Accepted>();
+    Operation::new("Submit a task", access)
+        .json_body(doc, body)
+        .param(
+            "header",
+            "Idempotency-Key",
+            false,
+            serde_json::json!({"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN}),
+            "Within 24 hours the same key returns the first task (200) instead of a new one",
+        )
+        .json(202, "Accepted: stored and queued", accepted.clone())
+        .headers(
+            202,
+            &[(
+                "Location",
+                serde_json::json!({"type": "string"}),
+                "The task's URL",
+            )],
+        )
+        .json(
+            200,
+            "The task an earlier request with the same idempotency key made",
+            accepted,
+        )
+        .error(
+            doc,
+            409,
+            "The Idempotency-Key header and the idempotency_key field differ",
+        )
+}
+
+fn doc_list(doc: &mut Document, access: Access) -> Operation {
+    let status = doc.schema::<TaskStatus>();
+    let list = doc.schema::<TaskList>();
+    Operation::new("List tasks, newest first", access)
+        .param(
+            "query",
+            "status",
+            false,
+            status,
+            "Only tasks with this status",
+        )
+        .param(
+            "query",
+            "limit",
+            false,
+            crate::openapi::integer(1, 100),
+            "Page size (default 20)",
+        )
+        .param(
+            "query",
+            "cursor",
+            false,
+            crate::openapi::pattern(CURSOR_PATTERN),
+            "`next_cursor` of the previous page",
+        )
+        .json(200, "A page of tasks", list)
+        .error(doc, 400, "A query parameter is invalid")
+}
+
+fn doc_get(doc: &mut Document, access: Access) -> Operation {
+    let view = doc.schema::<TaskView>();
+    task_id_param(Operation::new("A task with its steps", access))
+        .json(200, "The task", view)
+        .error(doc, 404, "No such task for this key (or it was cancelled)")
+}
+
+fn doc_cancel(doc: &mut Document, access: Access) -> Operation {
+    let view = doc.schema::<TaskView>();
+    task_id_param(Operation::new(
+        "Cancel a task (and delete it): running steps stop at their next await point",
+        access,
+    ))
+    .json(200, "The task as cancelled", view)
+    .error(
+        doc,
+        404,
+        "No such task for this key (or it was cancelled already)",
+    )
+    .error(
+        doc,
+        409,
+        "The task has finished; there is nothing to cancel",
+    )
+}
+
+fn doc_events(doc: &mut Document, access: Access) -> Operation {
+    task_id_param(Operation::new(
+        "The task's events as server-sent events: stored ones, then live, until the final status",
+        access,
+    ))
+    .param(
+        "header",
+        "Last-Event-ID",
+        false,
+        crate::openapi::pattern(crate::arm_service::WHOLE_HEADER_PATTERN),
+        "Resume after this event",
+    )
+    .content(
+        200,
+        "`event:` the kind (status, phase, plan, step_started, step_completed, step_failed), \
+         `id:` its sequence number, `data:` {task_id, data, at}",
+        "text/event-stream",
+        serde_json::json!({"type": "string"}),
+    )
+    .error(doc, 400, "Last-Event-ID is not an event sequence number")
+    .error(doc, 404, "No such task for this key (or it was cancelled)")
+}
+
+fn doc_capabilities(doc: &mut Document, access: Access) -> Operation {
+    let caps = doc.schema::<Capabilities>();
+    Operation::new(
+        "The arms: capabilities, cost tiers, where they run, health",
+        access,
+    )
+    .json(200, "Every arm", caps)
+}
+
+fn doc_audit(doc: &mut Document, access: Access) -> Operation {
+    let kind = doc.schema::<octollm_store::AuditKind>();
+    let page = doc.schema::<AuditPage>();
+    Operation::new("The audit log, newest first (admin keys)", access)
+        .param("query", "kind", false, kind, "Only entries of this kind")
+        .param(
+            "query",
+            "limit",
+            false,
+            crate::openapi::integer(1, 1000),
+            "Page size (default 100)",
+        )
+        .param(
+            "query",
+            "before",
+            false,
+            crate::openapi::integer(i64::MIN, i64::MAX),
+            "Entries before this `seq` (the previous page's `next_before`)",
+        )
+        .json(200, "A page of entries", page)
+        .error(doc, 400, "A query parameter is invalid")
+}
+
+fn doc_whoami(doc: &mut Document, access: Access) -> Operation {
+    let who = doc.schema::<WhoAmI>();
+    Operation::new("Who the request acts as: the key and its scopes", access)
+        .json(200, "The key", who)
+}
+
+pub(crate) fn doc_openapi(_doc: &mut Document, access: Access) -> Operation {
+    Operation::new("This document", access).json(
+        200,
+        "The OpenAPI document",
+        serde_json::json!({"type": "object"}),
+    )
+}
+
+pub(crate) fn doc_health(doc: &mut Document, access: Access) -> Operation {
+    let health = doc.schema::<HealthView>();
+    Operation::new("Health: status, version, uptime, components", access)
+        .json(200, "Health", health)
+}
+
+fn doc_live(doc: &mut Document, access: Access) -> Operation {
+    let alive = doc.schema::<Alive>();
+    Operation::new(
+        "Liveness: the process is up (no dependency is checked)",
+        access,
+    )
+    .json(200, "Alive", alive)
+}
+
+pub(crate) fn doc_ready(doc: &mut Document, access: Access) -> Operation {
+    let ready = doc.schema::<Ready>();
+    Operation::new("Readiness: the dependencies it needs answer", access)
+        .json(200, "Ready", ready)
+        .error(doc, 503, "A dependency it needs is down")
+}
+
+pub(crate) fn doc_metrics(doc: &mut Document, access: Access) -> Operation {
+    Operation::new("Prometheus metrics", access)
+        .content(
+            200,
+            "The metrics in Prometheus' text format",
+            "text/plain",
+            serde_json::json!({"type": "string"}),
+        )
+        .error(doc, 503, "No metrics recorder")
+}
+
+/// An `Idempotency-Key` header: printable ASCII without spaces, 1 to 255 characters.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
+/// A list cursor: `<created_at ms>.<task id>`.
+pub const CURSOR_PATTERN: &str = "^[0-9]{1,18}\\.task_[A-Za-z0-9]{16}$";
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -68,9 +342,11 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState, body_limit: usize) -> Router {
+    let document =
+        crate::openapi::prepared(&document(state.auth.required(), state.registry.is_some()));
     let gate = Gate {
         auth: state.auth.clone(),
-        routes: ROUTES,
+        routes: routes(state.registry.is_some()),
     };
     let routes = Router::new()
         .route("/tasks", get(list_tasks).post(submit_task))
@@ -85,7 +361,10 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
                 .post(crate::registry::register)
                 .delete(crate::registry::deregister),
         )
-        .route("/openapi.json", get(openapi))
+        .route(
+            "/openapi.json",
+            get(move || crate::openapi::serve(document.clone())),
+        )
         .route("/health", get(health))
         .route("/health/live", get(live))
         .route("/ready", get(ready))
@@ -123,7 +402,15 @@ async fn submit_task(
     if let Some(key) = headers.get("idempotency-key") {
         let key = key
             .to_str()
-            .map_err(|_| ApiError::validation("Idempotency-Key must be ASCII"))?;
+            .ok()
+            .filter(|k| {
+                (1..=255).contains(&k.len()) && k.bytes().all(|b| (b'!'..=b'~').contains(&b))
+            })
+            .ok_or_else(|| {
+                ApiError::validation(
+                    "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
+                )
+            })?;
         match &submission.idempotency_key {
             Some(body_key) if body_key != key => {
                 return Err(ApiError::Conflict(
@@ -165,6 +452,7 @@ async fn get_task(
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
+    #[serde(default, deserialize_with = "octollm_core::wire::whole_in_text")]
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -221,11 +509,17 @@ async fn task_events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let after: i64 = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let after: i64 = match headers.get("last-event-id") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|v| (1..=18).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                ApiError::validation("Last-Event-ID must be an event's sequence number")
+            })?,
+    };
     let events = state
         .orchestrator
         .events(&principal, &parse_id(&id)?, after)
@@ -235,7 +529,7 @@ async fn task_events(
 }
 
 /// `GET /auth/whoami`: who the request acts as.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WhoAmI {
     /// The API key's id; none without a key.
     pub key_id: Option<String>,
@@ -255,12 +549,14 @@ async fn whoami(Extension(principal): Extension<Principal>) -> Json<WhoAmI> {
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     kind: Option<String>,
+    #[serde(default, deserialize_with = "octollm_core::wire::whole_in_text")]
     limit: Option<u32>,
+    #[serde(default, deserialize_with = "octollm_core::wire::whole_in_text")]
     before: Option<i64>,
 }
 
 /// `GET /audit`: a page of the audit log, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct AuditPage {
     pub entries: Vec<octollm_store::AuditRecord>,
     /// Pass as `before` for the next page; absent on the last.
@@ -301,7 +597,7 @@ async fn audit_entries(
 }
 
 /// One arm in `GET /capabilities`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArmCapability {
     pub arm_id: ArmKind,
     pub name: String,
@@ -315,7 +611,7 @@ pub struct ArmCapability {
     pub status: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Capabilities {
     pub arms: Vec<ArmCapability>,
 }
@@ -347,16 +643,8 @@ async fn capabilities(State(state): State<ApiState>) -> Json<Capabilities> {
     })
 }
 
-async fn openapi() -> Response {
-    (
-        [(http::header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
-        .into_response()
-}
-
 /// `/health/live`: the process is up.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Alive {
     pub status: String,
 }
@@ -368,7 +656,7 @@ async fn live() -> Json<Alive> {
 }
 
 /// `/health` of every service (SPEC §3).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HealthView {
     /// `healthy`, `degraded` or `unhealthy`.
     pub status: String,
@@ -423,7 +711,7 @@ async fn health(State(state): State<ApiState>) -> Json<HealthView> {
 }
 
 /// `/ready`: `{status: "ready"}`, or 503 naming what is down.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Ready {
     pub status: String,
 }

@@ -459,7 +459,8 @@ impl ArmClient {
             .timeout(self.timeout.min(left))
             .json(request)
             .header(BUDGET_TOKENS, ctx.budget.tokens_remaining().to_string())
-            .header(BUDGET_COST, ctx.budget.cost_remaining().to_string())
+            // Nine places: a nanodollar is below any price, and the header stays in its pattern.
+            .header(BUDGET_COST, format!("{:.9}", ctx.budget.cost_remaining()))
             .header(BUDGET_DEADLINE, ctx.budget.deadline_unix_ms.to_string());
         if !ctx.request_id.is_empty() {
             call = call.header(crate::request_id::HEADER, &ctx.request_id);

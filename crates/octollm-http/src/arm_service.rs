@@ -36,6 +36,7 @@ use crate::api::{HealthView, Ready};
 use crate::auth::{Access, Auth, Gate, Route};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::openapi::{Document, Operation as DocOperation};
 use crate::{observe, request_id};
 
 pub const TASK_ID: &str = "x-task-id";
@@ -53,13 +54,172 @@ pub const MODEL: &str = "x-model";
 /// need a capability token or an API key with `tasks:submit` (see [`authorize`]).
 pub const COMMON_ROUTES: &[Route] = &[
     // Revocations check the registry token themselves.
-    Route::new(Method::POST, "/tokens/revoked", Access::Open),
-    Route::new(Method::GET, "/capabilities", Access::AnyKey),
-    Route::new(Method::GET, "/openapi.json", Access::Open),
-    Route::new(Method::GET, "/health", Access::Open),
-    Route::new(Method::GET, "/ready", Access::Open),
-    Route::new(Method::GET, "/metrics", Access::AnyKey),
+    Route::new(Method::POST, "/tokens/revoked", Access::Open, doc_revoke),
+    Route::new(
+        Method::GET,
+        "/capabilities",
+        Access::AnyKey,
+        doc_capabilities,
+    ),
+    Route::new(
+        Method::GET,
+        "/openapi.json",
+        Access::Open,
+        crate::api::doc_openapi,
+    ),
+    Route::new(Method::GET, "/health", Access::Open, crate::api::doc_health),
+    Route::new(Method::GET, "/ready", Access::Open, crate::api::doc_ready),
+    Route::new(
+        Method::GET,
+        "/metrics",
+        Access::AnyKey,
+        crate::api::doc_metrics,
+    ),
 ];
+
+fn doc_revoke(doc: &mut Document, access: Access) -> DocOperation {
+    let body = doc.schema::<Revocation>();
+    DocOperation::new(
+        "Refuse a capability token id from now on (with the registry token)",
+        access,
+    )
+    .with("security", serde_json::json!([{"Bearer": []}]))
+    .json_body(doc, body)
+    .empty(204, "Revoked")
+    .error(doc, 401, "Without the registry token")
+}
+
+fn doc_capabilities(doc: &mut Document, access: Access) -> DocOperation {
+    let info = doc.schema::<ArmInfo>();
+    DocOperation::new("What this arm does", access).json(200, "The arm", info)
+}
+
+/// The entry of operation `O`. Its security is required wherever the arm takes tokens: a
+/// call then needs a token or a key, on loopback too.
+fn doc_operation<O: Operation>(doc: &mut Document, tokens_required: bool) -> DocOperation {
+    let body = doc.schema::<O::Request>();
+    let answer = doc.schema::<O::Response>();
+    let mut op = DocOperation::new(O::SUMMARY, Access::Scope(OPERATION_SCOPE))
+        .json_body(doc, body)
+        .param(
+            "header",
+            "X-Budget-Tokens",
+            false,
+            crate::openapi::pattern(WHOLE_HEADER_PATTERN),
+            "Tokens the call may spend (the orchestrator's share; a direct call gets the arm's \
+             budget, which these headers may only lower)",
+        )
+        .param(
+            "header",
+            "X-Budget-Cost-Dollars",
+            false,
+            crate::openapi::pattern(DOLLARS_HEADER_PATTERN),
+            "Dollars the call may spend",
+        )
+        .param(
+            "header",
+            "X-Budget-Deadline-Ms",
+            false,
+            crate::openapi::pattern(WHOLE_HEADER_PATTERN),
+            "When the call must be done, Unix milliseconds",
+        )
+        .json(200, "The arm's answer", answer)
+        .headers(
+            200,
+            &[
+                (
+                    USAGE_PROMPT,
+                    crate::openapi::pattern("^[0-9]+$"),
+                    "Prompt tokens spent",
+                ),
+                (
+                    USAGE_COMPLETION,
+                    crate::openapi::pattern("^[0-9]+$"),
+                    "Completion tokens spent",
+                ),
+                (
+                    USAGE_COST,
+                    serde_json::json!({"type": "string"}),
+                    "Dollars spent",
+                ),
+                (
+                    MODEL,
+                    serde_json::json!({"type": "string"}),
+                    "The model that answered",
+                ),
+            ],
+        )
+        .error(
+            doc,
+            400,
+            "The request breaks the schema, or a budget header is malformed",
+        )
+        .error(
+            doc,
+            403,
+            "Refused: by the arm's policy, or a capability token that does not grant it, or a key \
+             without the tasks:submit scope",
+        )
+        .error(
+            doc,
+            409,
+            "The budget would be exceeded; details name the limit",
+        )
+        .error(doc, 502, "The model failed or answered unusably")
+        .error(doc, 503, "Something the arm needs is unavailable")
+        .error(doc, 504, "The call ran out of time");
+    if tokens_required {
+        op = op.with(
+            "security",
+            serde_json::json!([{"ApiKey": []}, {"Bearer": []}]),
+        );
+    }
+    op
+}
+
+/// An arm service's OpenAPI document, as it runs: its operations and common routes, with
+/// `limits` (JSON pointer, value) applied to the schemas (the executor's configured
+/// timeout, say).
+pub fn document(
+    kind: ArmKind,
+    keys_required: bool,
+    tokens_required: bool,
+    limits: &[(String, serde_json::Value)],
+) -> serde_json::Value {
+    struct Describe<'a> {
+        kind: ArmKind,
+        doc: &'a mut Document,
+        tokens_required: bool,
+    }
+    impl OperationVisitor for Describe<'_> {
+        fn visit<O: Operation>(&mut self) {
+            if O::ARM == self.kind {
+                let op = doc_operation::<O>(self.doc, self.tokens_required);
+                self.doc.add(&Method::POST, O::ROUTE, op);
+            }
+        }
+    }
+    let mut doc = Document::new(
+        &format!("OctoLLM {}", kind.display_name()),
+        kind.description(),
+        keys_required,
+    );
+    octollm_arms::visit_operations(&mut Describe {
+        kind,
+        doc: &mut doc,
+        tokens_required,
+    });
+    for route in COMMON_ROUTES {
+        route.document(&mut doc);
+    }
+    let mut document = doc.finish();
+    for (pointer, value) in limits {
+        if let Some(slot) = document.pointer_mut(pointer) {
+            *slot = value.clone();
+        }
+    }
+    document
+}
 
 /// The scope a direct caller's API key needs for an operation.
 pub const OPERATION_SCOPE: Scope = Scope::TasksSubmit;
@@ -76,10 +236,6 @@ pub(crate) fn set_usage(headers: &mut HeaderMap, usage: Usage) {
     }
 }
 
-fn header<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
-    headers.get(name)?.to_str().ok()?.parse().ok()
-}
-
 /// Who is calling an operation.
 #[derive(Clone)]
 enum Caller {
@@ -91,16 +247,61 @@ enum Caller {
     Direct,
 }
 
+/// A whole budget header: 1 to 18 digits (as the document says).
+pub const WHOLE_HEADER_PATTERN: &str = "^[0-9]{1,18}$";
+/// A budget header in dollars: digits, perhaps with a fraction.
+pub const DOLLARS_HEADER_PATTERN: &str = "^[0-9]{1,12}(\\.[0-9]{1,12})?$";
+
+/// A budget header's value, when sent. It must have the form the document gives
+/// (`pattern` spelled out in `well_formed`); anything else is a bad request, not a
+/// missing header.
+fn budget_header<T: std::str::FromStr>(
+    headers: &HeaderMap,
+    name: &str,
+    well_formed: fn(&str) -> bool,
+) -> Result<Option<T>, ApiError> {
+    let Some(raw) = headers.get(name) else {
+        return Ok(None);
+    };
+    raw.to_str()
+        .ok()
+        .filter(|v| well_formed(v))
+        .and_then(|v| v.parse::<T>().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::validation(format!("{name} must be a non-negative number")))
+}
+
+fn digits(v: &str, max: usize) -> bool {
+    (1..=max).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// [`WHOLE_HEADER_PATTERN`].
+fn whole(v: &str) -> bool {
+    digits(v, 18)
+}
+
+/// [`DOLLARS_HEADER_PATTERN`].
+fn dollars(v: &str) -> bool {
+    match v.split_once('.') {
+        None => digits(v, 12),
+        Some((int, frac)) => digits(int, 12) && digits(frac, 12),
+    }
+}
+
 /// The budget a call may spend: the caller's share from the headers, or for a direct call
 /// the arm's configured budget, which headers may lower but not raise.
-fn budget(headers: &HeaderMap, caller: &Caller, direct: &Budget) -> BudgetTracker {
+fn budget(
+    headers: &HeaderMap,
+    caller: &Caller,
+    direct: &Budget,
+) -> Result<BudgetTracker, ApiError> {
     let now = chrono::Utc::now().timestamp_millis();
-    let tokens = header::<u64>(headers, BUDGET_TOKENS);
-    let cost = header::<f64>(headers, BUDGET_COST).filter(|c| c.is_finite() && *c >= 0.0);
-    let deadline = header::<i64>(headers, BUDGET_DEADLINE);
+    let tokens = budget_header::<u64>(headers, BUDGET_TOKENS, whole)?;
+    let cost = budget_header::<f64>(headers, BUDGET_COST, dollars)?;
+    let deadline = budget_header::<i64>(headers, BUDGET_DEADLINE, whole)?;
     let sent = tokens.is_some() || cost.is_some() || deadline.is_some();
     let default = BudgetTracker::new(direct, now, Usage::default());
-    match caller {
+    Ok(match caller {
         Caller::Orchestrator(_) | Caller::Trusted if sent => BudgetTracker {
             token_limit: tokens.unwrap_or(0),
             cost_limit: cost.unwrap_or(0.0),
@@ -115,11 +316,11 @@ fn budget(headers: &HeaderMap, caller: &Caller, direct: &Budget) -> BudgetTracke
             }),
             used: Usage::default(),
         },
-    }
+    })
 }
 
-fn context(headers: &HeaderMap, caller: &Caller, direct: &Budget) -> CallContext {
-    CallContext {
+fn context(headers: &HeaderMap, caller: &Caller, direct: &Budget) -> Result<CallContext, ApiError> {
+    Ok(CallContext {
         task_id: headers
             .get(TASK_ID)
             .and_then(|v| v.to_str().ok())
@@ -130,8 +331,8 @@ fn context(headers: &HeaderMap, caller: &Caller, direct: &Budget) -> CallContext
             .and_then(|v| v.parse::<UnitKey>().ok()),
         request_id: request_id::current().unwrap_or_default(),
         trace: request_id::trace(),
-        budget: budget(headers, caller, direct),
-    }
+        budget: budget(headers, caller, direct)?,
+    })
 }
 
 /// What an arm service is built from.
@@ -142,6 +343,8 @@ pub struct ArmService {
     pub auth: Auth,
     /// The budget of a direct call (one without the orchestrator's budget headers).
     pub direct_budget: Budget,
+    /// Schema values set by configuration: (JSON pointer into the document, value).
+    pub limits: Vec<(String, serde_json::Value)>,
     pub version: &'static str,
 }
 
@@ -220,7 +423,7 @@ async fn handle<O: Operation>(
             .map_err(refusal)?;
     }
     let wanted = O::grant(&r);
-    let ctx = context(&headers, &caller, &s.service.direct_budget);
+    let ctx = context(&headers, &caller, &s.service.direct_budget)?;
     let result = s.service.arms.call::<O>(r, ctx).await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
     metrics::counter!("octollm_arm_requests_total", "arm" => O::ARM.id(), "outcome" => outcome)
@@ -252,11 +455,13 @@ async fn handle<O: Operation>(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /tokens/revoked`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Revocation {
     jti: String,
     /// When the token expires anyway (Unix seconds): the entry is kept until then.
+    #[serde(deserialize_with = "octollm_core::wire::whole")]
     exp: i64,
 }
 
@@ -356,6 +561,12 @@ pub fn operation_routes(kind: ArmKind) -> Vec<&'static str> {
 /// The service of one arm: its operations, `/capabilities`, probes and `/metrics`.
 pub fn router(service: ArmService, body_limit: usize) -> Router {
     let kind = service.kind;
+    let document = crate::openapi::prepared(&document(
+        kind,
+        service.auth.required(),
+        service.guard.requires_tokens(),
+        &service.limits,
+    ));
     let gate = Gate {
         auth: service.auth.clone(),
         routes: COMMON_ROUTES,
@@ -373,6 +584,10 @@ pub fn router(service: ArmService, body_limit: usize) -> Router {
     let common = Router::new()
         .route("/tokens/revoked", post(revoke_token))
         .route("/capabilities", get(capabilities))
+        .route(
+            "/openapi.json",
+            get(move || crate::openapi::serve(document.clone())),
+        )
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(observe::render))

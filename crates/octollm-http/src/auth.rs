@@ -17,6 +17,7 @@ use octollm_core::{Principal, Scope};
 use octollm_store::{ApiKeyStore, AuditEntry, AuditKind, AuditLog};
 
 use crate::error::ApiError;
+use crate::openapi::{Document, Operation};
 
 /// What a route needs from its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,21 +30,34 @@ pub enum Access {
     Scope(Scope),
 }
 
-/// One route of a service and what it needs.
+/// One route of a service: what it needs, and its entry in the service's OpenAPI document.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    pub describe: fn(&mut Document, Access) -> Operation,
 }
 
 impl Route {
-    pub const fn new(method: Method, path: &'static str, access: Access) -> Self {
+    pub const fn new(
+        method: Method,
+        path: &'static str,
+        access: Access,
+        describe: fn(&mut Document, Access) -> Operation,
+    ) -> Self {
         Route {
             method,
             path,
             access,
+            describe,
         }
+    }
+
+    /// Adds the route's entry to `doc`.
+    pub fn document(&self, doc: &mut Document) {
+        let operation = (self.describe)(doc, self.access);
+        doc.add(&self.method, self.path, operation);
     }
 }
 

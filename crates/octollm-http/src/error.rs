@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::request_id;
 
 /// Every error code a service answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     ValidationError,
@@ -41,8 +41,9 @@ pub enum ErrorCode {
     ModelUnavailable,
     ServiceUnavailable,
     Timeout,
-    /// A code this version does not know (from a newer service).
+    /// A code this version does not know (from a newer service); never sent.
     #[serde(other)]
+    #[schemars(skip)]
     Unknown,
 }
 
@@ -69,7 +70,7 @@ impl ErrorCode {
 }
 
 /// The body of every error answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,

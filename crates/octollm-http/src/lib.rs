@@ -7,6 +7,7 @@
 //! - [`extract`]: [`ApiJson`], the JSON extractor that answers in our error shape.
 //! - [`request_id`]: `X-Request-ID` accepted or generated, echoed, and in every span.
 //! - [`observe`]: per-route request metrics and the Prometheus endpoint.
+//! - [`openapi`]: the OpenAPI documents, generated from the types and the route tables.
 //! - [`arm_service`]: one arm as its own HTTP service, built from the operation table, and
 //!   the wire conventions.
 //! - [`arm_client`]: the arms over HTTP behind their handler traits, with failover and breakers.
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod observe;
+pub mod openapi;
 pub mod reflex;
 pub mod registry;
 pub mod request_id;

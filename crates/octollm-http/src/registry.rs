@@ -21,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiState;
 use crate::arm_client::{ArmClient, Origin, check_endpoint};
+use crate::auth::Access;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::openapi::{Document, Operation};
 
 /// Longest instance URL accepted.
 const MAX_URL_LEN: usize = 512;
@@ -36,16 +38,20 @@ pub struct Registry {
 }
 
 /// `POST /registry` and `DELETE /registry`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationRequest {
     pub arm: ArmKind,
     /// The instance's base URL as the orchestrators reach it (`http://10.1.2.3:8102`).
+    #[schemars(length(max = MAX_URL_LEN), pattern(ENDPOINT_PATTERN))]
     pub url: String,
 }
 
+/// An instance URL: http(s), a host, an optional path; no credentials, query or fragment.
+const ENDPOINT_PATTERN: &str = "^https?://[A-Za-z0-9.:\\[\\]_-]+(/[^\\s?#]*)?$";
+
 /// The answer to a registration: renew well before `ttl_seconds` pass.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Registered {
     pub arm: ArmKind,
     pub url: String,
@@ -195,31 +201,82 @@ pub async fn deregister(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// One instance this replica calls.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct InstanceView {
+    pub arm: ArmKind,
+    pub url: String,
+    /// `configured` or `registered`.
+    pub origin: String,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: String,
+}
+
+/// `GET /registry`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Instances {
+    pub instances: Vec<InstanceView>,
+}
+
 /// `GET /registry`: every instance this replica calls, with its origin and breaker state.
 pub async fn list(
     State(state): State<ApiState>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Instances>, ApiError> {
     let registry = enabled(&state)?;
     registry.authorize(&headers)?;
-    let instances: Vec<serde_json::Value> = registry
+    let instances = registry
         .clients
         .iter()
         .flat_map(|client| {
             client
                 .instances()
                 .into_iter()
-                .map(move |(url, origin, breaker)| {
-                    serde_json::json!({
-                        "arm": client.arm(),
-                        "url": url,
-                        "origin": match origin { Origin::Configured => "configured", Origin::Registered => "registered" },
-                        "breaker": breaker.as_str(),
-                    })
+                .map(move |(url, origin, breaker)| InstanceView {
+                    arm: client.arm(),
+                    url,
+                    origin: match origin {
+                        Origin::Configured => "configured",
+                        Origin::Registered => "registered",
+                    }
+                    .to_owned(),
+                    breaker: breaker.as_str().to_owned(),
                 })
         })
         .collect();
-    Ok(Json(serde_json::json!({"instances": instances})))
+    Ok(Json(Instances { instances }))
+}
+
+fn registry_operation(summary: &str) -> Operation {
+    // The registry checks its own token, not an API key.
+    Operation::new(summary, Access::Open).with("security", serde_json::json!([{"Bearer": []}]))
+}
+
+pub(crate) fn doc_list(doc: &mut Document, _: Access) -> Operation {
+    let list = doc.schema::<Instances>();
+    registry_operation("Every arm instance this replica calls")
+        .json(200, "The instances", list)
+        .error(doc, 401, "Without the registry token")
+}
+
+pub(crate) fn doc_register(doc: &mut Document, _: Access) -> Operation {
+    let body = doc.schema::<RegistrationRequest>();
+    let registered = doc.schema::<Registered>();
+    registry_operation("Register (or renew) an arm instance")
+        .json_body(doc, body)
+        .json(200, "Registered until its TTL passes", registered)
+        .error(doc, 401, "Without the registry token")
+        .error(doc, 503, "The database is unavailable")
+}
+
+pub(crate) fn doc_deregister(doc: &mut Document, _: Access) -> Operation {
+    let body = doc.schema::<RegistrationRequest>();
+    registry_operation("Deregister an arm instance (it is shutting down)")
+        .json_body(doc, body)
+        .empty(204, "Deregistered")
+        .error(doc, 401, "Without the registry token")
+        .error(doc, 404, "No such registration")
+        .error(doc, 503, "The database is unavailable")
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 /// `202` to `POST /tasks` (`200` when an idempotency key returned an earlier task).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Accepted {
     pub task_id: String,
     pub status: TaskStatus,
@@ -33,7 +33,7 @@ impl Accepted {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProgressView {
     /// The phase: a queued task is in `preprocessing` (screened, waiting for a worker), a
     /// completed one in `synthesis`, a failed or cancelled one where it stopped.
@@ -46,7 +46,7 @@ pub struct ProgressView {
     pub current_unit: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MetadataView {
     pub arms_used: Vec<ArmKind>,
     pub tokens_used: u64,
@@ -55,7 +55,7 @@ pub struct MetadataView {
 }
 
 /// Why a task failed: `{type, message, details?}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorView {
     #[serde(rename = "type")]
     pub kind: TaskErrorKind,
@@ -74,7 +74,7 @@ impl From<&TaskError> for ErrorView {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepView {
     /// The unit's key: a plan step (`s1`, `r1.s1` in a repair round, `p2.s1` of a
     /// replacement plan), `plan`, `replan` or `validate.N`.
@@ -105,7 +105,7 @@ impl From<&UnitReport> for StepView {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskView {
     pub task_id: String,
     pub status: TaskStatus,
@@ -129,7 +129,7 @@ pub struct TaskView {
 }
 
 /// `GET /tasks`: a page of tasks, newest first.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskList {
     pub tasks: Vec<TaskView>,
     /// Pass as `cursor` for the next page; absent on the last.

@@ -52,6 +52,7 @@ async fn serve(kind: ArmKind, arms: Arms, port: u16) -> (String, CancellationTok
         guard: octollm_arms::guard::ArmGuard::open(),
         auth: octollm_http::auth::Auth::new(store.clone(), store, false),
         direct_budget: Budget::default(),
+        limits: Vec::new(),
         version: "test",
     };
     let router = octollm_http::arm_service::router(service, 1024 * 1024);

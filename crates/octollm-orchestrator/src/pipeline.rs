@@ -298,7 +298,11 @@ impl<'a> Run<'a> {
             constraints: spec.constraints.clone(),
             acceptance_criteria: spec.acceptance_criteria.clone(),
             context: spec.context.clone(),
-            feedback,
+            feedback: feedback.map(|f| {
+                f.chars()
+                    .take(octollm_arms::planner::FEEDBACK_MAX_CHARS)
+                    .collect()
+            }),
         };
         let arms = &self.orch.arms;
         let output = self

@@ -15,7 +15,7 @@ use crate::postgres::PostgresStore;
 use crate::rows::{from_ms, ms};
 use crate::sqlite::SqliteStore;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditKind {
     /// A request without a valid key (missing, malformed, unknown, wrong secret, revoked).
@@ -89,7 +89,7 @@ pub struct AuditEntry {
 }
 
 /// One stored entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct AuditRecord {
     pub seq: i64,
     pub at: DateTime<Utc>,

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `GET /cache/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CacheStats {
     pub total_entries: u64,
     /// Hits over lookups since start (0 when nothing was looked up).

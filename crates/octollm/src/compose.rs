@@ -215,6 +215,18 @@ async fn load_embedder(path: PathBuf) -> Result<Arc<dyn Embedder>, LlmError> {
     Ok(Arc::new(model))
 }
 
+#[cfg(feature = "embed")]
+fn embedder_files(path: &std::path::Path) -> Result<(), LlmError> {
+    octollm_llm::embed::minilm::MiniLmEmbedder::check_files(path)
+}
+
+#[cfg(not(feature = "embed"))]
+fn embedder_files(_path: &std::path::Path) -> Result<(), LlmError> {
+    Err(LlmError::Config(
+        "this build has no embedding support (feature `embed`)".into(),
+    ))
+}
+
 #[cfg(not(feature = "embed"))]
 async fn load_embedder(_path: PathBuf) -> Result<Arc<dyn Embedder>, LlmError> {
     Err(LlmError::Config(
@@ -234,6 +246,14 @@ impl Embedder for LazyEmbedder {
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
         self.get().await?.embed(texts).await
+    }
+
+    /// Available once loaded, or while its files are where it would load them from.
+    fn available(&self) -> Result<(), String> {
+        if self.inner.initialized() {
+            return Ok(());
+        }
+        embedder_files(&self.path).map_err(|e| e.to_string())
     }
 }
 

@@ -88,6 +88,11 @@ pub async fn serve_arm(
             guard,
             auth,
             direct_budget: config.arms.direct_budget(arm),
+            // The document publishes this executor's own limit.
+            limits: vec![(
+                "/components/schemas/ExecuteRequest/properties/timeout_seconds/maximum".into(),
+                serde_json::Value::from(config.executor.max_timeout_seconds),
+            )],
             version: env!("CARGO_PKG_VERSION"),
         },
         config.server.body_limit_bytes,

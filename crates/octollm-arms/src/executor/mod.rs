@@ -44,33 +44,38 @@ pub const SANDBOX_KIND: &str = "bubblewrap";
 pub const MAX_TIMEOUT_SECONDS: u64 = 300;
 
 /// `POST /execute`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteRequest {
     /// `shell`: the program name (`argv[0]`), a bare name on the allowlist.
     /// `python`: the source code, run as `python3 main.py`.
+    #[schemars(length(min = 1), pattern(octollm_core::task::NOT_BLANK_PATTERN))]
     pub command: String,
     pub command_type: CommandType,
     /// `argv[1..]` (`shell`) or the script's `sys.argv[1..]` (`python`).
     #[serde(default)]
+    #[schemars(length(max = policy::MAX_ARGS))]
     pub args: Vec<String>,
-    /// Added to the sandbox's minimal environment (`PATH`, `HOME`, `LANG`).
+    /// Added to the sandbox's minimal environment (`PATH`, `HOME`, `LANG`); keys
+    /// `[A-Z_][A-Z0-9_]*`, and not the reserved ones.
     #[serde(default)]
+    #[schemars(length(max = policy::MAX_ENV_VARS))]
     pub env: BTreeMap<String, String>,
-    /// 1..=300 and at most the configured maximum.
-    #[serde(default = "default_timeout")]
-    pub timeout_seconds: u64,
+    /// 1..=300 and at most the configured maximum; without it, 30 or the maximum if lower.
+    #[serde(default, deserialize_with = "octollm_core::wire::whole_opt")]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_SECONDS))]
+    pub timeout_seconds: Option<u64>,
     /// Refused unless the executor is configured to grant network access.
     #[serde(default)]
     pub allow_network: bool,
     /// Relative path -> contents, written into the fresh workspace before the command runs.
     #[serde(default)]
+    #[schemars(length(max = policy::MAX_FILES))]
     pub files: BTreeMap<String, String>,
 }
 
-fn default_timeout() -> u64 {
-    30
-}
+/// A command's time limit unless the request or the configuration says less.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
 
 impl ExecuteRequest {
     /// Runs `program` with `args`; everything else defaulted.
@@ -80,7 +85,7 @@ impl ExecuteRequest {
             command_type: CommandType::Shell,
             args,
             env: BTreeMap::new(),
-            timeout_seconds: default_timeout(),
+            timeout_seconds: None,
             allow_network: false,
             files: BTreeMap::new(),
         }
@@ -111,19 +116,21 @@ impl ExecuteRequest {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CommandType {
     /// A program and its arguments. Never interpreted by a shell, despite the name.
     Shell,
     Python,
-    /// Not supported yet.
+    /// Not supported yet (refused as invalid; left out of the published schema).
+    #[schemars(skip)]
     Http,
-    /// Not supported yet.
+    /// Not supported yet (refused as invalid; left out of the published schema).
+    #[schemars(skip)]
     Tool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExecuteResponse {
     /// Exited by itself with code 0, within its time, with its whole output captured.
     pub success: bool,
@@ -138,7 +145,7 @@ pub struct ExecuteResponse {
     pub sandbox_info: SandboxInfo,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SandboxInfo {
     /// Always [`SANDBOX_KIND`].
     pub sandbox: String,

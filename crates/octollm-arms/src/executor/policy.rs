@@ -90,9 +90,9 @@ fn configures_a_runner(path: &Path) -> bool {
         || path.file_name().is_some_and(|n| n == ".gitconfig")
 }
 
-const MAX_ARGS: usize = 1024;
-const MAX_ENV_VARS: usize = 128;
-const MAX_FILES: usize = 256;
+pub(crate) const MAX_ARGS: usize = 1024;
+pub(crate) const MAX_ENV_VARS: usize = 128;
+pub(crate) const MAX_FILES: usize = 256;
 /// Program name, arguments and environment together; far below the kernel's `ARG_MAX`.
 const MAX_ARGV_ENV_BYTES: usize = 256 * 1024;
 const MAX_PATH_BYTES: usize = 1024;
@@ -138,6 +138,7 @@ pub(crate) fn validate_with(
     } = request;
 
     let max = config.max_timeout_seconds;
+    let timeout_seconds = timeout_seconds.unwrap_or(super::DEFAULT_TIMEOUT_SECONDS.min(max));
     if timeout_seconds == 0 || timeout_seconds > max {
         return Err(invalid(format!(
             "timeout_seconds must be 1 to {max}, got {timeout_seconds}"
@@ -160,7 +161,7 @@ pub(crate) fn validate_with(
     let (program, mut file_list, mut argv) = match command_type {
         CommandType::Shell => (command, Vec::new(), Vec::new()),
         CommandType::Python => {
-            if command.trim().is_empty() {
+            if octollm_core::task::is_blank(&command) {
                 return Err(invalid(
                     "command_type python needs the source code in `command`",
                 ));
@@ -171,14 +172,14 @@ pub(crate) fn validate_with(
                 )));
             }
             if files.contains_key(PYTHON_MAIN) {
-                return Err(invalid(format!(
+                return Err(refuse(format!(
                     "files may not contain `{PYTHON_MAIN}` with command_type python: \
                      the source in `command` is written there"
                 )));
             }
             let file_limit = config.max_file_size_bytes();
             if command.len() as u64 > file_limit {
-                return Err(invalid(format!("python source is over {file_limit} bytes")));
+                return Err(refuse(format!("python source is over {file_limit} bytes")));
             }
             let main = vec![(PathBuf::from(PYTHON_MAIN), command)];
             (
@@ -228,7 +229,7 @@ pub(crate) fn validate_with(
         argv_bytes += key.len() + value.len();
     }
     if argv_bytes > MAX_ARGV_ENV_BYTES {
-        return Err(invalid(format!(
+        return Err(refuse(format!(
             "args and env together are over {MAX_ARGV_ENV_BYTES} bytes ({argv_bytes})"
         )));
     }
@@ -245,7 +246,7 @@ pub(crate) fn validate_with(
         let path = check_file_path(&key)?;
         total += contents.len() as u64;
         if total > file_limit {
-            return Err(invalid(format!(
+            return Err(refuse(format!(
                 "files are over {file_limit} bytes in total"
             )));
         }
@@ -298,7 +299,7 @@ fn check_program<'c>(
         )));
     }
     if !is_bare_program_name(program) {
-        return Err(invalid(format!(
+        return Err(refuse(format!(
             "program `{}` is not a program name (letters, digits, `._+-`)",
             shorten(program)
         )));
@@ -314,7 +315,7 @@ fn check_program<'c>(
 /// program's policy allows it. Option values (`--out=/x`, `-o/x`) count as paths too.
 fn check_arg(arg: &str, policy: &ProgramPolicy) -> Result<(), ArmError> {
     if arg.contains('\0') {
-        return Err(invalid("an argument contains a NUL byte"));
+        return Err(refuse("an argument contains a NUL byte"));
     }
     let candidates = path_candidates(arg);
     if candidates
@@ -400,7 +401,7 @@ fn check_env(key: &str, value: &str) -> Result<(), ArmError> {
         .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
         && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
     if !well_formed {
-        return Err(invalid(format!(
+        return Err(refuse(format!(
             "env key `{}` must match [A-Z_][A-Z0-9_]*",
             shorten(key)
         )));
@@ -415,7 +416,7 @@ fn check_env(key: &str, value: &str) -> Result<(), ArmError> {
         )));
     }
     if value.contains('\0') {
-        return Err(invalid(format!("env variable {key} contains a NUL byte")));
+        return Err(refuse(format!("env variable {key} contains a NUL byte")));
     }
     Ok(())
 }
@@ -423,7 +424,7 @@ fn check_env(key: &str, value: &str) -> Result<(), ArmError> {
 /// A `files` key: relative, no `..`, no NUL, at least one normal component.
 fn check_file_path(key: &str) -> Result<PathBuf, ArmError> {
     if key.contains('\0') || key.len() > MAX_PATH_BYTES {
-        return Err(invalid(format!(
+        return Err(refuse(format!(
             "file path `{}` is malformed or too long",
             shorten(key)
         )));
@@ -448,7 +449,7 @@ fn check_file_path(key: &str) -> Result<PathBuf, ArmError> {
         }
     }
     if clean.as_os_str().is_empty() {
-        return Err(invalid(format!(
+        return Err(refuse(format!(
             "file path `{}` names no file",
             shorten(key)
         )));
@@ -462,8 +463,14 @@ fn check_file_path(key: &str) -> Result<PathBuf, ArmError> {
     Ok(clean)
 }
 
+/// The request breaks the published schema (400).
 fn invalid(message: impl Into<String>) -> ArmError {
     ArmError::InvalidRequest(message.into())
+}
+
+/// A well-formed request the executor's policy will not run (403).
+fn refuse(message: impl Into<String>) -> ArmError {
+    ArmError::Refused(message.into())
 }
 
 /// Keeps refusal messages readable when a request carries a huge argument.
@@ -525,7 +532,7 @@ mod tests {
         assert!(refused(check(shell("/usr/bin/echo", &["x"]))).contains("is a path"));
         assert!(refused(check(shell("./echo", &[]))).contains("is a path"));
         invalid_msg(check(shell("", &[])));
-        invalid_msg(check(shell("echo hi", &[])));
+        refused(check(shell("echo hi", &[])));
         for runner in [
             "sh", "bash", "env", "find", "xargs", "git", "timeout", "nice", "nohup",
         ] {
@@ -609,7 +616,7 @@ mod tests {
 
         let mut req = ExecuteRequest::python("print(1)");
         req.files.insert("main.py".into(), "x".into());
-        invalid_msg(check(req));
+        refused(check(req));
         invalid_msg(check(ExecuteRequest::python("  ")));
 
         let mut config = ExecutorConfig::default();
@@ -632,7 +639,7 @@ mod tests {
         for key in ["lower", "1ABC", "A-B", "", "A B"] {
             let mut req = shell("echo", &[]);
             req.env.insert(key.into(), "v".into());
-            invalid_msg(check(req));
+            refused(check(req));
         }
         for key in [
             "LD_PRELOAD",
@@ -662,7 +669,7 @@ mod tests {
         for key in ["", ".", "./"] {
             let mut req = shell("echo", &[]);
             req.files.insert(key.into(), "x".into());
-            invalid_msg(check(req));
+            refused(check(req));
         }
         let mut req = shell("cat", &["src/a.txt"]);
         req.files.insert("./src/a.txt".into(), "x".into());
@@ -677,11 +684,11 @@ mod tests {
     fn timeout_and_network_limits() {
         for t in [0, 301] {
             let mut req = shell("echo", &[]);
-            req.timeout_seconds = t;
+            req.timeout_seconds = Some(t);
             invalid_msg(check(req));
         }
         let mut req = shell("echo", &[]);
-        req.timeout_seconds = 300;
+        req.timeout_seconds = Some(300);
         check(req).unwrap();
 
         let mut req = shell("echo", &[]);

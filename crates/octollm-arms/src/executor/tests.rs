@@ -247,7 +247,7 @@ async fn forbidden_flags_are_refused() {
 #[tokio::test]
 async fn the_timeout_kills_the_sandbox() {
     let mut request = shell("sleep", &["30"]);
-    request.timeout_seconds = 1;
+    request.timeout_seconds = Some(1);
     let r = run(&executor(), request).await;
     assert!(r.sandbox_info.timed_out, "{r:?}");
     assert!(!r.success);
@@ -272,7 +272,7 @@ async fn the_timeout_kills_detached_grandchildren_too() {
          print('started', flush=True)\n\
          time.sleep(60)\n"
     ));
-    request.timeout_seconds = 1;
+    request.timeout_seconds = Some(1);
     let r = run(&executor(), request).await;
     assert!(r.sandbox_info.timed_out, "{r:?}");
     assert_eq!(r.stdout, "started\n");
@@ -301,7 +301,7 @@ async fn endless_output_is_truncated_and_the_program_killed() {
         ..ExecutorConfig::default()
     });
     let mut request = ExecuteRequest::python("while True:\n    print('x' * 100)\n");
-    request.timeout_seconds = 20;
+    request.timeout_seconds = Some(20);
     let r = run(&exec, request).await;
     assert!(r.sandbox_info.stdout_truncated, "{:?}", r.sandbox_info);
     assert!(!r.sandbox_info.stderr_truncated);
@@ -425,7 +425,7 @@ async fn finished_and_killed_sandboxes_leave_no_zombies() {
         assert!(r.success, "{r:?}");
     }
     let mut request = shell("sleep", &["30"]);
-    request.timeout_seconds = 1;
+    request.timeout_seconds = Some(1);
     let r = exec.execute(request, ctx()).await.unwrap().response;
     assert!(r.sandbox_info.timed_out);
     // Give a leak the time to show: a zombie appears as soon as its parent has exited.
@@ -476,7 +476,7 @@ fn requests_parse_with_defaults_and_reject_unknown_fields() {
     let r: ExecuteRequest =
         serde_json::from_str(r#"{"command": "echo", "command_type": "shell"}"#).unwrap();
     assert_eq!(r, ExecuteRequest::shell("echo", Vec::new()));
-    assert_eq!(r.timeout_seconds, 30);
+    assert_eq!(r.timeout_seconds, None);
     let r: ExecuteRequest = serde_json::from_str(
         r#"{"command": "print(1)", "command_type": "python", "args": ["a"], "env": {"A": "b"},
             "timeout_seconds": 5, "allow_network": false, "files": {"x.txt": "y"}}"#,
@@ -557,7 +557,7 @@ async fn writing_a_gigabyte_stops_at_the_limits() {
                   \x20   print('given', errno.errorcode[e.errno])\n";
     let mut request = ExecuteRequest::python(source);
     request.files.insert("given.txt".into(), "seed".into());
-    request.timeout_seconds = 60;
+    request.timeout_seconds = Some(60);
     let r = run(&exec, request).await;
     let lines: Vec<&str> = r.stdout.lines().collect();
     // Every file stops at 8 MiB (RLIMIT_FSIZE, SIGXFSZ ignored by python: EFBIG), and the
@@ -626,7 +626,7 @@ async fn symlinks_do_not_lead_out_of_the_sandbox() {
          print(subprocess.run(['cat', 'link'], capture_output=True).returncode)\n",
         outside.display()
     ));
-    request.timeout_seconds = 10;
+    request.timeout_seconds = Some(10);
     let r = run(&exec, request).await;
     assert_eq!(r.stdout.trim(), "1", "{r:?}");
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host secret");

@@ -32,28 +32,144 @@ use crate::api::{HealthView, Ready};
 use crate::auth::{Access, Route};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, BodyLimit};
+use crate::openapi::{Document, Operation};
 use crate::{observe, request_id};
 
 /// The reflex service's own routes and what they need. `/preprocess` is open (rate limited);
 /// the cache routes need an admin key, asked of the orchestrator; `/tasks…` is forwarded and
 /// the orchestrator checks the key.
 pub const ROUTES: &[Route] = &[
-    Route::new(Method::POST, "/preprocess", Access::Open),
+    Route::new(Method::POST, "/preprocess", Access::Open, doc_preprocess),
     Route::new(
         Method::GET,
         "/cache/stats",
         Access::Scope(octollm_core::Scope::Admin),
+        doc_cache_stats,
     ),
     Route::new(
         Method::POST,
         "/cache/clear",
         Access::Scope(octollm_core::Scope::Admin),
+        doc_cache_clear,
     ),
-    Route::new(Method::GET, "/openapi.json", Access::Open),
-    Route::new(Method::GET, "/health", Access::Open),
-    Route::new(Method::GET, "/ready", Access::Open),
-    Route::new(Method::GET, "/metrics", Access::Open),
+    Route::new(
+        Method::GET,
+        "/openapi.json",
+        Access::Open,
+        crate::api::doc_openapi,
+    ),
+    Route::new(Method::GET, "/health", Access::Open, crate::api::doc_health),
+    Route::new(Method::GET, "/ready", Access::Open, crate::api::doc_ready),
+    Route::new(
+        Method::GET,
+        "/metrics",
+        Access::Open,
+        crate::api::doc_metrics,
+    ),
 ];
+
+/// The answer to `POST /preprocess` (written straight from the cached verdict's bytes; this
+/// type is its schema).
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PreprocessAnswer {
+    #[serde(flatten)]
+    pub verdict: service::Verdict,
+    pub cache_hit: bool,
+    pub request_id: String,
+    pub processing_time_us: u64,
+}
+
+fn rate_limit_headers() -> Vec<(&'static str, serde_json::Value, &'static str)> {
+    let count = crate::openapi::pattern("^[0-9]+$");
+    vec![
+        ("X-RateLimit-Limit", count.clone(), "The bucket's size"),
+        (
+            "X-RateLimit-Remaining",
+            count.clone(),
+            "Requests left in it",
+        ),
+        ("X-RateLimit-Reset", count, "Seconds until it is full again"),
+    ]
+}
+
+fn doc_preprocess(doc: &mut Document, access: Access) -> Operation {
+    let body = doc.schema::<PreprocessRequest>();
+    let answer = doc.schema::<PreprocessAnswer>();
+    Operation::new(
+        "Screen a text: PII and secrets, injections, the verdict cached",
+        access,
+    )
+    .json_body(doc, body)
+    .json(200, "The verdict", answer)
+    .headers(200, &rate_limit_headers())
+    .error(doc, 429, "Over the rate limit")
+    .headers(429, &rate_limit_headers())
+    .error(doc, 503, "The rate-limit store is unavailable")
+}
+
+fn doc_cache_stats(doc: &mut Document, access: Access) -> Operation {
+    let stats = doc.schema::<octollm_store::CacheStats>();
+    Operation::new("The verdict cache's size and hit rate (admin keys)", access)
+        .json(200, "The statistics", stats)
+        .error(
+            doc,
+            503,
+            "The cache, or the orchestrator that checks keys, is unavailable",
+        )
+}
+
+fn doc_cache_clear(doc: &mut Document, access: Access) -> Operation {
+    let cleared = doc.schema::<Cleared>();
+    Operation::new("Empty the verdict cache (admin keys)", access)
+        .json(200, "Emptied", cleared)
+        .error(
+            doc,
+            503,
+            "The cache, or the orchestrator that checks keys, is unavailable",
+        )
+}
+
+/// The reflex service's document: its own routes, and the orchestrator's `/tasks…` routes it
+/// forwards, as the orchestrator describes them (`upstream`, its document), with what the
+/// reflex layer adds to them (rate limits; a forwarded request to an orchestrator that is
+/// down answers 503). Keys are required where the orchestrator requires them.
+pub fn document(upstream: Option<&serde_json::Value>) -> serde_json::Value {
+    let keys_required = upstream
+        .and_then(|d| d.pointer("/paths/~1auth~1whoami/get/security"))
+        .and_then(|s| s.as_array())
+        .is_some_and(|alternatives| {
+            !alternatives
+                .iter()
+                .any(|a| a.as_object().is_some_and(|o| o.is_empty()))
+        });
+    let mut doc = Document::new(
+        "OctoLLM reflex layer",
+        "Screening (PII and secrets, injections) at memory speed, a verdict cache, rate limits \
+         per client and per key, and the public entry: `/tasks…` is screened and forwarded to \
+         the orchestrator.",
+        keys_required,
+    );
+    for route in ROUTES {
+        route.document(&mut doc);
+    }
+    if let Some(upstream) = upstream {
+        let error = serde_json::json!({"$ref": "#/components/schemas/ErrorBody"});
+        let forwarded = |p: &str| p == "/tasks" || p.starts_with("/tasks/");
+        doc.merge(upstream, forwarded, |op| {
+            if let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) {
+                responses.entry("429").or_insert_with(|| {
+                    serde_json::json!({"description": "Over the rate limit",
+                        "content": {"application/json": {"schema": error.clone()}}})
+                });
+                responses.entry("503").or_insert_with(|| {
+                    serde_json::json!({"description": "The orchestrator is unavailable",
+                        "content": {"application/json": {"schema": error.clone()}}})
+                });
+            }
+        });
+    }
+    doc.finish()
+}
 
 #[derive(Clone)]
 pub struct ReflexState {
@@ -81,6 +197,7 @@ pub fn router(state: ReflexState, body_limit: usize) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(observe::render))
+        .route("/openapi.json", get(openapi))
         .fallback(crate::no_route);
     crate::common_layers(routes, body_limit).with_state(state)
 }
@@ -167,10 +284,7 @@ fn respond(
 /// reflex service alone, which only starts on loopback or when told its network
 /// authenticates) they are open.
 async fn require_admin(state: &ReflexState, headers: &http::HeaderMap) -> Result<(), ApiError> {
-    let Some(base) = state.orchestrator_url.as_deref() else {
-        return Ok(());
-    };
-    let Some(target) = base.split(',').map(str::trim).find(|u| !u.is_empty()) else {
+    let Some(target) = first_upstream(state) else {
         return Ok(());
     };
     let mut ask = state
@@ -226,7 +340,7 @@ async fn cache_stats(
 }
 
 /// `POST /cache/clear`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Cleared {
     pub cleared: bool,
 }
@@ -238,6 +352,37 @@ async fn cache_clear(
     require_admin(&state, &headers).await?;
     state.service.clear_cache().await?;
     Ok(Json(Cleared { cleared: true }))
+}
+
+/// This service's document, with the forwarded routes as the orchestrator describes them now
+/// (without it, only the reflex layer's own routes).
+async fn openapi(State(state): State<Arc<ReflexState>>) -> Response {
+    let upstream = match first_upstream(&state) {
+        None => None,
+        Some(base) => {
+            let fetched = state
+                .client
+                .get(format!("{}/openapi.json", base.trim_end_matches('/')))
+                .timeout(std::time::Duration::from_secs(3))
+                .send()
+                .await;
+            match fetched {
+                Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+                _ => None,
+            }
+        }
+    };
+    crate::openapi::serve(crate::openapi::prepared(&document(upstream.as_ref()))).await
+}
+
+/// The first configured orchestrator, if any.
+fn first_upstream(state: &ReflexState) -> Option<&str> {
+    state
+        .orchestrator_url
+        .as_deref()?
+        .split(',')
+        .map(str::trim)
+        .find(|u| !u.is_empty())
 }
 
 async fn health(State(state): State<Arc<ReflexState>>) -> Json<HealthView> {

@@ -53,10 +53,11 @@ impl Default for RateLimitSettings {
 }
 
 /// `POST /preprocess`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreprocessRequest {
     /// 1 to 50,000 characters.
+    #[schemars(length(min = 1, max = INPUT_MAX_CHARS))]
     pub input_text: String,
     #[serde(default = "yes")]
     pub check_cache: bool,
@@ -71,7 +72,7 @@ fn yes() -> bool {
 }
 
 /// One detection: what, where (byte offsets into `input_text`), how bad, how sure.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Match {
     pub kind: FindingKind,
     #[serde(rename = "type")]
@@ -96,7 +97,7 @@ impl From<&Finding> for Match {
 }
 
 /// The part of the answer that depends only on the input and the options: what is cached.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Verdict {
     pub pii_detected: bool,
     pub pii_types: Vec<String>,

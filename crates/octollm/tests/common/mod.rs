@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 
 pub use octollm_test_support::{free_port, poll};
 
+/// The model directory of the test run (`scripts/env.sh` sets it), for servers that would
+/// otherwise look under their own empty home: with the embedding model there, the retriever
+/// is healthy.
+pub fn model_dir() -> Option<(&'static str, String)> {
+    std::env::var("OCTOLLM_MODEL_DIR")
+        .ok()
+        .map(|dir| ("OCTOLLM_MODEL_DIR", dir))
+}
+
 pub struct Server {
     pub child: Child,
     pub base: String,
@@ -36,6 +45,7 @@ impl Server {
             .env("OCTOLLM_LLM_PROVIDER", "scripted")
             .env("OCTOLLM_LLM_SCRIPT", dir.join("script.json"))
             .env("OCTOLLM_LLM_SCRIPT_LOG", dir.join("calls.jsonl"))
+            .envs(model_dir())
             .env("OCTOLLM_LEASE_SECONDS", "2")
             .env("OCTOLLM_WORKERS", "1")
             .env("OCTOLLM__ORCHESTRATOR__POLL_INTERVAL_MS", "50")
@@ -197,6 +207,7 @@ pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Process {
         .env("OCTOLLM_DATA_DIR", dir.join(format!("data-{port}")))
         .env("OCTOLLM_LLM_PROVIDER", "scripted")
         .env("OCTOLLM_LLM_SCRIPT", dir.join("script.json"))
+        .envs(model_dir())
         .env("LOG_LEVEL", "info")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
