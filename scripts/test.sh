@@ -15,13 +15,21 @@ cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The Qdrant backend is behind a feature (a larger build); keep it compiling and linted. Its
-# contract test runs only where QDRANT_URL names a server (none can run here).
+# contract test starts the workplace's Qdrant build (OCTOLLM_QDRANT_BIN) or uses QDRANT_URL,
+# and is ignored, saying why, where there is neither.
 cargo clippy -p octollm-store -p octollm --features octollm/qdrant --all-targets --locked -- -D warnings
 # The slim build (no local model, no OTLP) that the reflex benchmark uses.
 cargo clippy -p octollm --no-default-features --all-targets --locked -- -D warnings
+echo "== unused dependencies"
+# cargo-machete reads the sources (no build); installed once into the cache.
+MACHETE="$OCTOLLM_CACHE/tools/bin/cargo-machete"
+[ -x "$MACHETE" ] || cargo install --locked --root "$OCTOLLM_CACHE/tools" cargo-machete --version 0.9.2
+"$MACHETE"
 echo "== tests"
 cargo test --workspace --locked -- --test-threads 2
 cargo test -p octollm-store --features qdrant --locked --lib --test qdrant_store
+echo "== wire contract"
+bash scripts/test-openapi.sh
 echo "== manifests"
 bash scripts/test-k8s.sh
 echo "== image"

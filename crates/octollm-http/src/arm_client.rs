@@ -33,8 +33,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::arm_service::{
-    BUDGET_COST, BUDGET_DEADLINE, BUDGET_TOKENS, MODEL, STEP_ID, TASK_ID, USAGE_COMPLETION,
-    USAGE_COST, USAGE_PROMPT,
+    MODEL, STEP_ID, TASK_ID, USAGE_COMPLETION, USAGE_COST, USAGE_PROMPT, budget_headers,
 };
 use crate::error::{ErrorBody, arm_error};
 
@@ -457,11 +456,10 @@ impl ArmClient {
             .http
             .post(format!("{}{path}", instance.base))
             .timeout(self.timeout.min(left))
-            .json(request)
-            .header(BUDGET_TOKENS, ctx.budget.tokens_remaining().to_string())
-            // Nine places: a nanodollar is below any price, and the header stays in its pattern.
-            .header(BUDGET_COST, format!("{:.9}", ctx.budget.cost_remaining()))
-            .header(BUDGET_DEADLINE, ctx.budget.deadline_unix_ms.to_string());
+            .json(request);
+        for (name, value) in budget_headers(&ctx.budget) {
+            call = call.header(name, value);
+        }
         if !ctx.request_id.is_empty() {
             call = call.header(crate::request_id::HEADER, &ctx.request_id);
         }

@@ -251,6 +251,9 @@ enum Caller {
 pub const WHOLE_HEADER_PATTERN: &str = "^[0-9]{1,18}$";
 /// A budget header in dollars: digits, perhaps with a fraction.
 pub const DOLLARS_HEADER_PATTERN: &str = "^[0-9]{1,12}(\\.[0-9]{1,12})?$";
+/// The largest values the two patterns hold (a budget beyond them is as good as unlimited).
+const MAX_WHOLE_HEADER: u64 = 999_999_999_999_999_999;
+const MAX_DOLLARS_HEADER: f64 = 999_999_999_999.0;
 
 /// A budget header's value, when sent. It must have the form the document gives
 /// (`pattern` spelled out in `well_formed`); anything else is a bad request, not a
@@ -288,34 +291,65 @@ fn dollars(v: &str) -> bool {
     }
 }
 
-/// The budget a call may spend: the caller's share from the headers, or for a direct call
-/// the arm's configured budget, which headers may lower but not raise.
+/// The headers that hand a call what is left of `budget` (what [`budget`] reads back).
+pub fn budget_headers(budget: &BudgetTracker) -> [(&'static str, String); 3] {
+    [
+        (
+            BUDGET_TOKENS,
+            budget.tokens_remaining().min(MAX_WHOLE_HEADER).to_string(),
+        ),
+        // Nine places: a nanodollar is below any price, and the header stays in its pattern.
+        (
+            BUDGET_COST,
+            format!("{:.9}", budget.cost_remaining().min(MAX_DOLLARS_HEADER)),
+        ),
+        (
+            BUDGET_DEADLINE,
+            budget
+                .deadline_unix_ms
+                .clamp(0, MAX_WHOLE_HEADER as i64)
+                .to_string(),
+        ),
+    ]
+}
+
+/// The budget a call may spend, limit by limit: a budget header the orchestrator sends is
+/// its share of the task's budget; one a direct caller sends may lower the arm's configured
+/// direct-call budget but not raise it; a limit with no header is the configured one.
 fn budget(
     headers: &HeaderMap,
     caller: &Caller,
     direct: &Budget,
 ) -> Result<BudgetTracker, ApiError> {
-    let now = chrono::Utc::now().timestamp_millis();
-    let tokens = budget_header::<u64>(headers, BUDGET_TOKENS, whole)?;
-    let cost = budget_header::<f64>(headers, BUDGET_COST, dollars)?;
-    let deadline = budget_header::<i64>(headers, BUDGET_DEADLINE, whole)?;
-    let sent = tokens.is_some() || cost.is_some() || deadline.is_some();
-    let default = BudgetTracker::new(direct, now, Usage::default());
-    Ok(match caller {
-        Caller::Orchestrator(_) | Caller::Trusted if sent => BudgetTracker {
-            token_limit: tokens.unwrap_or(0),
-            cost_limit: cost.unwrap_or(0.0),
-            deadline_unix_ms: deadline.unwrap_or(0),
-            used: Usage::default(),
-        },
-        _ => BudgetTracker {
-            token_limit: tokens.map_or(default.token_limit, |t| t.min(default.token_limit)),
-            cost_limit: cost.map_or(default.cost_limit, |c| c.min(default.cost_limit)),
-            deadline_unix_ms: deadline.map_or(default.deadline_unix_ms, |d| {
-                d.min(default.deadline_unix_ms)
-            }),
-            used: Usage::default(),
-        },
+    let default = BudgetTracker::new(
+        direct,
+        chrono::Utc::now().timestamp_millis(),
+        Usage::default(),
+    );
+    let may_raise = matches!(caller, Caller::Orchestrator(_) | Caller::Trusted);
+    fn limit<T: PartialOrd>(sent: Option<T>, default: T, may_raise: bool) -> T {
+        match sent {
+            Some(v) if may_raise || v < default => v,
+            _ => default,
+        }
+    }
+    Ok(BudgetTracker {
+        token_limit: limit(
+            budget_header::<u64>(headers, BUDGET_TOKENS, whole)?,
+            default.token_limit,
+            may_raise,
+        ),
+        cost_limit: limit(
+            budget_header::<f64>(headers, BUDGET_COST, dollars)?,
+            default.cost_limit,
+            may_raise,
+        ),
+        deadline_unix_ms: limit(
+            budget_header::<i64>(headers, BUDGET_DEADLINE, whole)?,
+            default.deadline_unix_ms,
+            may_raise,
+        ),
+        used: Usage::default(),
     })
 }
 
@@ -598,4 +632,109 @@ pub fn router(service: ArmService, body_limit: usize) -> Router {
         ));
     let routes = operations.router.merge(common);
     crate::common_layers(routes, body_limit).with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
+            .collect()
+    }
+
+    const DIRECT: Budget = Budget {
+        max_tokens: 8_000,
+        max_time_seconds: 300,
+        max_cost_dollars: 0.5,
+    };
+
+    #[test]
+    fn what_the_client_sends_the_service_reads_back() {
+        for (tokens, cost, deadline) in [
+            (0, 0.0, 0),
+            (123_456, 0.123_456_789, 1_764_000_000_000),
+            (
+                MAX_WHOLE_HEADER,
+                MAX_DOLLARS_HEADER,
+                MAX_WHOLE_HEADER as i64,
+            ),
+        ] {
+            let sent = BudgetTracker {
+                token_limit: tokens,
+                cost_limit: cost,
+                deadline_unix_ms: deadline,
+                used: Usage::default(),
+            };
+            let read = budget(&headers(&budget_headers(&sent)), &Caller::Trusted, &DIRECT).unwrap();
+            assert_eq!(read.token_limit, tokens);
+            assert!(
+                (read.cost_limit - cost).abs() < 1e-9,
+                "{cost} -> {}",
+                read.cost_limit
+            );
+            assert_eq!(read.deadline_unix_ms, deadline);
+        }
+        // Beyond what a header holds, the most it holds: still a valid header.
+        let huge = BudgetTracker {
+            token_limit: u64::MAX,
+            cost_limit: 1e300,
+            deadline_unix_ms: i64::MAX,
+            used: Usage::default(),
+        };
+        let read = budget(&headers(&budget_headers(&huge)), &Caller::Trusted, &DIRECT).unwrap();
+        assert_eq!(read.token_limit, MAX_WHOLE_HEADER);
+        assert_eq!(read.deadline_unix_ms, MAX_WHOLE_HEADER as i64);
+    }
+
+    #[test]
+    fn direct_callers_may_lower_the_configured_budget_but_not_raise_it() {
+        let now = chrono::Utc::now().timestamp_millis();
+        let none = budget(&HeaderMap::new(), &Caller::Direct, &DIRECT).unwrap();
+        assert_eq!((none.token_limit, none.cost_limit), (8_000, 0.5));
+        assert!((now + 299_000..=now + 301_000).contains(&none.deadline_unix_ms));
+
+        let lower = headers(&[(BUDGET_TOKENS, "100".into())]);
+        let lowered = budget(&lower, &Caller::Direct, &DIRECT).unwrap();
+        assert_eq!((lowered.token_limit, lowered.cost_limit), (100, 0.5));
+
+        let higher = headers(&[
+            (BUDGET_TOKENS, "1000000".into()),
+            (BUDGET_COST, "9".into()),
+            (BUDGET_DEADLINE, (now + 86_400_000).to_string()),
+        ]);
+        let capped = budget(&higher, &Caller::Direct, &DIRECT).unwrap();
+        assert_eq!((capped.token_limit, capped.cost_limit), (8_000, 0.5));
+        assert!(capped.deadline_unix_ms <= now + 301_000);
+        // The orchestrator's share is its own, above the direct budget or not.
+        let share = budget(&higher, &Caller::Trusted, &DIRECT).unwrap();
+        assert_eq!((share.token_limit, share.cost_limit), (1_000_000, 9.0));
+        // A header it leaves out is the configured limit, not zero.
+        let partial = budget(&lower, &Caller::Trusted, &DIRECT).unwrap();
+        assert_eq!((partial.token_limit, partial.cost_limit), (100, 0.5));
+        assert!(partial.deadline_unix_ms > now);
+    }
+
+    #[test]
+    fn malformed_budget_headers_are_refused() {
+        for (name, value) in [
+            (BUDGET_TOKENS, "-1"),
+            (BUDGET_TOKENS, "1e3"),
+            (BUDGET_TOKENS, "1234567890123456789"),
+            (BUDGET_COST, "0.1234567890123"),
+            (BUDGET_COST, ".5"),
+            (BUDGET_COST, "NaN"),
+            (BUDGET_DEADLINE, "soon"),
+        ] {
+            let err = budget(&headers(&[(name, value.into())]), &Caller::Direct, &DIRECT)
+                .map(|_| ())
+                .unwrap_err();
+            assert!(
+                matches!(err, ApiError::Validation { .. }),
+                "{name}: {value}"
+            );
+        }
+    }
 }

@@ -133,19 +133,21 @@ macro_rules! task_store_impl {
                 data: serde_json::Value,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<$crate::model::TaskEvent, $crate::error::StoreError> {
+                let at = $crate::rows::ms(now);
                 let seq: i64 = sqlx::query_scalar($crate::sql::INSERT_EVENT)
                     .bind(id.as_str())
                     .bind(kind.as_str())
                     .bind(data.to_string())
-                    .bind($crate::rows::ms(now))
+                    .bind(at)
                     .fetch_one(&mut *conn)
                     .await?;
+                // The time as stored (milliseconds), so a live event and its replay are equal.
                 Ok($crate::model::TaskEvent {
                     seq,
                     task_id: id.clone(),
                     kind,
                     data,
-                    created_at: now,
+                    created_at: $crate::rows::from_ms(at)?,
                 })
             }
 

@@ -414,7 +414,8 @@ pub async fn events_are_stored_in_order_and_broadcast(s: &dyn TaskStore) {
     let t = new_task(None);
     let id = t.id.clone();
     s.create_task(t).await.unwrap();
-    let now = Utc::now();
+    // Below the millisecond, which the store does not keep.
+    let now = chrono::Timelike::with_nanosecond(&Utc::now(), 123_456_789).unwrap();
     s.claim_next("w", LEASE, now).await.unwrap();
     let events = s.events_since(&id, 0).await.unwrap();
     assert_eq!(
@@ -422,8 +423,16 @@ pub async fn events_are_stored_in_order_and_broadcast(s: &dyn TaskStore) {
         ["status", "status"]
     );
     assert!(events[0].seq < events[1].seq);
-    assert_eq!(live.recv().await.unwrap().data["status"], "queued");
-    assert_eq!(live.recv().await.unwrap().data["status"], "processing");
+    // What subscribers hear is what a later reader gets back, to the millisecond.
+    for stored in &events {
+        let heard = live.recv().await.unwrap();
+        assert_eq!(
+            (heard.seq, heard.kind, &heard.data, heard.created_at),
+            (stored.seq, stored.kind, &stored.data, stored.created_at)
+        );
+    }
+    assert_eq!(events[0].data["status"], "queued");
+    assert_eq!(events[1].data["status"], "processing");
     assert_eq!(s.events_since(&id, events[0].seq).await.unwrap().len(), 1);
 }
 
