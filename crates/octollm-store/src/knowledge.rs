@@ -74,6 +74,40 @@ pub trait VectorStore: Send + Sync {
     async fn delete(&self, collection: &str, id: &str) -> Result<bool, StoreError>;
 }
 
+/// The words of a search query, lower-cased: letters and digits only, so nothing in them is
+/// query syntax on either backend (FTS5 `MATCH`, PostgreSQL `to_tsquery`).
+pub(crate) fn query_words(query: &str) -> Vec<String> {
+    query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// What the vector index keeps with a chunk's embedding.
+pub(crate) fn chunk_payload(chunk_id: i64, document_id: i64) -> serde_json::Value {
+    serde_json::json!({"chunk_id": chunk_id, "document_id": document_id})
+}
+
+/// A search hit from a row of `id, content, source, metadata, score`, either backend.
+pub(crate) fn chunk_hit<R>(row: &R) -> Result<ChunkHit, StoreError>
+where
+    R: sqlx::Row,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'n> &'n str: sqlx::ColumnIndex<R>,
+{
+    let metadata: String = row.try_get("metadata")?;
+    Ok(ChunkHit {
+        chunk_id: row.try_get("id")?,
+        content: row.try_get("content")?,
+        source: row.try_get("source")?,
+        metadata: serde_json::from_str(&metadata)?,
+        score: row.try_get("score")?,
+    })
+}
+
 pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() || a.is_empty() {
         return 0.0;

@@ -29,6 +29,8 @@ pub mod error;
 pub mod events;
 pub mod keys;
 pub mod knowledge;
+mod knowledge_sql;
+mod migrations;
 pub mod model;
 pub mod pg_knowledge;
 pub mod postgres;

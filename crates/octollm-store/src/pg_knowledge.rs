@@ -6,16 +6,15 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use chrono::Utc;
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::RwLock;
 
 use crate::error::StoreError;
 use crate::knowledge::{
-    ChunkHit, KnowledgeStore, NewChunk, VectorStore, cosine, decode_vector, encode_vector,
+    ChunkHit, VectorStore, chunk_hit, chunk_payload, cosine, decode_vector, encode_vector,
+    query_words,
 };
+use crate::knowledge_sql::{Added, ChunkRow, knowledge_store_impl};
 
 /// The vector collection of the knowledge base (SPEC §10).
 pub const KNOWLEDGE_COLLECTION: &str = "knowledge_base";
@@ -34,26 +33,10 @@ pub struct PostgresKnowledge {
     embeddings: Arc<RwLock<Embeddings>>,
 }
 
-/// The words of a query as an OR tsquery (`a | b`), or None when it has none. Words are
-/// letters and digits only, so nothing in them is tsquery syntax.
+/// The words of a query as an OR tsquery (`a | b`), or None when it has none.
 fn tsquery(query: &str) -> Option<String> {
-    let terms: Vec<String> = query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-        .collect();
-    (!terms.is_empty()).then(|| terms.join(" | "))
-}
-
-fn hit(row: &PgRow) -> Result<ChunkHit, StoreError> {
-    let metadata: String = row.try_get("metadata")?;
-    Ok(ChunkHit {
-        chunk_id: row.try_get("id")?,
-        content: row.try_get("content")?,
-        source: row.try_get("source")?,
-        metadata: serde_json::from_str(&metadata)?,
-        score: row.try_get("score")?,
-    })
+    let words = query_words(query);
+    (!words.is_empty()).then(|| words.join(" | "))
 }
 
 impl PostgresKnowledge {
@@ -101,7 +84,7 @@ impl PostgresKnowledge {
         .bind(&ids)
         .fetch_all(&self.pool)
         .await?;
-        let mut found: Vec<ChunkHit> = rows.iter().map(hit).collect::<Result<_, _>>()?;
+        let mut found: Vec<ChunkHit> = rows.iter().map(chunk_hit).collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(scored.len());
         for (id, score) in scored {
             if let Some(pos) = found.iter().position(|h| h.chunk_id == *id) {
@@ -114,89 +97,66 @@ impl PostgresKnowledge {
     }
 }
 
-#[async_trait]
-impl KnowledgeStore for PostgresKnowledge {
-    async fn add_document(
-        &self,
-        source: &str,
-        metadata: serde_json::Value,
-        chunks: Vec<NewChunk>,
-    ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let doc_id: i64 = sqlx::query_scalar(
-            "INSERT INTO documents (source, metadata, created_at) VALUES ($1, $2, $3) RETURNING id",
+/// What the shared implementation ([`knowledge_store_impl`]) asks of PostgreSQL.
+impl PostgresKnowledge {
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    const KEYWORD_SEARCH: &str = "SELECT c.id, c.content, d.source, d.metadata, \
+            ts_rank_cd(c.tsv, q)::float8 AS score \
+         FROM chunks c JOIN documents d ON d.id = c.document_id, to_tsquery('simple', $1) q \
+         WHERE c.tsv @@ q ORDER BY score DESC, c.id LIMIT $2";
+
+    fn keyword_terms(query: &str) -> Option<String> {
+        tsquery(query)
+    }
+
+    async fn before_adding(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The embedding stays in the chunk row (the vector search without Qdrant reads it).
+    async fn insert_chunk(conn: &mut PgConnection, row: ChunkRow<'_>) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO chunks (document_id, ord, content, embedding) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
         )
-        .bind(source)
-        .bind(metadata.to_string())
-        .bind(Utc::now().timestamp_millis())
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut added = Vec::with_capacity(chunks.len());
-        for (ord, chunk) in chunks.into_iter().enumerate() {
-            let chunk_id: i64 = sqlx::query_scalar(
-                "INSERT INTO chunks (document_id, ord, content, embedding) VALUES ($1, $2, $3, $4) RETURNING id",
-            )
-            .bind(doc_id)
-            .bind(i64::try_from(ord).unwrap_or(0))
-            .bind(&chunk.content)
-            .bind(encode_vector(&chunk.embedding))
-            .fetch_one(&mut *tx)
-            .await?;
-            added.push((chunk_id, chunk.embedding));
-        }
-        tx.commit().await?;
-        if let Some(vectors) = &self.vectors {
-            for (chunk_id, embedding) in &added {
-                let payload = serde_json::json!({"chunk_id": chunk_id, "document_id": doc_id});
-                let indexed = vectors
-                    .upsert(
-                        KNOWLEDGE_COLLECTION,
-                        &chunk_id.to_string(),
-                        embedding,
-                        payload,
-                    )
-                    .await;
-                if let Err(e) = indexed {
-                    // Without its vectors the document would be half there: take it back out.
-                    for (indexed_id, _) in &added {
-                        let _ = vectors
-                            .delete(KNOWLEDGE_COLLECTION, &indexed_id.to_string())
-                            .await;
-                    }
-                    sqlx::query("DELETE FROM documents WHERE id = $1")
-                        .bind(doc_id)
-                        .execute(&self.pool)
-                        .await?;
-                    return Err(e);
+        .bind(row.document_id)
+        .bind(row.ord)
+        .bind(&row.chunk.content)
+        .bind(encode_vector(&row.chunk.embedding))
+        .fetch_one(conn)
+        .await?)
+    }
+
+    /// With Qdrant, the embeddings go there too.
+    async fn indexed(&self, added: &Added) -> Result<(), StoreError> {
+        let Some(vectors) = &self.vectors else {
+            return Ok(());
+        };
+        for (chunk_id, chunk) in &added.chunks {
+            let indexed = vectors
+                .upsert(
+                    KNOWLEDGE_COLLECTION,
+                    &chunk_id.to_string(),
+                    &chunk.embedding,
+                    chunk_payload(*chunk_id, added.document_id),
+                )
+                .await;
+            if let Err(e) = indexed {
+                for (indexed_id, _) in &added.chunks {
+                    let _ = vectors
+                        .delete(KNOWLEDGE_COLLECTION, &indexed_id.to_string())
+                        .await;
                 }
+                return Err(e);
             }
         }
-        Ok(doc_id)
+        Ok(())
     }
 
-    async fn keyword_search(&self, query: &str, limit: u32) -> Result<Vec<ChunkHit>, StoreError> {
-        let Some(terms) = tsquery(query) else {
-            return Ok(Vec::new());
-        };
-        let rows = sqlx::query(
-            "SELECT c.id, c.content, d.source, d.metadata, \
-                    ts_rank_cd(c.tsv, q)::float8 AS score \
-             FROM chunks c JOIN documents d ON d.id = c.document_id, \
-                  to_tsquery('simple', $1) q \
-             WHERE c.tsv @@ q ORDER BY score DESC, c.id LIMIT $2",
-        )
-        .bind(terms)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(hit).collect()
-    }
-
-    async fn vector_search(
-        &self,
-        embedding: &[f32],
-        limit: u32,
-    ) -> Result<Vec<ChunkHit>, StoreError> {
+    async fn nearest(&self, embedding: &[f32], limit: u32) -> Result<Vec<ChunkHit>, StoreError> {
         let scored: Vec<(i64, f64)> = match &self.vectors {
             Some(vectors) => vectors
                 .search(KNOWLEDGE_COLLECTION, embedding, limit)
@@ -219,14 +179,9 @@ impl KnowledgeStore for PostgresKnowledge {
         };
         self.chunks(&scored).await
     }
-
-    async fn document_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
 }
+
+knowledge_store_impl!(PostgresKnowledge, sqlx::Postgres);
 
 #[cfg(test)]
 mod tests {

@@ -61,10 +61,7 @@ impl PostgresStore {
     /// Creates or upgrades the schema (`octollm migrate`); safe to run from several replicas
     /// at once (sqlx takes an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/postgres")
-            .run(&self.pool)
-            .await?;
-        Ok(())
+        crate::migrations::run(crate::migrations::Backend::Postgres, &self.pool).await
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -10,18 +10,16 @@ use std::time::Duration;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use chrono::Utc;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{RwLock, broadcast};
 
 use crate::error::StoreError;
 use crate::knowledge::{
-    ChunkHit, KnowledgeStore, NewChunk, VectorHit, VectorStore, cosine, decode_vector,
-    encode_vector,
+    ChunkHit, VectorHit, VectorStore, chunk_hit, chunk_payload, cosine, decode_vector,
+    encode_vector, query_words,
 };
+use crate::knowledge_sql::{Added, ChunkRow, knowledge_store_impl};
 use crate::model::TaskEvent;
 use crate::rows::task_columns;
 use crate::sql::{Dialect, claimable, task_store_impl};
@@ -72,10 +70,7 @@ impl SqliteStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
-            .await?;
-        Ok(())
+        crate::migrations::run(crate::migrations::Backend::Sqlite, &self.pool).await
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -146,94 +141,80 @@ impl Dialect for SqliteStore {
 
 task_store_impl!(SqliteStore, sqlx::Sqlite);
 
-/// FTS5 query syntax treats many characters as operators; search for the words only.
+/// FTS5 query syntax treats many characters as operators; search for the words only, each
+/// quoted, any of them.
 fn fts_query(query: &str) -> Option<String> {
-    let terms: Vec<String> = query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(|t| format!("\"{}\"", t.to_lowercase()))
+    let words: Vec<String> = query_words(query)
+        .iter()
+        .map(|w| format!("\"{w}\""))
         .collect();
-    (!terms.is_empty()).then(|| terms.join(" OR "))
+    (!words.is_empty()).then(|| words.join(" OR "))
 }
 
-#[async_trait]
-impl KnowledgeStore for SqliteStore {
-    async fn add_document(
-        &self,
-        source: &str,
-        metadata: serde_json::Value,
-        chunks: Vec<NewChunk>,
+const UPSERT_VECTOR: &str =
+    "INSERT OR REPLACE INTO vectors (collection, id, vector, payload) VALUES ($1, $2, $3, $4)";
+
+/// What the shared implementation ([`knowledge_store_impl`]) asks of SQLite.
+impl SqliteStore {
+    // bm25() is lower-is-better and negative; negated so higher is better.
+    const KEYWORD_SEARCH: &str = "SELECT c.id, c.content, d.source, d.metadata, \
+            -bm25(chunks_fts) AS score \
+         FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid \
+         JOIN documents d ON d.id = c.document_id \
+         WHERE chunks_fts MATCH $1 ORDER BY bm25(chunks_fts) LIMIT $2";
+
+    fn keyword_terms(query: &str) -> Option<String> {
+        fts_query(query)
+    }
+
+    /// Loads the vector cache before writing: loaded after, it would already hold the new
+    /// document's vectors and [`Self::indexed`] would add them twice.
+    async fn before_adding(&self) -> Result<(), StoreError> {
+        self.load_vectors().await
+    }
+
+    /// The embedding goes to the vector table, in the document's transaction.
+    async fn insert_chunk(
+        conn: &mut SqliteConnection,
+        row: ChunkRow<'_>,
     ) -> Result<i64, StoreError> {
-        // Load the cache before writing: loaded after, it would already hold this document's
-        // vectors and the extend below would add them twice.
-        self.load_vectors().await?;
-        let mut tx = self.pool.begin().await?;
-        let doc_id: i64 = sqlx::query_scalar(
-            "INSERT INTO documents (source, metadata, created_at) VALUES (?, ?, ?) RETURNING id",
+        let chunk_id: i64 = sqlx::query_scalar(
+            "INSERT INTO chunks (document_id, ord, content) VALUES ($1, $2, $3) RETURNING id",
         )
-        .bind(source)
-        .bind(metadata.to_string())
-        .bind(Utc::now().timestamp_millis())
-        .fetch_one(&mut *tx)
+        .bind(row.document_id)
+        .bind(row.ord)
+        .bind(&row.chunk.content)
+        .fetch_one(&mut *conn)
         .await?;
-        let mut vectors = Vec::with_capacity(chunks.len());
-        for (ord, chunk) in chunks.into_iter().enumerate() {
-            let chunk_id: i64 = sqlx::query_scalar(
-                "INSERT INTO chunks (document_id, ord, content) VALUES (?, ?, ?) RETURNING id",
-            )
-            .bind(doc_id)
-            .bind(i64::try_from(ord).unwrap_or(0))
-            .bind(&chunk.content)
-            .fetch_one(&mut *tx)
+        sqlx::query(UPSERT_VECTOR)
+            .bind(KNOWLEDGE_COLLECTION)
+            .bind(chunk_id.to_string())
+            .bind(encode_vector(&row.chunk.embedding))
+            .bind(chunk_payload(chunk_id, row.document_id).to_string())
+            .execute(&mut *conn)
             .await?;
-            let payload = serde_json::json!({"chunk_id": chunk_id, "document_id": doc_id});
-            sqlx::query("INSERT OR REPLACE INTO vectors (collection, id, vector, payload) VALUES (?, ?, ?, ?)")
-                .bind(KNOWLEDGE_COLLECTION)
-                .bind(chunk_id.to_string())
-                .bind(encode_vector(&chunk.embedding))
-                .bind(payload.to_string())
-                .execute(&mut *tx)
-                .await?;
-            vectors.push((chunk_id.to_string(), chunk.embedding, payload));
-        }
-        tx.commit().await?;
+        Ok(chunk_id)
+    }
+
+    /// The committed vectors join the cache.
+    async fn indexed(&self, added: &Added) -> Result<(), StoreError> {
         if let Some(cache) = self.vectors.write().await.as_mut() {
-            cache
-                .entry(KNOWLEDGE_COLLECTION.to_owned())
-                .or_default()
-                .extend(vectors);
+            let entries = cache.entry(KNOWLEDGE_COLLECTION.to_owned()).or_default();
+            for (id, chunk) in &added.chunks {
+                let payload = chunk_payload(*id, added.document_id);
+                entries.push((id.to_string(), chunk.embedding.clone(), payload));
+            }
         }
-        Ok(doc_id)
+        Ok(())
     }
 
-    async fn keyword_search(&self, query: &str, limit: u32) -> Result<Vec<ChunkHit>, StoreError> {
-        let Some(fts) = fts_query(query) else {
-            return Ok(Vec::new());
-        };
-        // bm25() is lower-is-better and negative; negate so higher is better.
-        let rows = sqlx::query(
-            "SELECT c.id, c.content, d.source, d.metadata, -bm25(chunks_fts) AS score \
-             FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.document_id \
-             WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
-        )
-        .bind(fts)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(chunk_hit).collect()
-    }
-
-    async fn vector_search(
-        &self,
-        embedding: &[f32],
-        limit: u32,
-    ) -> Result<Vec<ChunkHit>, StoreError> {
+    async fn nearest(&self, embedding: &[f32], limit: u32) -> Result<Vec<ChunkHit>, StoreError> {
         let hits = self.search(KNOWLEDGE_COLLECTION, embedding, limit).await?;
         let mut out = Vec::with_capacity(hits.len());
         for hit in hits {
             let row = sqlx::query(
                 "SELECT c.id, c.content, d.source, d.metadata, 0.0 AS score FROM chunks c \
-                 JOIN documents d ON d.id = c.document_id WHERE c.id = ?",
+                 JOIN documents d ON d.id = c.document_id WHERE c.id = $1",
             )
             .bind(
                 hit.id
@@ -250,25 +231,9 @@ impl KnowledgeStore for SqliteStore {
         }
         Ok(out)
     }
-
-    async fn document_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
 }
 
-fn chunk_hit(row: &SqliteRow) -> Result<ChunkHit, StoreError> {
-    let metadata: String = row.try_get("metadata")?;
-    Ok(ChunkHit {
-        chunk_id: row.try_get("id")?,
-        content: row.try_get("content")?,
-        source: row.try_get("source")?,
-        metadata: serde_json::from_str(&metadata)?,
-        score: row.try_get("score")?,
-    })
-}
+knowledge_store_impl!(SqliteStore, sqlx::Sqlite);
 
 #[async_trait]
 impl VectorStore for SqliteStore {
@@ -280,15 +245,13 @@ impl VectorStore for SqliteStore {
         payload: serde_json::Value,
     ) -> Result<(), StoreError> {
         self.load_vectors().await?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO vectors (collection, id, vector, payload) VALUES (?, ?, ?, ?)",
-        )
-        .bind(collection)
-        .bind(id)
-        .bind(encode_vector(vector))
-        .bind(payload.to_string())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(UPSERT_VECTOR)
+            .bind(collection)
+            .bind(id)
+            .bind(encode_vector(vector))
+            .bind(payload.to_string())
+            .execute(&self.pool)
+            .await?;
         if let Some(cache) = self.vectors.write().await.as_mut() {
             let entries = cache.entry(collection.to_owned()).or_default();
             entries.retain(|(existing, _, _)| existing != id);

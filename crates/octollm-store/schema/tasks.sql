@@ -1,9 +1,11 @@
--- Tasks, their steps and their events, shared by every orchestrator replica.
--- Timestamps are Unix milliseconds, as in the SQLite schema, so both backends decode alike.
+--pg: -- Tasks, their steps and their events, shared by every orchestrator replica.
+--pg: -- Timestamps are Unix milliseconds, as in the SQLite schema, so both backends decode alike.
+--sqlite: -- Tasks, their steps and their events. Timestamps are Unix milliseconds.
 CREATE TABLE tasks (
-    id                TEXT PRIMARY KEY,
+--pg:     id                TEXT PRIMARY KEY,
+--sqlite:     id                TEXT PRIMARY KEY NOT NULL,
     status            TEXT NOT NULL CHECK (status IN ('queued','processing','completed','failed','cancelled')),
-    priority          BIGINT NOT NULL,
+    priority          {int} NOT NULL,
     spec              TEXT NOT NULL,           -- validated, redacted TaskSpec as JSON
     raw_input         TEXT,                    -- only with OCTOLLM_STORE_RAW_INPUT=true
     idempotency_key   TEXT,
@@ -11,23 +13,24 @@ CREATE TABLE tasks (
     plan              TEXT,
     result            TEXT,
     error             TEXT,
-    prompt_tokens     BIGINT NOT NULL DEFAULT 0,
-    completion_tokens BIGINT NOT NULL DEFAULT 0,
-    cost_dollars      DOUBLE PRECISION NOT NULL DEFAULT 0,
+    prompt_tokens     {int} NOT NULL DEFAULT 0,
+    completion_tokens {int} NOT NULL DEFAULT 0,
+    cost_dollars      {real} NOT NULL DEFAULT 0,
     arms_used         TEXT NOT NULL DEFAULT '[]',
-    completed_steps   BIGINT NOT NULL DEFAULT 0,
-    total_steps       BIGINT NOT NULL DEFAULT 0,
+    completed_steps   {int} NOT NULL DEFAULT 0,
+    total_steps       {int} NOT NULL DEFAULT 0,
     current_step      TEXT,
-    attempts          BIGINT NOT NULL DEFAULT 0,
+    attempts          {int} NOT NULL DEFAULT 0,
     lease_owner       TEXT,
-    lease_expires_at  BIGINT,
-    created_at        BIGINT NOT NULL,
-    updated_at        BIGINT NOT NULL,
-    started_at        BIGINT,
-    finished_at       BIGINT
+    lease_expires_at  {int},
+    created_at        {int} NOT NULL,
+    updated_at        {int} NOT NULL,
+    started_at        {int},
+    finished_at       {int}
 );
 CREATE UNIQUE INDEX tasks_idempotency ON tasks (idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX tasks_claimable ON tasks (priority DESC, created_at) WHERE status IN ('queued','processing');
+--pg: CREATE INDEX tasks_claimable ON tasks (priority DESC, created_at) WHERE status IN ('queued','processing');
+--sqlite: CREATE INDEX tasks_claimable ON tasks (status, priority DESC, created_at) WHERE status IN ('queued','processing');
 CREATE INDEX tasks_listing ON tasks (created_at DESC, id DESC);
 
 CREATE TABLE task_steps (
@@ -38,15 +41,15 @@ CREATE TABLE task_steps (
     output      TEXT NOT NULL,
     provenance  TEXT NOT NULL,
     error       TEXT,
-    seq         BIGINT NOT NULL,
+    seq         {int} NOT NULL,
     PRIMARY KEY (task_id, step_key)
-);
+){without_rowid};
 
 CREATE TABLE task_events (
-    seq        BIGSERIAL PRIMARY KEY,
+    seq        {serial},
     task_id    TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
     kind       TEXT NOT NULL,
     data       TEXT NOT NULL,
-    created_at BIGINT NOT NULL
+    created_at {int} NOT NULL
 );
 CREATE INDEX task_events_by_task ON task_events (task_id, seq);

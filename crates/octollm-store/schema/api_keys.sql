@@ -4,8 +4,8 @@ CREATE TABLE api_keys (
     name        TEXT NOT NULL,
     key_hash    TEXT NOT NULL,
     scopes      TEXT NOT NULL,
-    created_at  BIGINT NOT NULL,
-    revoked_at  BIGINT
+    created_at  {int} NOT NULL,
+    revoked_at  {int}
 );
 -- The key that submitted the task (its id); NULL for tasks submitted without one.
 ALTER TABLE tasks ADD COLUMN owner_key TEXT;

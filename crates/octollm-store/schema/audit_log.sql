@@ -1,8 +1,8 @@
 -- The audit trail (SPEC §8): refusals and key changes, with the request and the key involved.
 -- Never the presented key, a token or the input text: `detail` holds types and reasons only.
 CREATE TABLE audit_log (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    at          INTEGER NOT NULL,
+    seq         {serial},
+    at          {int} NOT NULL,
     kind        TEXT NOT NULL,
     request_id  TEXT,
     key_id      TEXT,
