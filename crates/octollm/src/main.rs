@@ -49,8 +49,8 @@ enum Command {
     Serve {
         /// `all` (default) or `orchestrator`: API and workers, each arm in process unless
         /// OCTOLLM_ARM_<NAME>_URLS names its instances. `reflex`: the reflex service alone (port 8080), forwarding
-        /// `/tasks` to OCTOLLM_ORCHESTRATOR_URL. `arm NAME`: one arm as a service (planner 8105,
-        /// coder 8102, judge 8103, executor 8104, retriever 8106, guardian 8107).
+        /// `/tasks` to OCTOLLM_ORCHESTRATOR_URL. `arm NAME`: one arm as a service, on the arm's
+        /// own port (docs/architecture.md has the arm table).
         #[arg(value_enum, default_value_t = serve::Component::All)]
         component: serve::Component,
         /// With `arm`: which arm.
@@ -209,9 +209,9 @@ async fn dispatch(cli: Cli, mut config: config::Config) -> anyhow::Result<ExitCo
                 (serve::Component::Reflex, _) => serve::serve_reflex(config).await,
                 (serve::Component::Arm, Some(arm)) => serve::serve_arm(config, arm, bind).await,
                 (serve::Component::Arm, None) => {
-                    anyhow::bail!(
-                        "serve arm needs the arm's name (planner, coder, executor, retriever, judge, guardian)"
-                    )
+                    let names: Vec<&str> =
+                        octollm_core::ArmKind::ALL.iter().map(|a| a.id()).collect();
+                    anyhow::bail!("serve arm needs the arm's name ({})", names.join(", "))
                 }
             }
         }
