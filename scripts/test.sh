@@ -30,6 +30,7 @@ cargo test --workspace --locked -- --test-threads 2
 cargo test -p octollm-store --features qdrant --locked --lib --test qdrant_store
 echo "== wire contract"
 bash scripts/test-openapi.sh
+bash scripts/test-sdk.sh
 echo "== manifests"
 bash scripts/test-k8s.sh
 echo "== image"
