@@ -151,6 +151,26 @@ macro_rules! task_store_impl {
                 })
             }
 
+            /// A lease-fenced update and its event, in one transaction; the event is
+            /// published once committed. The caller's lease still holds, or nothing changes
+            /// ([`StoreError::LeaseLost`](crate::error::StoreError::LeaseLost)).
+            async fn fenced_update<'q>(
+                &self,
+                id: &octollm_core::TaskId,
+                update: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
+                kind: $crate::model::TaskEventKind,
+                data: serde_json::Value,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), $crate::error::StoreError> {
+                let mut tx = self.pool().begin().await?;
+                let rows = update.execute(&mut *tx).await?.rows_affected();
+                Self::fence(id, rows)?;
+                let event = Self::insert_event(&mut tx, id, kind, data, now).await?;
+                tx.commit().await?;
+                self.publish(event);
+                Ok(())
+            }
+
             /// One row changed, or the caller has lost the task.
             fn fence(
                 id: &octollm_core::TaskId,
@@ -388,27 +408,14 @@ macro_rules! task_store_impl {
                 phase: octollm_core::Phase,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::error::StoreError> {
-                let mut tx = self.pool().begin().await?;
-                let rows = sqlx::query($crate::sql::SET_PHASE.as_str())
+                let update = sqlx::query($crate::sql::SET_PHASE.as_str())
                     .bind(id.as_str())
                     .bind(owner)
                     .bind(phase.as_str())
-                    .bind($crate::rows::ms(now))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                Self::fence(id, rows)?;
-                let event = Self::insert_event(
-                    &mut tx,
-                    id,
-                    $crate::model::TaskEventKind::Phase,
-                    serde_json::json!({"phase": phase}),
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
-                self.publish(event);
-                Ok(())
+                    .bind($crate::rows::ms(now));
+                let data = serde_json::json!({"phase": phase});
+                self.fenced_update(id, update, $crate::model::TaskEventKind::Phase, data, now)
+                    .await
             }
 
             async fn start_unit(
@@ -420,27 +427,14 @@ macro_rules! task_store_impl {
                 attempt: u32,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::error::StoreError> {
-                let mut tx = self.pool().begin().await?;
-                let rows = sqlx::query($crate::sql::START_UNIT.as_str())
+                let update = sqlx::query($crate::sql::START_UNIT.as_str())
                     .bind(id.as_str())
                     .bind(owner)
                     .bind(unit.to_string())
-                    .bind($crate::rows::ms(now))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                Self::fence(id, rows)?;
-                let event = Self::insert_event(
-                    &mut tx,
-                    id,
-                    $crate::model::TaskEventKind::StepStarted,
-                    serde_json::json!({"step_id": unit, "arm_id": arm, "attempt": attempt}),
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
-                self.publish(event);
-                Ok(())
+                    .bind($crate::rows::ms(now));
+                let data = serde_json::json!({"step_id": unit, "arm_id": arm, "attempt": attempt});
+                self.fenced_update(id, update, $crate::model::TaskEventKind::StepStarted, data, now)
+                    .await
             }
 
             #[tracing::instrument(skip_all, fields(task_id = %id, unit = %done.record.unit))]
@@ -521,7 +515,6 @@ macro_rules! task_store_impl {
                         ($crate::sql::FAIL.as_str(), partial.as_ref(), Some(error))
                     }
                 };
-                let mut tx = self.pool().begin().await?;
                 let mut update = sqlx::query(statement)
                     .bind(id.as_str())
                     .bind(owner)
@@ -533,23 +526,12 @@ macro_rules! task_store_impl {
                 if let Some(error) = error {
                     update = update.bind(serde_json::to_string(error)?);
                 }
-                let rows = update.execute(&mut *tx).await?.rows_affected();
-                Self::fence(id, rows)?;
                 let mut data = serde_json::json!({"status": finish.status()});
                 if let Some(error) = error {
                     data["error"] = serde_json::to_value(error)?;
                 }
-                let event = Self::insert_event(
-                    &mut tx,
-                    id,
-                    $crate::model::TaskEventKind::Status,
-                    data,
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
-                self.publish(event);
-                Ok(())
+                self.fenced_update(id, update, $crate::model::TaskEventKind::Status, data, now)
+                    .await
             }
 
             async fn cancel(

@@ -162,12 +162,7 @@ fn api_keys_apply_to_direct_callers_as_on_the_orchestrator() {
 
 #[test]
 fn the_planner_coder_and_judge_answer_direct_calls_with_the_local_model() {
-    let model_dir = octollm_llm::models::default_model_dir();
-    assert!(
-        model_dir.join("SmolLM2-135M-Instruct.Q4_1.gguf").exists(),
-        "the default model is missing in {}: run `octollm model pull`",
-        model_dir.display()
-    );
+    let model_dir = common::local_model_dir();
     let dir = tempfile::tempdir().unwrap();
     let local = [
         ("OCTOLLM_LLM_PROVIDER", "local".to_owned()),

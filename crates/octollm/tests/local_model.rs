@@ -9,16 +9,13 @@
     reason = "test helpers"
 )]
 
+mod common;
+
 use std::process::Command;
 
 #[test]
 fn the_main_job_runs_end_to_end_with_the_local_model() {
-    let model_dir = octollm_llm::models::default_model_dir();
-    assert!(
-        model_dir.join("SmolLM2-135M-Instruct.Q4_1.gguf").exists(),
-        "the default model is missing in {}: run `octollm model pull`",
-        model_dir.display()
-    );
+    let model_dir = common::local_model_dir();
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_octollm"))
         .args([

@@ -112,16 +112,8 @@ fn every_status_has_the_shape_spec_section_4_gives() {
 
     let doomed = submit(base, "Another slow task that will be cancelled");
     wait_status(base, &doomed, &["processing"]);
-    let cancelled = common::runtime().block_on(async {
-        reqwest::Client::new()
-            .delete(format!("{base}/tasks/{doomed}"))
-            .send()
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()
-    });
+    let (status, cancelled) = common::delete(&format!("{base}/tasks/{doomed}"));
+    assert_eq!(status, 200, "{cancelled}");
     check(&validator, &cancelled, "cancelled");
     assert_eq!(cancelled["error"]["type"], "cancelled", "{cancelled}");
 

@@ -90,6 +90,18 @@ impl Drop for Server {
     }
 }
 
+/// The directory holding the default local model, which `octollm model pull` fetched
+/// (`scripts/test.sh` runs it first); panics, saying so, when the model is not there.
+pub fn local_model_dir() -> PathBuf {
+    let dir = octollm_llm::models::default_model_dir();
+    assert!(
+        dir.join(octollm_llm::models::DEFAULT_LLM_FILE).exists(),
+        "the default model is missing in {}: run `octollm model pull`",
+        dir.display()
+    );
+    dir
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,6 +114,17 @@ pub fn get(url: &str) -> Option<(u16, serde_json::Value)> {
         let r = reqwest::get(url).await.ok()?;
         let status = r.status().as_u16();
         Some((status, r.json().await.unwrap_or(serde_json::Value::Null)))
+    })
+}
+
+/// `DELETE url`: the status and the JSON body.
+pub fn delete(url: &str) -> (u16, serde_json::Value) {
+    runtime().block_on(async {
+        let r = reqwest::Client::new().delete(url).send().await.unwrap();
+        (
+            r.status().as_u16(),
+            r.json().await.unwrap_or(serde_json::Value::Null),
+        )
     })
 }
 
