@@ -803,77 +803,77 @@ macro_rules! task_store_contract {
         #[tokio::test]
         async fn idempotency_key_returns_the_first_task() {
             let (_guard, store) = $make.await;
-            common::contract::idempotency_key_returns_the_first_task(&store).await;
+            crate::common::contract::idempotency_key_returns_the_first_task(&store).await;
         }
         #[tokio::test]
         async fn a_lease_fences_out_the_previous_owner() {
             let (_guard, store) = $make.await;
-            common::contract::a_lease_fences_out_the_previous_owner(&store).await;
+            crate::common::contract::a_lease_fences_out_the_previous_owner(&store).await;
         }
         #[tokio::test]
         async fn released_tasks_are_claimable_at_once() {
             let (_guard, store) = $make.await;
-            common::contract::released_tasks_are_claimable_at_once(&store).await;
+            crate::common::contract::released_tasks_are_claimable_at_once(&store).await;
         }
         #[tokio::test]
         async fn cancel_stops_the_owner_and_is_final() {
             let (_guard, store) = $make.await;
-            common::contract::cancel_stops_the_owner_and_is_final(&store).await;
+            crate::common::contract::cancel_stops_the_owner_and_is_final(&store).await;
         }
         #[tokio::test]
         async fn priority_then_age_decides_the_claim_order() {
             let (_guard, store) = $make.await;
-            common::contract::priority_then_age_decides_the_claim_order(&store).await;
+            crate::common::contract::priority_then_age_decides_the_claim_order(&store).await;
         }
         #[tokio::test]
         async fn listing_pages_through_everything_once() {
             let (_guard, store) = $make.await;
-            common::contract::listing_pages_through_everything_once(&store).await;
+            crate::common::contract::listing_pages_through_everything_once(&store).await;
         }
         #[tokio::test]
         async fn events_are_stored_in_order_and_broadcast() {
             let (_guard, store) = $make.await;
-            common::contract::events_are_stored_in_order_and_broadcast(&store).await;
+            crate::common::contract::events_are_stored_in_order_and_broadcast(&store).await;
         }
         #[tokio::test]
         async fn pruning_removes_only_old_finished_tasks() {
             let (_guard, store) = $make.await;
-            common::contract::pruning_removes_only_old_finished_tasks(&store).await;
+            crate::common::contract::pruning_removes_only_old_finished_tasks(&store).await;
         }
         #[tokio::test]
         async fn the_trace_context_is_kept() {
             let (_guard, store) = $make.await;
-            common::contract::the_trace_context_is_kept(&store).await;
+            crate::common::contract::the_trace_context_is_kept(&store).await;
         }
         #[tokio::test]
         async fn api_keys_are_stored_hashed_and_revoked_once() {
             let (_guard, store) = $make.await;
-            common::contract::api_keys_are_stored_hashed_and_revoked_once(&store).await;
+            crate::common::contract::api_keys_are_stored_hashed_and_revoked_once(&store).await;
         }
         #[tokio::test]
         async fn the_audit_log_keeps_entries_newest_first_by_kind() {
             let (_guard, store) = $make.await;
-            common::contract::the_audit_log_keeps_entries_newest_first_by_kind(&store).await;
+            crate::common::contract::the_audit_log_keeps_entries_newest_first_by_kind(&store).await;
         }
         #[tokio::test]
         async fn tasks_keep_their_owner_and_list_by_it() {
             let (_guard, store) = $make.await;
-            common::contract::tasks_keep_their_owner_and_list_by_it(&store).await;
+            crate::common::contract::tasks_keep_their_owner_and_list_by_it(&store).await;
         }
         #[tokio::test]
         async fn status_changes_follow_the_state_machine() {
             let (_guard, store) = $make.await;
-            common::contract::status_changes_follow_the_state_machine(&store).await;
+            crate::common::contract::status_changes_follow_the_state_machine(&store).await;
         }
         #[tokio::test]
         async fn units_start_and_plans_are_kept_in_their_unit() {
             let (_guard, store) = $make.await;
-            common::contract::units_start_and_plans_are_kept_in_their_unit(&store).await;
+            crate::common::contract::units_start_and_plans_are_kept_in_their_unit(&store).await;
         }
         #[tokio::test]
         async fn arm_registry_keeps_live_registrations() {
             let (_guard, store) = $make.await;
-            common::contract::arm_registry_keeps_live_registrations(&store).await;
+            crate::common::contract::arm_registry_keeps_live_registrations(&store).await;
         }
     };
 }
