@@ -101,7 +101,7 @@ async fn a_remote_coder_answers_like_the_local_one_with_its_usage() {
     let client = Arc::new(
         ArmClient::new(
             ArmKind::Coder,
-            &[base],
+            &[base.clone()],
             Duration::from_secs(10),
             BreakerSettings::default(),
         )
@@ -126,6 +126,8 @@ async fn a_remote_coder_answers_like_the_local_one_with_its_usage() {
         .await
         .unwrap();
     assert!(outcome.response.code.contains("print('hi')"), "{outcome:?}");
+    // Provenance names the instance that answered.
+    assert_eq!(outcome.instance, base, "{outcome:?}");
     assert!(
         outcome.usage.total_tokens() > 0,
         "usage crossed the wire: {outcome:?}"
@@ -459,4 +461,61 @@ async fn registered_instances_join_and_leave_configured_ones_stay() {
     }
     assert_eq!(configured_calls.0.lock().unwrap().len(), 4);
     assert_eq!(registered_calls.0.lock().unwrap().len(), 2);
+}
+
+/// An embedder whose model is not on this machine.
+struct MissingModel;
+
+#[async_trait]
+impl octollm_llm::embed::Embedder for MissingModel {
+    fn model(&self) -> &str {
+        "missing"
+    }
+
+    fn dimensions(&self) -> usize {
+        384
+    }
+
+    async fn embed(&self, _texts: &[String]) -> Result<Vec<Vec<f32>>, octollm_llm::LlmError> {
+        Err(octollm_llm::LlmError::Config("no model files".into()))
+    }
+
+    fn available(&self) -> Result<(), String> {
+        Err("no model files".into())
+    }
+}
+
+#[tokio::test]
+async fn arm_health_carries_the_version_and_the_arm_s_real_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db.sqlite"))
+        .await
+        .unwrap();
+    let arms = Arms::in_process(
+        octollm_test_support::harness::scripted_llm(serde_json::json!({"responses": []}), None),
+        Arc::new(store),
+        Arc::new(MissingModel),
+        octollm_arms::InProcessSettings::default(),
+    );
+    // In process, the retriever without its embedding model is degraded, not healthy.
+    let status = arms.status(ArmKind::Retriever);
+    assert!(
+        matches!(&status.health, Health::Degraded(why) if why.contains("no model files")),
+        "{status:?}"
+    );
+    assert_eq!(arms.status(ArmKind::Coder).health, Health::Healthy);
+
+    let (retriever, _stop) = serve(ArmKind::Retriever, arms.clone(), 0).await;
+    let (coder, _stop_coder) = serve(ArmKind::Coder, arms, 0).await;
+    for (base, expected) in [(retriever, "degraded"), (coder, "healthy")] {
+        let health: serde_json::Value = reqwest::get(format!("{base}/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["status"], expected, "{health}");
+        assert_eq!(health["version"], "test", "{health}");
+        assert!(health["uptime_seconds"].is_u64(), "{health}");
+    }
 }
