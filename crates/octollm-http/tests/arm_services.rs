@@ -101,7 +101,7 @@ async fn a_remote_coder_answers_like_the_local_one_with_its_usage() {
     let client = Arc::new(
         ArmClient::new(
             ArmKind::Coder,
-            &[base.clone()],
+            std::slice::from_ref(&base),
             Duration::from_secs(10),
             BreakerSettings::default(),
         )
