@@ -36,6 +36,15 @@ async fn serve(kind: ArmKind, arms: Arms, port: u16) -> (String, CancellationTok
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
+    serve_on(kind, arms, listener).await
+}
+
+/// [`serve`] on a listener of the caller's.
+async fn serve_on(
+    kind: ArmKind,
+    arms: Arms,
+    listener: tokio::net::TcpListener,
+) -> (String, CancellationToken) {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
     // Its keys and audit log in a database of its own; on loopback no key is required.
@@ -70,7 +79,7 @@ fn breakers(client: &ArmClient) -> Vec<(String, BreakerState)> {
 }
 
 /// A loopback port with nothing behind it (for now).
-use octollm_test_support::free_port as unused_port;
+use octollm_test_support::ClosedPort;
 
 fn ctx(budget: Budget) -> CallContext {
     CallContext::standalone(
@@ -208,8 +217,8 @@ async fn a_dead_instance_trips_its_breaker_and_closes_it_when_back() {
     let arms = in_process(&dir, serde_json::json!({"responses": []})).await;
     let (live, _live_stop) = serve(ArmKind::Guardian, arms.clone(), 0).await;
     // A port with nothing behind it (for now).
-    let dead_port = unused_port();
-    let dead = format!("http://127.0.0.1:{dead_port}");
+    let dead_port = ClosedPort::new();
+    let dead = format!("http://127.0.0.1:{}", dead_port.port());
     let settings = BreakerSettings {
         failures: 2,
         cool_down: Duration::from_millis(300),
@@ -236,7 +245,7 @@ async fn a_dead_instance_trips_its_breaker_and_closes_it_when_back() {
     assert_eq!(states[0], (dead.clone(), BreakerState::Open), "{states:?}");
     assert_eq!(states[1].1, BreakerState::Closed);
     // The instance comes back; after the cool-down a probe call closes its breaker.
-    let (_back, _back_stop) = serve(ArmKind::Guardian, arms, dead_port).await;
+    let (_back, _back_stop) = serve_on(ArmKind::Guardian, arms, dead_port.listen()).await;
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(breakers(&client)[0].1, BreakerState::HalfOpen);
     for _ in 0..4 {
@@ -248,9 +257,10 @@ async fn a_dead_instance_trips_its_breaker_and_closes_it_when_back() {
     }
     assert_eq!(breakers(&client)[0].1, BreakerState::Closed);
     // With every instance down the call fails fast with a clear error.
+    let nobody = ClosedPort::new();
     let lonely = ArmClient::new(
         ArmKind::Guardian,
-        &[format!("http://127.0.0.1:{}", unused_port())],
+        &[format!("http://127.0.0.1:{}", nobody.port())],
         Duration::from_secs(5),
         settings,
     )
@@ -343,8 +353,8 @@ async fn health_polls_take_a_dead_instance_out_and_let_a_recovered_one_be_probed
     let dir = tempfile::tempdir().unwrap();
     let arms = in_process(&dir, serde_json::json!({"responses": []})).await;
     let (live, _live_stop) = serve(ArmKind::Guardian, arms.clone(), 0).await;
-    let dead_port = unused_port();
-    let dead = format!("http://127.0.0.1:{dead_port}");
+    let dead_port = ClosedPort::new();
+    let dead = format!("http://127.0.0.1:{}", dead_port.port());
     // Three failed calls would be needed to open a breaker; one failed poll is enough.
     let settings = BreakerSettings {
         failures: 3,
@@ -377,7 +387,7 @@ async fn health_polls_take_a_dead_instance_out_and_let_a_recovered_one_be_probed
             .unwrap();
     }
     // Back on its port: the next poll ends the (60 s) cool-down, a call probes and closes it.
-    let (_back, _back_stop) = serve(ArmKind::Guardian, arms, dead_port).await;
+    let (_back, _back_stop) = serve_on(ArmKind::Guardian, arms, dead_port.listen()).await;
     client.poll_health(Duration::from_secs(1)).await;
     assert_eq!(breakers(&client)[0].1, BreakerState::HalfOpen);
     remote
