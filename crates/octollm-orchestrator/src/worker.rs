@@ -16,6 +16,9 @@ use crate::Orchestrator;
 use crate::metrics as m;
 use crate::pipeline::{Run, Stop};
 
+/// How often the queue depth is measured (one `COUNT(*)` per orchestrator process).
+const QUEUE_MEASURE_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Orchestrator {
     /// Starts `config.workers` worker loops on `tracker`; they stop when `shutdown` fires.
     pub fn spawn_workers(self: &Arc<Self>, tracker: &TaskTracker, shutdown: CancellationToken) {
@@ -24,6 +27,25 @@ impl Orchestrator {
             let shutdown = shutdown.clone();
             let owner = format!("{}-w{n}", self.instance);
             tracker.spawn(async move { orch.worker_loop(owner, shutdown).await });
+        }
+        let orch = Arc::clone(self);
+        tracker.spawn(async move { orch.measure_queue(shutdown).await });
+    }
+
+    /// Keeps `octollm_queue_depth` current on its own clock: the workers are busiest, and
+    /// never idle, exactly when a backlog builds.
+    async fn measure_queue(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(QUEUE_MEASURE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            match self.store.queue_depth().await {
+                Ok(depth) => metrics::gauge!(m::QUEUE_DEPTH).set(depth as f64),
+                Err(e) => warn!(error = %e, "cannot measure the queue"),
+            }
         }
     }
 
@@ -38,9 +60,6 @@ impl Orchestrator {
                     self.process(task, &owner, &shutdown).await;
                 }
                 Ok(None) => {
-                    if let Ok(depth) = self.store.queue_depth().await {
-                        metrics::gauge!(m::QUEUE_DEPTH).set(depth as f64);
-                    }
                     tokio::select! {
                         () = self.wake.notified() => {}
                         () = tokio::time::sleep(idle) => {}
