@@ -616,3 +616,59 @@ async fn the_cache_routes_need_an_admin_key_when_an_orchestrator_can_say_who_it_
     let (status, _, body) = call(&app, request("POST", "/cache/clear", Some("admin-key"))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 }
+
+/// A cache that answers a ping but whose statistics would take forever (a huge Redis).
+struct HugeCache;
+
+#[async_trait]
+impl octollm_store::ResponseCache for HugeCache {
+    async fn get(&self, _key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        Ok(None)
+    }
+    async fn put(&self, _key: &str, _value: bytes::Bytes) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn stats(&self) -> Result<octollm_store::CacheStats, StoreError> {
+        panic!("a readiness probe must not count the cache");
+    }
+    async fn clear(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A cache that is down.
+struct DownCache;
+
+#[async_trait]
+impl octollm_store::ResponseCache for DownCache {
+    async fn get(&self, _key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn put(&self, _key: &str, _value: bytes::Bytes) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn stats(&self) -> Result<octollm_store::CacheStats, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn clear(&self) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+}
+
+#[tokio::test]
+async fn readiness_pings_the_cache_instead_of_counting_it() {
+    let mut huge = state(unlimited(), Arc::new(MemoryRateLimiter::new()), None);
+    huge.service.cache = Arc::new(HugeCache);
+    let app = router(huge, 64 * 1024);
+    let (status, _, body) = call(&app, Request::get("/ready").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let mut down = state(unlimited(), Arc::new(MemoryRateLimiter::new()), None);
+    down.service.cache = Arc::new(DownCache);
+    let app = router(down, 64 * 1024);
+    let (status, _, body) = call(&app, Request::get("/ready").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}

@@ -26,8 +26,13 @@ pub struct CacheStats {
 pub trait ResponseCache: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
     async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError>;
+    /// Counts every entry: not for probes (a large Redis cache makes it slow).
     async fn stats(&self) -> Result<CacheStats, StoreError>;
     async fn clear(&self) -> Result<(), StoreError>;
+    /// Whether the cache answers at all, in constant time (readiness probes).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// moka's TinyLFU cache bounded by bytes (keys + values). Keys are hashed with foldhash

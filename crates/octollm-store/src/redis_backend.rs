@@ -214,6 +214,14 @@ impl ResponseCache for RedisCache {
         })
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.connection.get().await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn clear(&self) -> Result<(), StoreError> {
         let mut conn = self.connection.get().await?;
         for chunk in self.keys(&mut conn).await?.chunks(500) {

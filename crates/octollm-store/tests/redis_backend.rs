@@ -107,3 +107,13 @@ async fn cache_round_trips_expires_and_clears_only_its_namespace() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(cache.get("b").await.unwrap(), None, "entries expire");
 }
+
+#[tokio::test]
+async fn the_cache_ping_answers_without_counting_entries_and_fails_when_redis_is_down() {
+    let mut redis = Redis::start();
+    let cache = RedisCache::new(&redis.url(), "t4", Duration::from_secs(60)).unwrap();
+    cache.ping().await.unwrap();
+    redis.stop();
+    let err = cache.ping().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}

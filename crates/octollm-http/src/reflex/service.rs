@@ -378,11 +378,9 @@ impl ReflexService {
     }
 
     /// Ready while the cache answers.
+    /// Ready when the cache answers a ping (never a count of its entries: a probe runs every
+    /// few seconds on every replica).
     pub async fn ready(&self) -> Result<(), ReflexError> {
-        self.cache
-            .stats()
-            .await
-            .map(|_| ())
-            .map_err(ReflexError::Store)
+        self.cache.ping().await.map_err(ReflexError::Store)
     }
 }
