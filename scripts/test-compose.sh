@@ -7,12 +7,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
+echo "== compose: no service starts with a default password"
+if out=$(env -u GRAFANA_ADMIN_PASSWORD OCTOLLM_ARM_REGISTRY_TOKEN=x docker-compose -f docker-compose.yml config 2>&1); then
+    echo "compose: the stack renders without GRAFANA_ADMIN_PASSWORD (a default password)" >&2
+    exit 1
+fi
+grep -q "GRAFANA_ADMIN_PASSWORD" <<<"$out" || { echo "compose: unexpected refusal: $out" >&2; exit 1; }
+
 bash scripts/image.sh "$CARGO_TARGET_DIR/debug/octollm" octollm:test
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 export OCTOLLM_TAG=test
 export OCTOLLM_ARM_REGISTRY_TOKEN="compose-test-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 export POSTGRES_PASSWORD="pw-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+export GRAFANA_ADMIN_PASSWORD="gf-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 # Capability tokens on: the smoke test's task only completes if every arm container takes the
 # orchestrator's tokens.
 eval "$("$CARGO_TARGET_DIR/debug/octollm" tokens keygen 2>/dev/null | sed 's/^/export /')"
