@@ -6,7 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// The arm table: one row per arm. Everything that names arms (parsing, the capabilities
-/// listing, the service ports, which arms a plan step may use) reads it. An arm's operations
+/// listing, the service ports, which arms a plan step may use, which services load a model)
+/// reads it. An arm's operations
 /// (routes and wire types) are listed beside its logic in `octollm-arms`.
 macro_rules! arm_table {
     ($(
@@ -17,6 +18,7 @@ macro_rules! arm_table {
             port: $port:literal,
             cost_tier: $tier:literal,
             plan_step: $step:literal,
+            model: $model:literal,
             description: $description:literal,
             capabilities: [$($capability:literal),* $(,)?] $(,)?
         }
@@ -59,6 +61,12 @@ macro_rules! arm_table {
                 match self { $(ArmKind::$variant => $port,)* }
             }
 
+            /// Whether the arm calls a language model (a service of an arm that does not
+            /// never loads one).
+            pub fn uses_model(self) -> bool {
+                match self { $(ArmKind::$variant => $model,)* }
+            }
+
             /// Whether a plan step may name this arm (the planner plans; it is not a step of
             /// its own plan).
             pub fn is_plan_step(self) -> bool {
@@ -75,6 +83,7 @@ arm_table! {
         port: 8105,
         cost_tier: 3,
         plan_step: false,
+        model: true,
         description: "Breaks a goal into a validated plan of steps for the other arms.",
         capabilities: ["task_decomposition", "planning"],
     },
@@ -84,6 +93,7 @@ arm_table! {
         port: 8102,
         cost_tier: 4,
         plan_step: true,
+        model: true,
         description: "Writes, debugs, refactors, explains and tests code.",
         capabilities: ["code_generation", "debugging", "refactoring", "explanation", "testing"],
     },
@@ -93,6 +103,7 @@ arm_table! {
         port: 8104,
         cost_tier: 2,
         plan_step: true,
+        model: false,
         description: "Runs allowlisted programs without a shell inside a bubblewrap sandbox.",
         capabilities: ["command_execution", "python_execution", "sandboxing"],
     },
@@ -102,6 +113,7 @@ arm_table! {
         port: 8106,
         cost_tier: 1,
         plan_step: true,
+        model: false,
         description: "Searches the knowledge base by keyword (BM25), vector or both fused.",
         capabilities: ["keyword_search", "vector_search", "hybrid_search", "ingestion"],
     },
@@ -111,6 +123,7 @@ arm_table! {
         port: 8103,
         cost_tier: 3,
         plan_step: true,
+        model: true,
         description: "Checks output against acceptance criteria: deterministic checks, then an LLM verdict.",
         capabilities: ["validation", "acceptance_criteria", "quality_scoring"],
     },
@@ -120,6 +133,7 @@ arm_table! {
         port: 8107,
         cost_tier: 1,
         plan_step: true,
+        model: false,
         description: "Detects and redacts PII and secrets, flags injection attempts.",
         capabilities: ["pii_detection", "secret_detection", "injection_detection", "redaction"],
     },

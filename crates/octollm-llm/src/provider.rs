@@ -144,6 +144,24 @@ pub trait LlmProvider: Send + Sync {
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError>;
 }
 
+/// The provider of a service that runs no arm calling a model (the executor, guardian and
+/// retriever services; an orchestrator whose arms all run elsewhere): nothing is loaded, and
+/// a call, which none of its routes makes, is refused with the reason.
+pub struct NoModel;
+
+#[async_trait]
+impl LlmProvider for NoModel {
+    fn model(&self) -> &str {
+        "none"
+    }
+
+    async fn complete(&self, _request: CompletionRequest) -> Result<Completion, LlmError> {
+        Err(LlmError::Config(
+            "this service runs no arm that calls a model, so none is loaded".into(),
+        ))
+    }
+}
+
 /// Roughly one token per 3 bytes of English or code: errs on the high side, which is the
 /// safe side for budget checks.
 pub fn estimate_tokens(text: &str) -> u64 {

@@ -266,7 +266,22 @@ pub async fn arms(
     store: &SqliteStore,
     serving: Option<octollm_core::ArmKind>,
 ) -> anyhow::Result<(Arms, Vec<Arc<ArmClient>>)> {
-    let provider = provider(config).await?;
+    use octollm_core::ArmKind;
+    // An arm runs here when this service serves it, or (the orchestrator) when no instance
+    // elsewhere is configured and the registry is off.
+    let runs_here = |kind: ArmKind| match serving {
+        Some(arm) => arm == kind,
+        None => config.arms.urls(kind).is_empty() && !config.arms.registry_enabled(),
+    };
+    // Only a service running an arm that calls a model loads one (128 MB for the default).
+    let provider: Arc<dyn LlmProvider> = if ArmKind::ALL
+        .iter()
+        .any(|&kind| kind.uses_model() && runs_here(kind))
+    {
+        provider(config).await?
+    } else {
+        Arc::new(octollm_llm::provider::NoModel)
+    };
     let price = config
         .llm
         .prices
@@ -280,17 +295,7 @@ pub async fn arms(
         planner: config.planner.clone(),
         coder_max_tokens: config.coder.max_tokens,
     };
-    let retriever_here = match serving {
-        Some(arm) => arm == octollm_core::ArmKind::Retriever,
-        None => {
-            config
-                .arms
-                .urls(octollm_core::ArmKind::Retriever)
-                .is_empty()
-                && !config.arms.registry_enabled()
-        }
-    };
-    let knowledge: Arc<dyn KnowledgeStore> = if retriever_here {
+    let knowledge: Arc<dyn KnowledgeStore> = if runs_here(ArmKind::Retriever) {
         knowledge(config, store).await?
     } else {
         Arc::new(store.clone())
@@ -301,7 +306,7 @@ pub async fn arms(
         cool_down: Duration::from_secs(config.arms.breaker_cool_down_seconds),
     };
     let mut clients = Vec::new();
-    for &kind in octollm_core::ArmKind::ALL {
+    for &kind in ArmKind::ALL {
         let urls = config.arms.urls(kind);
         if urls.is_empty() && !config.arms.registry_enabled() {
             continue;
