@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// The arm table: one row per arm. Everything that names arms (parsing, the capabilities
 /// listing, the service ports, which arms a plan step may use, which services load a model)
-/// reads it. An arm's operations
-/// (routes and wire types) are listed beside its logic in `octollm-arms`.
+/// reads it. An arm's operations (routes and wire types) are listed beside its logic in
+/// `octollm-arms`.
 macro_rules! arm_table {
     ($(
         $(#[$doc:meta])*
