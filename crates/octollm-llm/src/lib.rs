@@ -8,6 +8,7 @@
 //! - [`local`] (feature `local`): llama.cpp in process through `llama-cpp-2`, grammar-constrained output.
 //! - [`embed`]: the [`Embedder`] trait; with feature `embed`, all-MiniLM-L6-v2 through candle.
 //! - [`models`]: where model files live and how `octollm model pull` fetches them.
+//! - [`prices`]: the shipped list prices per model, so cost budgets bind out of the box.
 
 pub mod embed;
 #[cfg(feature = "local")]
@@ -15,6 +16,7 @@ pub mod local;
 pub mod metered;
 pub mod models;
 pub mod openai;
+pub mod prices;
 pub mod provider;
 pub mod scripted;
 

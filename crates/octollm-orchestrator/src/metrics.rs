@@ -31,7 +31,10 @@ pub fn describe() {
         LLM_TOKENS,
         "LLM tokens by model and kind (prompt, completion)."
     );
-    describe_counter!(LLM_COST, "LLM cost in dollars by model.");
+    describe_gauge!(
+        LLM_COST,
+        "LLM cost in dollars by model since the process started (only grows)."
+    );
     describe_counter!(
         LEASE_RESUMPTIONS,
         "Tasks resumed after another worker's lease expired."

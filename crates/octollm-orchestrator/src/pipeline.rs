@@ -721,7 +721,8 @@ fn record_spending(spent: Usage, model: Option<&str>) {
         .increment(spent.prompt_tokens);
     metrics::counter!(m::LLM_TOKENS, "model" => label.clone(), "kind" => "completion")
         .increment(spent.completion_tokens);
-    metrics::counter!(m::LLM_COST, "model" => label).increment((spent.cost_dollars * 1e6) as u64);
+    // In dollars (a counter holds only whole numbers): a gauge that only ever grows.
+    metrics::gauge!(m::LLM_COST, "model" => label).increment(spent.cost_dollars);
 }
 
 pub(crate) enum UnitError {

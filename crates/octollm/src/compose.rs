@@ -282,12 +282,18 @@ pub async fn arms(
     } else {
         Arc::new(octollm_llm::provider::NoModel)
     };
-    let price = config
-        .llm
-        .prices
-        .get(provider.model())
-        .copied()
-        .unwrap_or_default();
+    let price = match config.price(provider.model()) {
+        Some(price) => price,
+        None => {
+            if config.llm.provider == ProviderKind::Openai && provider.model() != "none" {
+                tracing::warn!(
+                    model = provider.model(),
+                    "no price for this model: its calls cost $0 and max_cost_dollars cannot bind; set [llm.prices]"
+                );
+            }
+            octollm_core::budget::Price::default()
+        }
+    };
     let llm = MeteredLlm::new(provider, price).with_text_logging(config.log.prompts);
     let embedder: Arc<dyn Embedder> = Arc::new(LazyEmbedder::new(config.embedding_model_path()));
     let settings = InProcessSettings {

@@ -357,7 +357,9 @@ pub struct LlmConfig {
     pub script_path: Option<PathBuf>,
     /// Appends one line per scripted call (for tests that count calls across restarts).
     pub script_log: Option<PathBuf>,
-    /// Dollars per 1,000 tokens by model name; unknown models cost 0.
+    /// Dollars per 1,000 tokens by model name (a prefix: `gpt-4o` prices
+    /// `gpt-4o-2024-08-06`); overrides and extends the shipped list prices
+    /// (`octollm_llm::prices`). A model in neither costs 0, and startup says so.
     pub prices: BTreeMap<String, Price>,
 }
 
@@ -752,6 +754,18 @@ impl Config {
             .model_path
             .clone()
             .unwrap_or_else(|| octollm_llm::models::default_llm_path(&self.llm.model_dir))
+    }
+
+    /// What a call to `model` costs: the configured price, else the shipped list price.
+    pub fn price(&self, model: &str) -> Option<Price> {
+        octollm_llm::prices::lookup(
+            self.llm
+                .prices
+                .iter()
+                .map(|(prefix, price)| (prefix.as_str(), *price)),
+            model,
+        )
+        .or_else(|| octollm_llm::prices::list_price(model))
     }
 
     pub fn embedding_model_path(&self) -> PathBuf {
