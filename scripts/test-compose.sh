@@ -86,7 +86,7 @@ done
 
 # The orchestrator requires API keys: make one in its database, as an operator would.
 OCTOLLM_API_KEY=$("${compose[@]}" exec -T orchestrator /usr/local/bin/octollm keys create \
-    --name compose-test --scopes tasks:submit,tasks:read | tr -d '\r')
+    --name compose-test --scopes admin | tr -d '\r')
 export OCTOLLM_API_KEY
 [ -n "$OCTOLLM_API_KEY" ] || { echo "compose: octollm keys create printed no key" >&2; exit 1; }
 bash scripts/smoke-tests.sh "http://127.0.0.1:$REFLEX_PORT" "http://127.0.0.1:$PROMETHEUS_PORT"

@@ -529,7 +529,7 @@ async fn task_events(
 }
 
 /// `GET /auth/whoami`: who the request acts as.
-#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WhoAmI {
     /// The API key's id; none without a key.
     pub key_id: Option<String>,

@@ -172,6 +172,15 @@ impl Auth {
         }
     }
 
+    /// The id of the request's key when it verifies; records nothing (the per-key rate limit
+    /// asks this of every request; the route's own check records refusals).
+    pub async fn identify(&self, headers: &HeaderMap) -> Option<String> {
+        match self.check(headers).await {
+            Ok(principal) => principal.key_id,
+            Err(_) => None,
+        }
+    }
+
     /// The principal a request acts as when its route needs `access`.
     pub async fn admit(&self, access: Access, headers: &HeaderMap) -> Result<Principal, ApiError> {
         let principal = self.authenticate(headers).await?;

@@ -174,6 +174,22 @@ pub struct ReflexConfig {
     pub rate_limit: octollm_http::reflex::RateLimitSettings,
     /// `redis://…`: cache and rate limits shared by every replica; empty keeps them in process.
     pub redis_url: Secret,
+    /// Comma-separated addresses and CIDR ranges of the proxies in front (the ingress
+    /// controller's pods): only their `X-Forwarded-For` names the client for the per-client
+    /// rate limit. Empty: the socket's peer is the client.
+    pub trusted_proxies: String,
+}
+
+impl ReflexConfig {
+    pub fn trusted_proxies(
+        &self,
+    ) -> Result<octollm_http::reflex::client::TrustedProxies, ConfigError> {
+        octollm_http::reflex::client::TrustedProxies::parse(&self.trusted_proxies).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "reflex.trusted_proxies (OCTOLLM_TRUSTED_PROXIES): {e}"
+            ))
+        })
+    }
 }
 
 impl Default for ReflexConfig {
@@ -185,6 +201,7 @@ impl Default for ReflexConfig {
             cache_ttl_seconds: 3600,
             rate_limit: Default::default(),
             redis_url: Secret::default(),
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -431,6 +448,7 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_BODY_LIMIT_BYTES", "server.body_limit_bytes"),
     ("OCTOLLM_WORKER_THREADS", "server.worker_threads"),
     ("OCTOLLM_METRICS_BIND", "server.metrics_bind"),
+    ("OCTOLLM_TRUSTED_PROXIES", "reflex.trusted_proxies"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "log.otlp_endpoint"),
     ("OTEL_SERVICE_NAME", "log.service_name"),
     ("OCTOLLM_LOG_PROMPTS", "log.prompts"),
@@ -557,6 +575,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.orchestrator.validate().map_err(ConfigError::Invalid)?;
+        self.reflex.trusted_proxies()?;
         if self.server.body_limit_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "server.body_limit_bytes must be at least 1024".into(),

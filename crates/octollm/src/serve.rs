@@ -131,7 +131,20 @@ fn advertise_url(config: &Config, bound: std::net::SocketAddr) -> anyhow::Result
 /// The reflex service alone: screening, cache, rate limits, forwarding of `/tasks…`.
 pub async fn serve_reflex(config: Config) -> anyhow::Result<ExitCode> {
     let bind = config.reflex.bind;
-    refuse_unauthenticated(bind, &config)?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()?;
+    // With orchestrators behind it, their keys open its routes; alone, it has none to check.
+    let keys: Arc<dyn octollm_http::reflex::keys::Keys> = match &config.reflex.orchestrator_url {
+        Some(urls) => Arc::new(octollm_http::reflex::keys::OrchestratorKeys::new(
+            urls,
+            client.clone(),
+        )),
+        None => {
+            refuse_unauthenticated(bind, &config)?;
+            Arc::new(octollm_http::reflex::keys::NoKeys)
+        }
+    };
     let (cache, limiter): (Arc<dyn ResponseCache>, Arc<dyn RateLimiter>) =
         if config.reflex.redis_url.is_empty() {
             let max_bytes = config.reflex.cache_max_mb * 1024 * 1024;
@@ -155,24 +168,20 @@ pub async fn serve_reflex(config: Config) -> anyhow::Result<ExitCode> {
             limiter,
             limits: config.reflex.rate_limit.clone(),
         },
+        keys,
+        trusted_proxies: config.reflex.trusted_proxies()?,
         orchestrator_url: config.reflex.orchestrator_url.clone(),
-        client: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?,
+        client,
         started: Instant::now(),
         version: env!("CARGO_PKG_VERSION"),
     };
     let listener = bind_listener(bind).await?;
     let app = octollm_http::reflex::router(state, config.server.body_limit_bytes);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    serve_metrics_port(&config, &tracker, shutdown.clone()).await?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
-    serve_until_shutdown(
-        listener,
-        app,
-        grace,
-        CancellationToken::new(),
-        TaskTracker::new(),
-    )
-    .await?;
+    serve_until_shutdown(listener, app, grace, shutdown, tracker).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -214,26 +223,36 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     };
     info!(api_keys_required = state.auth.required(), "authentication");
     let app = router(state, config.server.body_limit_bytes);
-    if let Some(metrics_bind) = config.server.metrics_bind {
-        // Prometheus scrapes here; the port carries nothing else, so it needs no API key.
-        let metrics = bind_listener(metrics_bind).await?;
-        let routes = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(octollm_http::observe::render),
-        );
-        tracker.spawn(async move {
-            if let Err(e) = octollm_http::server::serve(metrics, routes, shutdown_for_metrics).await
-            {
-                warn!(error = %e, "metrics listener stopped");
-            }
-        });
-    }
+    serve_metrics_port(&config, &tracker, shutdown_for_metrics).await?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     serve_until_shutdown(listener, app, grace, shutdown, tracker).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// The reflex service checks no API key itself (the orchestrator behind it does), nor does an
+/// With `OCTOLLM_METRICS_BIND`, a second listener with only `/metrics`: Prometheus scrapes
+/// there, and since the port carries nothing else it needs no API key.
+async fn serve_metrics_port(
+    config: &Config,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(metrics_bind) = config.server.metrics_bind else {
+        return Ok(());
+    };
+    let metrics = bind_listener(metrics_bind).await?;
+    let routes = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(octollm_http::observe::render),
+    );
+    tracker.spawn(async move {
+        if let Err(e) = octollm_http::server::serve(metrics, routes, shutdown).await {
+            warn!(error = %e, "metrics listener stopped");
+        }
+    });
+    Ok(())
+}
+
+/// A reflex service without an orchestrator has no keys to check (the orchestrator behind it does), nor does an
 /// arm service without token public keys, so off loopback they serve only when told that the
 /// network in front of them authenticates.
 fn refuse_unauthenticated(bind: std::net::SocketAddr, config: &Config) -> anyhow::Result<()> {

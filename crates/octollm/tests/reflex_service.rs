@@ -232,3 +232,124 @@ async fn with_redis_down_the_reflex_service_answers_503_and_recovers_when_it_ret
         200
     );
 }
+
+fn create_key(dir: &std::path::Path, name: &str, scopes: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_octollm"))
+        .args(["keys", "create", "--name", name, "--scopes", scopes])
+        .env("OCTOLLM_DATA_DIR", dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Through the public entry every public route of the orchestrator is reachable (SPEC §3-§4),
+/// and the reflex layer's own routes take keys like the orchestrator's.
+#[tokio::test]
+async fn the_public_entry_forwards_every_public_route_and_keys_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.json"), r#"{"responses": []}"#).unwrap();
+    let admin = create_key(dir.path(), "admin", "admin");
+    let reader = create_key(dir.path(), "reader", "tasks:read");
+    let (api_port, reflex_port) = (free_port(), free_port());
+    let keyed = [("OCTOLLM_REQUIRE_API_KEYS", "true".to_owned())];
+    let _api = spawn(
+        dir.path(),
+        &["serve", "--bind", &format!("127.0.0.1:{api_port}")],
+        &keyed,
+    );
+    let _reflex = spawn(
+        dir.path(),
+        &[
+            "serve",
+            "reflex",
+            "--bind",
+            &format!("127.0.0.1:{reflex_port}"),
+        ],
+        &[
+            (
+                "OCTOLLM_ORCHESTRATOR_URL",
+                format!("http://127.0.0.1:{api_port}"),
+            ),
+            ("RATE_LIMIT_REQUESTS", "1000".into()),
+        ],
+    );
+    let reflex = format!("http://127.0.0.1:{reflex_port}");
+    wait_ready(&format!("http://127.0.0.1:{api_port}/ready")).await;
+    wait_ready(&format!("{reflex}/ready")).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, key: Option<&str>| {
+        let mut request = client.get(format!("{reflex}{path}"));
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        request.send()
+    };
+
+    for path in [
+        "/capabilities",
+        "/tasks",
+        "/audit",
+        "/auth/whoami",
+        "/metrics",
+    ] {
+        let answer = get(path, Some(&admin)).await.unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+        assert_eq!(get(path, None).await.unwrap().status(), 401, "{path}");
+    }
+    let whoami: serde_json::Value = get("/auth/whoami", Some(&reader))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        whoami["scopes"],
+        serde_json::json!(["tasks:read"]),
+        "{whoami}"
+    );
+    assert_eq!(get("/audit", Some(&reader)).await.unwrap().status(), 403);
+    // The probes stay open; the arm registry is not public.
+    for path in ["/health", "/health/live", "/ready", "/health/ready"] {
+        assert_eq!(get(path, None).await.unwrap().status(), 200, "{path}");
+    }
+    assert_eq!(get("/registry", Some(&admin)).await.unwrap().status(), 404);
+
+    // One document for the whole entry: the orchestrator's paths and the reflex layer's.
+    let document: serde_json::Value = get("/openapi.json", None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    for path in [
+        "/tasks",
+        "/tasks/{id}",
+        "/capabilities",
+        "/audit",
+        "/auth/whoami",
+        "/preprocess",
+        "/cache/stats",
+    ] {
+        assert!(paths.contains_key(path), "{path} not in {:?}", paths.keys());
+    }
+    assert!(!paths.contains_key("/registry"));
+
+    let preprocess = |key: Option<&str>| {
+        let mut request = client
+            .post(format!("{reflex}/preprocess"))
+            .json(&serde_json::json!({"input_text": "hello"}));
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        request.send()
+    };
+    assert_eq!(preprocess(None).await.unwrap().status(), 401);
+    assert_eq!(preprocess(Some("made-up")).await.unwrap().status(), 401);
+    assert_eq!(preprocess(Some(&reader)).await.unwrap().status(), 200);
+}

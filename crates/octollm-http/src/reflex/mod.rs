@@ -1,12 +1,17 @@
 //! The reflex service (SPEC §7), the public entry of the distributed deployment: screens
-//! input at memory speed with no LLM call, caches verdicts, rate-limits per API key and per
-//! client IP, and forwards `/tasks…` to the orchestrator after screening. The decisions are
-//! [`ReflexService`]'s; this module is their HTTP side.
+//! input at memory speed with no LLM call, caches verdicts, rate-limits per verified API key
+//! and per client address, and forwards every route it does not serve itself to the
+//! orchestrator (a task submission after screening). The decisions are [`ReflexService`]'s;
+//! this module is their HTTP side.
 //!
 //! # Layout
 //! - [`service`]: verdicts, the verdict cache, rate limits, screening (no HTTP).
+//! - [`client`]: the client's address behind trusted proxies.
+//! - [`keys`]: who holds the API keys (the orchestrator, or this process).
 //! - this file: the routes, the answers, forwarding to the orchestrator.
 
+pub mod client;
+pub mod keys;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -17,7 +22,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -35,11 +40,11 @@ use crate::extract::{ApiJson, BodyLimit};
 use crate::openapi::{Document, Operation};
 use crate::{observe, request_id};
 
-/// The reflex service's own routes and what they need. `/preprocess` is open (rate limited);
-/// the cache routes need an admin key, asked of the orchestrator; `/tasks…` is forwarded and
-/// the orchestrator checks the key.
+/// The reflex service's own routes and what they need, checked with whoever holds the keys
+/// ([`keys::Keys`]). Every other route is forwarded and the orchestrator checks the key,
+/// except `/registry` (arms register from inside the deployment, never through its entry).
 pub const ROUTES: &[Route] = &[
-    Route::new(Method::POST, "/preprocess", Access::Open, doc_preprocess),
+    Route::new(Method::POST, "/preprocess", Access::AnyKey, doc_preprocess),
     Route::new(
         Method::GET,
         "/cache/stats",
@@ -59,14 +64,37 @@ pub const ROUTES: &[Route] = &[
         crate::api::doc_openapi,
     ),
     Route::new(Method::GET, "/health", Access::Open, crate::api::doc_health),
+    Route::new(
+        Method::GET,
+        "/health/live",
+        Access::Open,
+        crate::api::doc_health,
+    ),
     Route::new(Method::GET, "/ready", Access::Open, crate::api::doc_ready),
     Route::new(
         Method::GET,
-        "/metrics",
+        "/health/ready",
         Access::Open,
+        crate::api::doc_ready,
+    ),
+    // Prometheus scrapes the metrics port without a key; here it takes any key.
+    Route::new(
+        Method::GET,
+        "/metrics",
+        Access::AnyKey,
         crate::api::doc_metrics,
     ),
 ];
+
+/// Paths the reflex layer never forwards.
+fn internal(path: &str) -> bool {
+    path == "/registry" || path.starts_with("/registry/")
+}
+
+/// Whether `path` is one the reflex layer serves itself.
+fn own(path: &str) -> bool {
+    ROUTES.iter().any(|r| r.path == path)
+}
 
 /// The answer to `POST /preprocess` (written straight from the cached verdict's bytes; this
 /// type is its schema).
@@ -129,8 +157,8 @@ fn doc_cache_clear(doc: &mut Document, access: Access) -> Operation {
         )
 }
 
-/// The reflex service's document: its own routes, and the orchestrator's `/tasks…` routes it
-/// forwards, as the orchestrator describes them (`upstream`, its document), with what the
+/// The reflex service's document: its own routes, and the orchestrator's routes it forwards,
+/// as the orchestrator describes them (`upstream`, its document), with what the
 /// reflex layer adds to them (rate limits; a forwarded request to an orchestrator that is
 /// down answers 503). Keys are required where the orchestrator requires them.
 pub fn document(upstream: Option<&serde_json::Value>) -> serde_json::Value {
@@ -154,7 +182,7 @@ pub fn document(upstream: Option<&serde_json::Value>) -> serde_json::Value {
     }
     if let Some(upstream) = upstream {
         let error = serde_json::json!({"$ref": "#/components/schemas/ErrorBody"});
-        let forwarded = |p: &str| p == "/tasks" || p.starts_with("/tasks/");
+        let forwarded = |p: &str| !own(p) && !internal(p);
         doc.merge(upstream, forwarded, |op| {
             if let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) {
                 responses.entry("429").or_insert_with(|| {
@@ -174,7 +202,11 @@ pub fn document(upstream: Option<&serde_json::Value>) -> serde_json::Value {
 #[derive(Clone)]
 pub struct ReflexState {
     pub service: ReflexService,
-    /// Where `/tasks…` is forwarded (`None`: not forwarded, 503): one orchestrator URL, or
+    /// Who checks the API keys.
+    pub keys: Arc<dyn keys::Keys>,
+    /// Peers whose `X-Forwarded-For` names the client (the ingress).
+    pub trusted_proxies: client::TrustedProxies,
+    /// Where every route not served here is forwarded (`None`: 503): one orchestrator URL, or
     /// several separated by commas.
     pub orchestrator_url: Option<String>,
     pub client: reqwest::Client,
@@ -187,27 +219,19 @@ pub fn router(state: ReflexState, body_limit: usize) -> Router {
     let state = Arc::new(state);
     let limited = Router::new()
         .route("/preprocess", post(preprocess))
-        .route("/tasks", any(forward))
-        .route("/tasks/{*rest}", any(forward))
+        .fallback(forward)
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     let routes = Router::new()
         .merge(limited)
         .route("/cache/stats", get(cache_stats))
         .route("/cache/clear", post(cache_clear))
         .route("/health", get(health))
+        .route("/health/live", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(observe::render))
-        .route("/openapi.json", get(openapi))
-        .fallback(crate::no_route);
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi));
     crate::common_layers(routes, body_limit).with_state(state)
-}
-
-/// The API key a request presents, for the tenant (never checked here).
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| crate::auth::bearer(headers))
 }
 
 impl From<ReflexError> for ApiError {
@@ -235,8 +259,9 @@ async fn preprocess(
     headers: HeaderMap,
     ApiJson(request): ApiJson<PreprocessRequest>,
 ) -> Result<Response, ApiError> {
+    let who = state.keys.admit(Access::AnyKey, &headers).await?;
     let clock = Instant::now();
-    let tenant = Tenant::of(presented_key(&headers));
+    let tenant = Tenant::of(who.key_id.as_deref());
     let answer = state.service.preprocess(&tenant, &request).await?;
     let processing_time_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
     respond(
@@ -279,56 +304,22 @@ fn respond(
         .into_response())
 }
 
-/// The cache routes are for admin keys. The reflex layer holds no keys: it asks the
-/// orchestrator who the presented key is (`GET /auth/whoami`). Without an orchestrator (a
-/// reflex service alone, which only starts on loopback or when told its network
-/// authenticates) they are open.
+/// The cache routes are for admin keys, checked with whoever holds the keys.
 async fn require_admin(state: &ReflexState, headers: &http::HeaderMap) -> Result<(), ApiError> {
-    let Some(target) = first_upstream(state) else {
-        return Ok(());
-    };
-    let mut ask = state
-        .client
-        .get(format!("{}/auth/whoami", target.trim_end_matches('/')))
-        .timeout(std::time::Duration::from_secs(5));
-    for name in ["authorization", "x-api-key"] {
-        if let Some(v) = headers.get(name) {
-            ask = ask.header(name, v.clone());
-        }
-    }
-    let answer = ask.send().await.map_err(|e| ApiError::DependencyDown {
-        dependency: "orchestrator",
-        cause: e.to_string(),
-    })?;
-    match answer.status().as_u16() {
-        200 => {}
-        401 => {
-            return Err(ApiError::Unauthorized(
-                "a valid admin API key is required".into(),
-            ));
-        }
-        status => {
-            return Err(ApiError::DependencyDown {
-                dependency: "orchestrator",
-                cause: format!("whoami answered {status}"),
-            });
-        }
-    }
-    let principal: serde_json::Value =
-        answer.json().await.map_err(|e| ApiError::DependencyDown {
-            dependency: "orchestrator",
-            cause: e.to_string(),
-        })?;
-    let admin = principal["scopes"]
-        .as_array()
-        .is_some_and(|scopes| scopes.iter().any(|s| s == "admin"));
-    if admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "this API key lacks the admin scope".into(),
-        ))
-    }
+    state
+        .keys
+        .admit(Access::Scope(octollm_core::Scope::Admin), headers)
+        .await
+        .map(|_| ())
+}
+
+/// `GET /metrics` on the service's port: any key (the metrics port needs none).
+async fn metrics(
+    State(state): State<Arc<ReflexState>>,
+    headers: http::HeaderMap,
+) -> Result<Response, ApiError> {
+    state.keys.admit(Access::AnyKey, &headers).await?;
+    Ok(observe::render().await)
 }
 
 async fn cache_stats(
@@ -411,18 +402,33 @@ fn set_limit_headers(headers: &mut HeaderMap, d: &octollm_store::Decision) {
     }
 }
 
-/// Token buckets per API key (when one is sent) and per client IP; the tighter answer wins.
+/// Token buckets per verified API key and per client address; the tighter answer wins. A key
+/// that does not verify is no key: made-up keys share their client's bucket.
 async fn rate_limit(
     State(state): State<Arc<ReflexState>>,
+    peer: Result<ConnectInfo<SocketAddr>, axum::extract::rejection::ExtensionRejection>,
     request: Request,
     next: Next,
 ) -> Response {
-    let ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".to_owned());
-    let tenant = Tenant::of(presented_key(request.headers()));
+    let ip = match peer {
+        Ok(peer) => {
+            let forwarded: Vec<&str> = request
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            state
+                .trusted_proxies
+                .client(peer.0.ip(), &forwarded)
+                .to_string()
+        }
+        Err(_) => "unknown".to_owned(),
+    };
+    let tenant = match state.keys.identify(request.headers()).await {
+        keys::Identity::Key(id) => Tenant::of(Some(&id)),
+        keys::Identity::Unverified => Tenant::of(None),
+    };
     match state.service.admit(&ip, &tenant).await {
         Ok(None) => next.run(request).await,
         Ok(Some(decision)) => {
@@ -453,12 +459,15 @@ const FORWARDED_HEADERS: &[&str] = &[
 /// Round-robin position over the configured orchestrators.
 static NEXT_UPSTREAM: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Screens a task submission's text, then forwards any `/tasks…` request to the orchestrator
-/// and streams its answer back (event streams included).
+/// Screens a task submission's text, then forwards the request to the orchestrator and
+/// streams its answer back (event streams included).
 async fn forward(
     State(state): State<Arc<ReflexState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    if internal(request.uri().path()) {
+        return Err(ApiError::NotFound("route".into()));
+    }
     let Some(base) = state.orchestrator_url.clone() else {
         return Err(ApiError::Unavailable(
             "no orchestrator is configured to forward to".into(),
@@ -474,6 +483,7 @@ async fn forward(
         .await
         .map_err(|_| ApiError::PayloadTooLarge { limit })?;
     if parts.method == http::Method::POST
+        && parts.uri.path() == "/tasks"
         && let Err(matches) = state.service.screen_submission(&bytes)
     {
         return Err(ApiError::Blocked(

@@ -108,16 +108,17 @@ pub struct Verdict {
     pub matches: Vec<Match>,
 }
 
-/// Who is asking: the API key (hashed, never stored as given) or nobody. Cache entries live
+/// Who is asking: a verified API key (its id, never the key) or nobody. Cache entries live
 /// in this namespace, so one tenant's inputs never answer another's lookups; rate limits
 /// count per tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant(String);
 
 impl Tenant {
-    pub fn of(key: Option<&str>) -> Self {
-        match key {
-            Some(k) => Tenant(format!("key:{}", &hex(&Sha256::digest(k.as_bytes()))[..16])),
+    /// The tenant of a verified key (by its id), or nobody.
+    pub fn of(key_id: Option<&str>) -> Self {
+        match key_id {
+            Some(id) => Tenant(format!("key:{id}")),
             None => Tenant("anonymous".to_owned()),
         }
     }
@@ -125,13 +126,6 @@ impl Tenant {
     fn is_anonymous(&self) -> bool {
         self.0 == "anonymous"
     }
-}
-
-/// Lower-case hex, written straight into one string (this runs on every request).
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut out, bytes);
-    out
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
