@@ -9,7 +9,7 @@ use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, Method, StatusCode};
@@ -69,6 +69,18 @@ pub const ROUTES: &[Route] = &[
         "/audit",
         Access::Scope(Scope::Admin),
         doc_audit,
+    ),
+    Route::new(
+        Method::POST,
+        "/documents",
+        Access::Scope(Scope::Admin),
+        doc_ingest,
+    ),
+    Route::new(
+        Method::POST,
+        "/search",
+        Access::Scope(Scope::TasksRead),
+        doc_search,
     ),
     Route::new(Method::GET, "/auth/whoami", Access::AnyKey, doc_whoami),
     Route::new(Method::GET, "/openapi.json", Access::Open, doc_openapi),
@@ -254,6 +266,32 @@ fn doc_capabilities(doc: &mut Document, access: Access) -> Operation {
     .json(200, "Every arm", caps)
 }
 
+/// `POST /documents` and `POST /search`: the retriever arm's operations, relayed.
+fn doc_knowledge<O: octollm_arms::Operation>(doc: &mut Document, access: Access) -> Operation {
+    let body = doc.schema::<O::Request>();
+    let answer = doc.schema::<O::Response>();
+    Operation::new(O::SUMMARY, access)
+        .json_body(doc, body)
+        .json(200, "The retriever's answer", answer)
+        .error(
+            doc,
+            400,
+            "The request breaks the schema or the retriever's limits",
+        )
+        .error(doc, 409, "The default task budget would be exceeded")
+        .error(doc, 502, "The retriever failed")
+        .error(doc, 503, "The retriever (or what it needs) is unavailable")
+        .error(doc, 504, "The retriever ran out of time")
+}
+
+fn doc_ingest(doc: &mut Document, access: Access) -> Operation {
+    doc_knowledge::<octollm_arms::Ingest>(doc, access)
+}
+
+fn doc_search(doc: &mut Document, access: Access) -> Operation {
+    doc_knowledge::<octollm_arms::Search>(doc, access)
+}
+
 fn doc_audit(doc: &mut Document, access: Access) -> Operation {
     let kind = doc.schema::<octollm_store::AuditKind>();
     let page = doc.schema::<AuditPage>();
@@ -354,6 +392,8 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/tasks/{id}/events", get(task_events))
         .route("/capabilities", get(capabilities))
         .route("/audit", get(audit_entries))
+        .route("/documents", post(ingest_document))
+        .route("/search", post(search_knowledge))
         .route("/auth/whoami", get(whoami))
         .route(
             "/registry",
@@ -630,6 +670,22 @@ impl ArmCapability {
             status: status.health.as_str().to_owned(),
         }
     }
+}
+
+async fn ingest_document(
+    State(state): State<ApiState>,
+    ApiJson(request): ApiJson<octollm_arms::retriever::DocumentRequest>,
+) -> Result<Json<octollm_arms::retriever::DocumentResponse>, ApiError> {
+    let request_id = crate::request_id::current().unwrap_or_default();
+    Ok(Json(state.orchestrator.ingest(request, request_id).await?))
+}
+
+async fn search_knowledge(
+    State(state): State<ApiState>,
+    ApiJson(request): ApiJson<octollm_arms::retriever::SearchRequest>,
+) -> Result<Json<octollm_arms::retriever::SearchResponse>, ApiError> {
+    let request_id = crate::request_id::current().unwrap_or_default();
+    Ok(Json(state.orchestrator.search(request, request_id).await?))
 }
 
 async fn capabilities(State(state): State<ApiState>) -> Json<Capabilities> {

@@ -33,6 +33,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod events;
+pub mod knowledge;
 pub mod metrics;
 pub mod pipeline;
 pub mod submit;

@@ -184,3 +184,61 @@ fn every_retriever_replica_finds_documents_added_once() {
     }
     drop(server);
 }
+
+/// `POST /documents` and `POST /search` on the orchestrator's API reach the retriever, so a
+/// client of the public entry can fill and search the knowledge base; ingesting needs an
+/// admin key, searching a key that reads tasks.
+#[test]
+fn the_api_ingests_documents_and_searches_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.json"), r#"{"responses": []}"#).unwrap();
+    let admin = common::make_api_key(dir.path(), "admin");
+    let reader = common::make_api_key(dir.path(), "tasks:read");
+    let server = common::Server::start_with(
+        dir.path(),
+        octollm_test_support::free_port(),
+        &[("OCTOLLM_REQUIRE_API_KEYS", "true".into())],
+    );
+    let call = |path: &str, key: &str, body: serde_json::Value| {
+        common::post_with(
+            &format!("{}{path}", server.base),
+            body,
+            &[("x-api-key", key.to_owned())],
+        )
+    };
+    let document = serde_json::json!({
+        "content": "The Kraken runbook: drain the node, cordon it, then restart the kubelet.",
+        "source": "runbooks/kraken.md",
+        "metadata": {"team": "platform"}
+    });
+    let (status, refused) = call("/documents", &reader, document.clone());
+    assert_eq!(status, 403, "{refused}");
+    let (status, ingested) = call("/documents", &admin, document);
+    assert_eq!(status, 200, "{ingested}");
+    assert_eq!(ingested["chunks"], 1, "{ingested}");
+
+    for method in ["keyword", "hybrid"] {
+        let (status, found) = call(
+            "/search",
+            &reader,
+            serde_json::json!({"query": "kraken runbook kubelet", "method": method, "max_results": 3}),
+        );
+        assert_eq!(status, 200, "{found}");
+        assert_eq!(
+            found["results"][0]["source"], "runbooks/kraken.md",
+            "{method}: {found}"
+        );
+    }
+    let (status, bad) = call(
+        "/search",
+        &reader,
+        serde_json::json!({"query": "", "max_results": 3}),
+    );
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["code"], "validation_error", "{bad}");
+    let (status, _) = common::post(
+        &format!("{}/search", server.base),
+        serde_json::json!({"query": "kraken"}),
+    );
+    assert_eq!(status, 401);
+}
