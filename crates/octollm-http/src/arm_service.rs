@@ -390,7 +390,12 @@ struct ArmState {
 type Shared = State<Arc<ArmState>>;
 
 fn refusal(r: Refusal) -> ApiError {
-    if r.unauthenticated {
+    if r.unavailable {
+        ApiError::DependencyDown {
+            dependency: "revocation list",
+            cause: r.message,
+        }
+    } else if r.unauthenticated {
         ApiError::Unauthorized(r.message)
     } else {
         ApiError::Forbidden(r.message)
@@ -506,15 +511,14 @@ async fn revoke_token(
     headers: HeaderMap,
     ApiJson(revocation): ApiJson<Revocation>,
 ) -> Result<StatusCode, ApiError> {
-    let now = chrono::Utc::now().timestamp();
     s.service
         .guard
         .revoke(
             crate::auth::bearer(&headers),
-            revocation.jti,
+            &revocation.jti,
             revocation.exp,
-            now,
         )
+        .await
         .map_err(refusal)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use octollm_arms::{ArmStatus, Arms, Health};
 use octollm_core::{ArmKind, TaskId};
 use octollm_reflex::Scanner;
-use octollm_store::{AuditLog, StoreError, TaskStore};
+use octollm_store::{AuditLog, Revocations, StoreError, TaskStore};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +58,8 @@ pub struct Orchestrator {
     wake: Notify,
     /// Cancellation handles of the tasks this process is running.
     running: Mutex<HashMap<TaskId, CancellationToken>>,
+    /// Where a task's capability tokens are revoked when it ends, and how long they live.
+    revocations: std::sync::OnceLock<(Arc<dyn Revocations>, u64)>,
 }
 
 /// How the service is doing (`/health`).
@@ -112,7 +114,32 @@ impl Orchestrator {
             instance,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            revocations: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Revoke every capability token of a task when it ends (completed, failed, cancelled):
+    /// a token copied out of a finished task is worthless. `token_ttl_seconds` bounds how
+    /// long the entry must last. Set once, at start.
+    pub fn revoke_tokens_in(&self, revocations: Arc<dyn Revocations>, token_ttl_seconds: u64) {
+        let _ = self.revocations.set((revocations, token_ttl_seconds));
+    }
+
+    /// Revokes the tokens of `id`, which has ended. A failure is logged: the tokens still
+    /// expire on their own within their lifetime.
+    async fn revoke_task_tokens(&self, id: &TaskId) {
+        let Some((revocations, ttl)) = self.revocations.get() else {
+            return;
+        };
+        let until = chrono::Utc::now()
+            .timestamp()
+            .saturating_add(i64::try_from(*ttl).unwrap_or(i64::MAX / 2));
+        match revocations.revoke_task(id.as_str(), until).await {
+            Ok(()) => ::metrics::counter!(metrics::TOKEN_REVOCATIONS).increment(1),
+            Err(e) => {
+                tracing::warn!(task_id = %id, error = %e, "could not revoke the task's capability tokens")
+            }
+        }
     }
 
     pub fn config(&self) -> &OrchestratorConfig {

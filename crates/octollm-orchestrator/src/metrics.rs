@@ -11,6 +11,7 @@ pub const LEASE_RESUMPTIONS: &str = "octollm_lease_resumptions_total";
 pub const QUEUE_DEPTH: &str = "octollm_queue_depth";
 pub const REFLEX_DETECTIONS: &str = "octollm_reflex_detections_total";
 pub const TASK_DURATION: &str = "octollm_task_duration_seconds";
+pub const TOKEN_REVOCATIONS: &str = "octollm_token_revocations_total";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
@@ -21,6 +22,10 @@ pub fn describe() {
         "Tasks that reached a final status, by status."
     );
     describe_counter!(TASKS_BLOCKED, "Submissions refused by the reflex layer.");
+    describe_counter!(
+        TOKEN_REVOCATIONS,
+        "Tasks whose capability tokens were revoked when they ended."
+    );
     describe_histogram!(
         STEP_DURATION,
         Unit::Seconds,

@@ -114,6 +114,7 @@ impl Orchestrator {
                 if let Some(token) = self.running_tasks().get(id) {
                     token.cancel();
                 }
+                self.revoke_task_tokens(id).await;
                 Ok(task)
             }
             status => Err(OrchestratorError::Finished {

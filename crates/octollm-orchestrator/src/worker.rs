@@ -150,6 +150,7 @@ impl Orchestrator {
                 }
                 match self.store.finish(&id, owner, finish, usage, Utc::now()).await {
                     Ok(()) => {
+                        self.revoke_task_tokens(&id).await;
                         metrics::counter!(m::TASKS_FINISHED, "status" => status.as_str()).increment(1);
                         let wall = started_at.map(|s| (Utc::now() - s).num_milliseconds() as f64 / 1000.0).unwrap_or(clock.elapsed().as_secs_f64());
                         metrics::histogram!(m::TASK_DURATION).record(wall);

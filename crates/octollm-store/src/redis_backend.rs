@@ -37,18 +37,18 @@ if allowed == 0 then retry_ms = math.ceil((1 - tokens) / rate) end
 return {allowed, math.floor(tokens), math.ceil((capacity - tokens) / rate), retry_ms}
 ";
 
-fn unavailable(e: redis::RedisError) -> StoreError {
+pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {}", e.category()))
 }
 
 /// One lazily made, self-healing connection.
-struct Connection {
+pub(crate) struct Connection {
     client: redis::Client,
     manager: Mutex<Option<ConnectionManager>>,
 }
 
 impl Connection {
-    fn new(url: &str) -> Result<Self, StoreError> {
+    pub(crate) fn new(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {}", e.category())))?;
         Ok(Self {
@@ -57,7 +57,7 @@ impl Connection {
         })
     }
 
-    async fn get(&self) -> Result<ConnectionManager, StoreError> {
+    pub(crate) async fn get(&self) -> Result<ConnectionManager, StoreError> {
         let mut slot = self.manager.lock().await;
         if let Some(manager) = slot.as_ref() {
             return Ok(manager.clone());

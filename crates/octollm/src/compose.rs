@@ -339,6 +339,17 @@ pub async fn arms(
     Ok((arms, clients))
 }
 
+/// The revoked capability tokens: in Redis with `REDIS_URL` (every orchestrator and arm
+/// instance sees the same list), else this process's own list.
+pub fn revocations(config: &Config) -> anyhow::Result<Arc<dyn octollm_store::Revocations>> {
+    let redis = config.reflex.redis_url.expose();
+    Ok(if redis.is_empty() {
+        Arc::new(octollm_store::MemoryRevocations::new())
+    } else {
+        Arc::new(octollm_store::RedisRevocations::new(redis, "octollm")?)
+    })
+}
+
 pub async fn build(config: &Config) -> anyhow::Result<System> {
     let store = open_store(config).await?;
     let stores = open_task_store(config, &store).await?;
@@ -351,6 +362,9 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
         arms,
         config.orchestrator.clone(),
     );
+    if config.arms.token_signer()?.is_some() {
+        orchestrator.revoke_tokens_in(revocations(config)?, config.arms.token_ttl_seconds);
+    }
     let registry = config.arms.registry_enabled().then(|| {
         Arc::new(Registry::new(
             stores.registry,

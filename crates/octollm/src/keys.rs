@@ -142,3 +142,46 @@ pub fn token_keygen() -> anyhow::Result<ExitCode> {
     )?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `octollm tokens revoke ID [--task]`: until the longest a token can live from now.
+pub async fn token_revoke(config: &Config, id: &str, task: bool) -> anyhow::Result<ExitCode> {
+    if config.reflex.redis_url.is_empty() {
+        anyhow::bail!(
+            "revocations are shared through Redis: set REDIS_URL to the one the arm services use \
+             (one process alone keeps its own list; an arm service also takes POST /tokens/revoked)"
+        );
+    }
+    let valid = if task {
+        octollm_core::TaskId::parse(id).is_ok()
+    } else {
+        (1..=128).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !valid {
+        anyhow::bail!(
+            "{id:?} is not a {}",
+            if task {
+                "task id (task_ and 16 letters or digits)"
+            } else {
+                "token id"
+            }
+        );
+    }
+    let revocations = crate::compose::revocations(config)?;
+    let until = chrono::Utc::now()
+        .timestamp()
+        .saturating_add(i64::try_from(config.arms.token_ttl_seconds).unwrap_or(i64::MAX / 2));
+    if task {
+        revocations.revoke_task(id, until).await?;
+    } else {
+        revocations.revoke_token(id, until).await?;
+    }
+    writeln!(
+        std::io::stderr().lock(),
+        "revoked {} {id} on every arm instance that reads this Redis",
+        if task { "every token of task" } else { "token" }
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -103,6 +103,15 @@ enum Command {
 enum TokensCommand {
     /// Make a signing key for the orchestrators and its public key for the arm services.
     Keygen,
+    /// Refuse a capability token (by its id, `jti`) or every token of a task, on every arm
+    /// instance: written to the shared revocation list in Redis (REDIS_URL).
+    Revoke {
+        /// The token id (the `jti` claim); or, with --task, the task id.
+        id: String,
+        /// ID is a task: revoke every token issued for it.
+        #[arg(long)]
+        task: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +240,9 @@ async fn dispatch(cli: Cli, mut config: config::Config) -> anyhow::Result<ExitCo
         Command::Tokens {
             command: TokensCommand::Keygen,
         } => keys::token_keygen(),
+        Command::Tokens {
+            command: TokensCommand::Revoke { id, task },
+        } => keys::token_revoke(&config, &id, task).await,
         Command::CheckConfig | Command::Healthcheck { .. } => Ok(ExitCode::SUCCESS),
     }
 }

@@ -65,10 +65,15 @@ pub async fn serve_arm(
     }
     // With public keys, the orchestrator's calls need its capability token; direct callers
     // need API keys where the orchestrator would ask for them. Refusals are audited.
+    let verifier = config.arms.token_verifier()?;
+    if verifier.is_some() && config.reflex.redis_url.is_empty() {
+        warn!("capability tokens without REDIS_URL: revocations reach this instance only");
+    }
     let guard = octollm_arms::guard::ArmGuard::new(
-        config.arms.token_verifier()?,
+        verifier,
         Some(config.arms.registry_token.clone()),
         Some(stores.audit.clone()),
+        crate::compose::revocations(&config)?,
     );
     let auth = Auth::new(
         stores.keys.clone(),

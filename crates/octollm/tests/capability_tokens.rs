@@ -343,6 +343,156 @@ fn arms_take_only_the_orchestrators_tokens_for_them() {
     assert!(!entries[0].detail.to_string().contains("secret-arg"));
 }
 
+/// SPEC §8 in the distributed mode: the revocation list is in Redis, so a revocation reaches
+/// every arm instance; the orchestrator revokes every token of a task when it completes or
+/// is cancelled, and `octollm tokens revoke` revokes one token.
+#[test]
+fn revocations_reach_every_instance_and_ended_tasks_lose_their_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let script = serde_json::json!({"responses": [
+        {"purpose": "planner", "when": "slowly", "delay_ms": 60_000, "json": {"steps": [
+            {"step_id": "s1", "arm_id": "coder", "description": "Write it", "dependencies": []}
+        ]}},
+        {"purpose": "planner", "json": {"steps": [
+            {"step_id": "s1", "arm_id": "coder", "description": "Write it", "dependencies": []}
+        ]}},
+        {"purpose": "coder", "repeat": true, "content": "```python\nprint('hi')\n```"},
+    ]});
+    std::fs::write(dir.join("script.json"), script.to_string()).unwrap();
+    let redis = octollm_test_support::redis::Redis::start();
+    let redis_url = format!("redis://127.0.0.1:{}/", redis.port);
+    let (seed, public) = keygen();
+    let arm_env = [
+        ("OCTOLLM_TOKEN_PUBLIC_KEYS", public.clone()),
+        ("OCTOLLM_TOKEN_AUDIENCE", AUDIENCE.to_owned()),
+        ("OCTOLLM_ARM_REGISTRY_TOKEN", REGISTRY_TOKEN.to_owned()),
+        ("REDIS_URL", redis_url.clone()),
+    ];
+    let executors = [
+        spawn(dir, &["serve", "arm", "executor"], &arm_env),
+        spawn(dir, &["serve", "arm", "executor"], &arm_env),
+    ];
+    let server = Server::start_with(
+        dir,
+        free_port(),
+        &[
+            ("OCTOLLM_ARM_EXECUTOR_URLS", executors[0].base.clone()),
+            ("OCTOLLM_TOKEN_SIGNING_KEY", seed.clone()),
+            ("OCTOLLM_TOKEN_AUDIENCE", AUDIENCE.to_owned()),
+            ("REDIS_URL", redis_url.clone()),
+            ("OCTOLLM_WORKERS", "2".to_owned()),
+        ],
+    );
+    let submit = |goal: &str| {
+        let (status, accepted) = common::post(
+            &format!("{}/tasks", server.base),
+            serde_json::json!({"goal": goal}),
+        );
+        assert_eq!(status, 202, "{accepted}");
+        accepted["task_id"].as_str().unwrap().to_owned()
+    };
+    let status_of = |id: &str| {
+        common::get(&format!("{}/tasks/{id}", server.base))
+            .and_then(|(_, t)| t["status"].as_str().map(str::to_owned))
+    };
+    let signer = TokenSigner::from_seed(&Secret::new(seed.clone()), AUDIENCE, 300).unwrap();
+    let token_of = |task: &str| {
+        signer.issue(
+            ArmKind::Executor,
+            "execute",
+            Some(task),
+            ExecutorGrant {
+                programs: vec!["python3".into()],
+                network: false,
+            },
+            chrono::Utc::now().timestamp(),
+        )
+    };
+    let hello = python_request("print('hi')");
+    let runs = |token: &str| -> Vec<u16> {
+        executors
+            .iter()
+            .map(|e| call(&e.base, "/execute", Some(token), hello.clone()).0)
+            .collect()
+    };
+
+    // A task that is still planning: its tokens work on every instance.
+    let slow = submit("Write a Python program slowly, one careful line at a time");
+    poll("the slow task to start", Duration::from_secs(30), || {
+        (status_of(&slow)? == "processing").then_some(())
+    });
+    let slow_token = token_of(&slow);
+    assert_eq!(runs(&slow_token), [200, 200]);
+    // Cancelled: none of its tokens is taken any more, by any instance.
+    assert_eq!(
+        common::delete(&format!("{}/tasks/{slow}", server.base)).0,
+        200
+    );
+    assert_eq!(runs(&slow_token), [401, 401], "a cancelled task's token");
+    assert_eq!(runs(&token_of(&slow)), [401, 401], "even one signed later");
+
+    // Completed: the same.
+    let done = submit("Write a Python program that says hi");
+    poll("the task to complete", Duration::from_secs(60), || {
+        (status_of(&done)? == "completed").then_some(())
+    });
+    assert_eq!(
+        runs(&token_of(&done)),
+        [401, 401],
+        "a completed task's token"
+    );
+
+    // One token by its id, from the command line.
+    let other = token_of("task_AAAAAAAAAAAAAAAA");
+    assert_eq!(runs(&other), [200, 200]);
+    let jti = {
+        use base64::Engine as _;
+        let payload = other.split('.').nth(1).unwrap();
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        serde_json::from_slice::<Claims>(&json).unwrap().jti
+    };
+    let revoke = |args: &[&str], redis: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_octollm"));
+        command
+            .args(args)
+            .env("OCTOLLM_DATA_DIR", dir.join("cli-data"))
+            .env_remove("REDIS_URL");
+        if let Some(url) = redis {
+            command.env("REDIS_URL", url);
+        }
+        command.output().unwrap()
+    };
+    let without_redis = revoke(&["tokens", "revoke", &jti], None);
+    assert!(!without_redis.status.success());
+    assert!(String::from_utf8_lossy(&without_redis.stderr).contains("REDIS_URL"));
+    let bad = revoke(
+        &["tokens", "revoke", "--task", "not-a-task"],
+        Some(&redis_url),
+    );
+    assert!(!bad.status.success());
+    let revoked = revoke(&["tokens", "revoke", &jti], Some(&redis_url));
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    assert_eq!(runs(&other), [401, 401], "a token revoked by its id");
+    assert_eq!(runs(&token_of("task_AAAAAAAAAAAAAAAA")), [200, 200]);
+
+    // Without the revocation list an arm takes no token at all.
+    drop(redis);
+    let (status, json) = call(
+        &executors[0].base,
+        "/execute",
+        Some(&token_of("task_BBBBBBBBBBBBBBBB")),
+        hello.clone(),
+    );
+    assert_eq!(status, 503, "{json}");
+}
+
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -6,7 +6,8 @@
 Every container (and init container) runs as non-root with a read-only root file system,
 no privilege escalation and every capability dropped, and has CPU and memory requests and
 limits; every image has a pinned tag (no `:latest`, no tagless image); every Deployment and
-DaemonSet container has liveness and readiness probes on the paths of SPEC §3; no manifest
+DaemonSet container (init containers aside: they run to completion first) has liveness and
+readiness probes on the paths of SPEC §3; no manifest
 carries a secret value (no Secret with data, no literal env value under a secret-looking name).
 """
 import re
@@ -39,6 +40,10 @@ def check(obj, where):
         return problems
     spec = pod_spec(obj)
     pod_ctx = spec.get("securityContext", {})
+    # Init containers run to completion before the pod starts (no probes: Kubernetes refuses
+    # them), except sidecars (restartPolicy Always), which serve like the main containers.
+    serving = spec.get("containers", []) + [c for c in spec.get("initContainers", [])
+                                            if c.get("restartPolicy") == "Always"]
     containers = spec.get("containers", []) + spec.get("initContainers", [])
     for c in containers:
         at = f"{where} container {c.get('name')}"
@@ -69,7 +74,7 @@ def check(obj, where):
         for env in c.get("env", []) or []:
             if "value" in env and SECRET_NAME.search(env["name"]) and env["value"]:
                 problems.append(f"{at}: env {env['name']} holds a literal value (use a secretKeyRef)")
-        if kind in ("Deployment", "DaemonSet"):
+        if kind in ("Deployment", "DaemonSet") and any(c is s for s in serving):
             # The component label (the Helm chart prefixes object names with the release).
             app = obj["metadata"].get("labels", {}).get("app.kubernetes.io/name", obj["metadata"]["name"])
             live, ready = PROBES.get(app, DEFAULT_PROBES)

@@ -6,7 +6,8 @@
 Objects are matched by kind and component (the `app.kubernetes.io/name` label, without the
 `octollm-` prefix), since the chart prefixes names with the release. Compared: which
 workloads, Services, HPAs and PDBs exist; each workload's container arguments, resources,
-probes, security context, environment variable names and secret references; HPA bounds,
+probes, security context, environment variable names, secret references and volume mounts,
+its init containers (image, command, resources, security context, mounts) and its volumes; HPA bounds,
 metrics and behaviour; PDB budgets; Service ports. Replica counts: the chart leaves them to
 the HPA, so a Deployment's Kustomize replicas must equal the chart's HPA minimum.
 """
@@ -32,6 +33,25 @@ def load(path):
     return objects
 
 
+def init_view(c):
+    """An init container: what it runs, from which image, with what, mounting what."""
+    return {
+        "name": c["name"],
+        "image": c.get("image"),
+        "command": c.get("command"),
+        "args": c.get("args"),
+        "resources": c.get("resources"),
+        "securityContext": c.get("securityContext"),
+        "volumeMounts": sorted((m["name"], m["mountPath"], m.get("readOnly", False))
+                               for m in c.get("volumeMounts", [])),
+    }
+
+
+def volume_view(v):
+    kind = next(k for k in v if k != "name")
+    return (v["name"], kind, str((v[kind] or {}).get("sizeLimit", "")))
+
+
 def container_view(obj):
     spec = obj["spec"]["template"]["spec"]
     view = []
@@ -47,8 +67,12 @@ def container_view(obj):
             "env": sorted(e["name"] for e in env),
             "secretKeys": sorted(e["valueFrom"]["secretKeyRef"]["key"] for e in env
                                  if "secretKeyRef" in e.get("valueFrom", {})),
+            "volumeMounts": sorted((m["name"], m["mountPath"], m.get("readOnly", False))
+                                   for m in c.get("volumeMounts", [])),
         })
-    return {"containers": view, "podSecurityContext": spec.get("securityContext")}
+    return {"containers": view, "initContainers": [init_view(c) for c in spec.get("initContainers", [])],
+            "volumes": sorted(volume_view(v) for v in spec.get("volumes", [])),
+            "podSecurityContext": spec.get("securityContext")}
 
 
 def view(obj):
