@@ -190,16 +190,6 @@ impl ArmGuard {
         Err(refusal)
     }
 
-    /// The executor's own policy refused `program` (allowlist, flags, paths, environment).
-    pub async fn policy_refused(&self, program: &str, request_id: Option<&str>) {
-        self.audit(
-            AuditKind::ExecutorDenied,
-            request_id,
-            serde_json::json!({"reason": "policy", "program": loggable(program)}),
-        )
-        .await;
-    }
-
     /// Refuses token id `jti` until it expires at `exp` (Unix seconds); `presented` must be
     /// the registry token.
     pub async fn revoke(
@@ -258,6 +248,61 @@ impl ArmGuard {
         if let Err(e) = audit.record(&entry).await {
             tracing::warn!(error = %e, "audit entry not written");
         }
+    }
+}
+
+/// The in-process executor with its policy refusals audited: wherever it runs (the embedded
+/// orchestrator or the executor's service), a command its sandbox policy refuses is an
+/// `executor_denied` entry with the program and the task.
+pub struct AuditedExecutor {
+    inner: Arc<dyn crate::Handler<crate::Execute>>,
+    audit: Arc<dyn AuditLog>,
+}
+
+impl AuditedExecutor {
+    /// Wraps the executor of `arms`.
+    pub fn wrap(arms: &mut crate::Arms, audit: Arc<dyn AuditLog>) {
+        let inner = crate::Execute::handler(arms).clone();
+        crate::Execute::replace(arms, Arc::new(Self { inner, audit }));
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Handler<crate::Execute> for AuditedExecutor {
+    async fn handle(
+        &self,
+        request: crate::executor::ExecuteRequest,
+        ctx: crate::CallContext,
+    ) -> Result<crate::ArmOutcome<crate::executor::ExecuteResponse>, crate::ArmError> {
+        let program = request
+            .grant()
+            .programs
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let (request_id, task_id) = (ctx.request_id.clone(), ctx.task_id.clone());
+        let result = self.inner.handle(request, ctx).await;
+        if let Err(crate::ArmError::Refused(_)) = &result {
+            let entry = AuditEntry {
+                at: chrono::Utc::now(),
+                kind: AuditKind::ExecutorDenied,
+                request_id: Some(request_id).filter(|r| !r.is_empty()),
+                key_id: None,
+                detail: serde_json::json!({
+                    "reason": "policy",
+                    "program": loggable(&program),
+                    "task_id": task_id,
+                }),
+            };
+            if let Err(e) = self.audit.record(&entry).await {
+                tracing::warn!(error = %e, "audit entry not written");
+            }
+        }
+        result
+    }
+
+    fn status(&self) -> crate::ArmStatus {
+        self.inner.status()
     }
 }
 

@@ -112,6 +112,12 @@ pub const REGISTRY_ROUTES: &[Route] = &[
         Access::Open,
         crate::registry::doc_deregister,
     ),
+    Route::new(
+        Method::POST,
+        "/registry/audit",
+        Access::Open,
+        crate::registry::doc_record_audit,
+    ),
 ];
 
 /// The orchestrator's routes in this configuration.
@@ -401,6 +407,7 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
                 .post(crate::registry::register)
                 .delete(crate::registry::deregister),
         )
+        .route("/registry/audit", post(crate::registry::record_audit))
         .route(
             "/openapi.json",
             get(move || crate::openapi::serve(document.clone())),

@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use octollm_arms::guard::{ArmGuard, Refusal};
-use octollm_arms::{ArmError, ArmInfo, Arms, CallContext, Health, Operation, OperationVisitor};
+use octollm_arms::{ArmInfo, Arms, CallContext, Health, Operation, OperationVisitor};
 use octollm_core::budget::{Budget, BudgetTracker, Usage};
 use octollm_core::token::Claims;
 use octollm_core::{ArmKind, Scope, TaskId, UnitKey};
@@ -461,7 +461,6 @@ async fn handle<O: Operation>(
             .await
             .map_err(refusal)?;
     }
-    let wanted = O::grant(&r);
     let ctx = context(&headers, &caller, &s.service.direct_budget)?;
     let result = s.service.arms.call::<O>(r, ctx).await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
@@ -479,18 +478,7 @@ async fn handle<O: Operation>(
             }
             Ok(response)
         }
-        Err(error) => {
-            if let ArmError::Refused(_) = &error
-                && let Some(program) = wanted.programs.first()
-            {
-                // The sandbox policy said no (allowlist, flags, paths, env).
-                s.service
-                    .guard
-                    .policy_refused(program, request_id.as_deref())
-                    .await;
-            }
-            Err(ApiError::Arm(error))
-        }
+        Err(error) => Err(ApiError::Arm(error)),
     }
 }
 

@@ -22,6 +22,7 @@
 pub mod api;
 pub mod arm_client;
 pub mod arm_service;
+pub mod audit_relay;
 pub mod auth;
 pub mod error;
 pub mod extract;

@@ -201,6 +201,65 @@ pub async fn deregister(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `POST /registry/audit`: an entry of an arm instance's audit trail (its token refusals and
+/// executor denials), written to the orchestrators' shared audit log so it outlives the pod
+/// and shows in `GET /audit`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArmAuditEntry {
+    pub arm: ArmKind,
+    /// What the arm refused: `token_refused` or `executor_denied` only.
+    pub kind: octollm_store::AuditKind,
+    #[schemars(length(max = 128))]
+    pub request_id: Option<String>,
+    /// Reasons and names only (the arm writes no input text or key material).
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Largest `detail` accepted, in bytes of JSON.
+const MAX_AUDIT_DETAIL_BYTES: usize = 4096;
+
+/// `POST /registry/audit`: records an arm instance's audit entry (with the registry token).
+pub async fn record_audit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    ApiJson(entry): ApiJson<ArmAuditEntry>,
+) -> Result<Response, ApiError> {
+    let registry = enabled(&state)?;
+    registry.authorize(&headers)?;
+    use octollm_store::AuditKind;
+    if !matches!(
+        entry.kind,
+        AuditKind::TokenRefused | AuditKind::ExecutorDenied
+    ) {
+        return Err(ApiError::validation(format!(
+            "an arm records only token_refused and executor_denied entries, not {}",
+            entry.kind
+        )));
+    }
+    if entry.request_id.as_ref().is_some_and(|r| r.len() > 128) {
+        return Err(ApiError::validation("request_id is over 128 characters"));
+    }
+    let mut detail = entry.detail;
+    if serde_json::to_vec(&detail).map_or(true, |b| b.len() > MAX_AUDIT_DETAIL_BYTES) {
+        return Err(ApiError::validation(format!(
+            "detail is over {MAX_AUDIT_DETAIL_BYTES} bytes"
+        )));
+    }
+    detail.insert("arm".into(), serde_json::Value::from(entry.arm.id()));
+    state
+        .orchestrator
+        .record_audit(&octollm_store::AuditEntry {
+            at: chrono::Utc::now(),
+            kind: entry.kind,
+            request_id: entry.request_id,
+            key_id: None,
+            detail: serde_json::Value::Object(detail),
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// One instance this replica calls.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InstanceView {
@@ -276,6 +335,15 @@ pub(crate) fn doc_deregister(doc: &mut Document, _: Access) -> Operation {
         .empty(204, "Deregistered")
         .error(doc, 401, "Without the registry token")
         .error(doc, 404, "No such registration")
+        .error(doc, 503, "The database is unavailable")
+}
+
+pub(crate) fn doc_record_audit(doc: &mut Document, _: Access) -> Operation {
+    let body = doc.schema::<ArmAuditEntry>();
+    registry_operation("Record an arm instance's audit entry in the shared audit log")
+        .json_body(doc, body)
+        .empty(204, "Recorded")
+        .error(doc, 401, "Without the registry token")
         .error(doc, 503, "The database is unavailable")
 }
 

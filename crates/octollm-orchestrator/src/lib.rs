@@ -172,6 +172,11 @@ impl Orchestrator {
         self.store.prune_finished(before).await
     }
 
+    /// Writes an entry to the audit log (an arm instance's, relayed through the registry).
+    pub async fn record_audit(&self, entry: &octollm_store::AuditEntry) -> Result<(), StoreError> {
+        self.audit.record(entry).await
+    }
+
     /// The audit log, newest first.
     pub async fn audit_entries(
         &self,

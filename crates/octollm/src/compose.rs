@@ -265,6 +265,7 @@ pub async fn arms(
     config: &Config,
     store: &SqliteStore,
     serving: Option<octollm_core::ArmKind>,
+    audit: Arc<dyn octollm_store::AuditLog>,
 ) -> anyhow::Result<(Arms, Vec<Arc<ArmClient>>)> {
     use octollm_core::ArmKind;
     // An arm runs here when this service serves it, or (the orchestrator) when no instance
@@ -307,6 +308,7 @@ pub async fn arms(
         Arc::new(store.clone())
     };
     let mut arms = Arms::in_process(llm, knowledge, embedder, settings);
+    octollm_arms::guard::AuditedExecutor::wrap(&mut arms, audit);
     let breaker = octollm_http::arm_client::BreakerSettings {
         failures: config.arms.breaker_failures,
         cool_down: Duration::from_secs(config.arms.breaker_cool_down_seconds),
@@ -353,9 +355,9 @@ pub fn revocations(config: &Config) -> anyhow::Result<Arc<dyn octollm_store::Rev
 pub async fn build(config: &Config) -> anyhow::Result<System> {
     let store = open_store(config).await?;
     let stores = open_task_store(config, &store).await?;
-    let (arms, remote_arms) = arms(config, &store, None).await?;
     let keys = stores.keys;
     let audit = stores.audit;
+    let (arms, remote_arms) = arms(config, &store, None, audit.clone()).await?;
     let orchestrator = Orchestrator::new(
         stores.tasks,
         audit.clone(),

@@ -47,7 +47,20 @@ pub async fn serve_arm(
     // API keys and the audit log in the configured database (PostgreSQL: shared with the
     // orchestrators).
     let stores = compose::open_task_store(&config, &store).await?;
-    let (arms, _) = compose::arms(&local, &store, Some(arm)).await?;
+    // With a registry to report to, its refusals go to the orchestrators' shared audit log.
+    let audit: Arc<dyn octollm_store::AuditLog> =
+        if config.arms.registry_url.is_empty() || config.arms.registry_token.is_empty() {
+            stores.audit.clone()
+        } else {
+            Arc::new(octollm_http::audit_relay::RelayedAudit::new(
+                &config.arms.registry_url,
+                config.arms.registry_token.clone(),
+                arm,
+                reqwest::Client::new(),
+                stores.audit.clone(),
+            ))
+        };
+    let (arms, _) = compose::arms(&local, &store, Some(arm), audit.clone()).await?;
     let listener = bind_listener(bind).await?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -72,7 +85,7 @@ pub async fn serve_arm(
     let guard = octollm_arms::guard::ArmGuard::new(
         verifier,
         Some(config.arms.registry_token.clone()),
-        Some(stores.audit.clone()),
+        Some(audit),
         crate::compose::revocations(&config)?,
     );
     let auth = Auth::new(

@@ -493,6 +493,140 @@ fn revocations_reach_every_instance_and_ended_tasks_lose_their_tokens() {
     assert_eq!(status, 503, "{json}");
 }
 
+/// The audit entries of an arm service reach the orchestrators' shared audit log (through
+/// the registry) and show in `GET /audit`; in embedded mode the in-process executor's
+/// refusals are audited too.
+#[test]
+fn arm_refusals_reach_the_shared_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let script = serde_json::json!({"responses": [
+        {"purpose": "planner", "repeat": true, "json": {"steps": [
+            {"step_id": "s1", "arm_id": "executor", "description": "Run `cat ../../etc/shadow`", "dependencies": []}
+        ]}},
+    ]});
+    std::fs::write(dir.join("script.json"), script.to_string()).unwrap();
+    let (seed, public) = keygen();
+    let server = Server::start_with(
+        dir,
+        free_port(),
+        &[
+            ("OCTOLLM_TOKEN_SIGNING_KEY", seed.clone()),
+            ("OCTOLLM_TOKEN_AUDIENCE", AUDIENCE.to_owned()),
+            ("OCTOLLM_ARM_REGISTRY_TOKEN", REGISTRY_TOKEN.to_owned()),
+        ],
+    );
+    let executor = spawn(
+        dir,
+        &["serve", "arm", "executor"],
+        &[
+            ("OCTOLLM_TOKEN_PUBLIC_KEYS", public.clone()),
+            ("OCTOLLM_TOKEN_AUDIENCE", AUDIENCE.to_owned()),
+            ("OCTOLLM_ARM_REGISTRY_TOKEN", REGISTRY_TOKEN.to_owned()),
+            ("ARM_REGISTRY_URL", format!("{}/registry", server.base)),
+        ],
+    );
+    let signer = TokenSigner::from_seed(&Secret::new(seed.clone()), AUDIENCE, 300).unwrap();
+    let (other_seed, _) = keygen();
+    let forger = TokenSigner::from_seed(&Secret::new(other_seed), AUDIENCE, 300).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let grant = |program: &str| ExecutorGrant {
+        programs: vec![program.into()],
+        network: false,
+    };
+    let hello = python_request("print('hi')");
+    let forged = forger.issue(ArmKind::Executor, "execute", None, grant("python3"), now);
+    assert_eq!(
+        call(&executor.base, "/execute", Some(&forged), hello).0,
+        401
+    );
+    let python_only = signer.issue(ArmKind::Executor, "execute", None, grant("python3"), now);
+    let echo = serde_json::json!({"command": "echo", "command_type": "shell", "args": ["x"]});
+    assert_eq!(
+        call(&executor.base, "/execute", Some(&python_only), echo).0,
+        403
+    );
+    let cat = signer.issue(ArmKind::Executor, "execute", None, grant("cat"), now);
+    let traversal = serde_json::json!({"command": "cat", "command_type": "shell", "args": ["../../etc/shadow"]});
+    assert_eq!(
+        call(&executor.base, "/execute", Some(&cat), traversal).0,
+        403
+    );
+
+    let reasons = |server: &Server| -> Vec<(String, String, String)> {
+        let (status, audit) = common::get(&format!("{}/audit?limit=100", server.base)).unwrap();
+        assert_eq!(status, 200, "{audit}");
+        audit["entries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{audit}"))
+            .iter()
+            .map(|e| {
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                (
+                    text(&e["kind"]),
+                    text(&e["detail"]["reason"]),
+                    text(&e["detail"]["arm"]),
+                )
+            })
+            .collect()
+    };
+    let shared = reasons(&server);
+    for (kind, reason) in [
+        ("token_refused", "bad_signature"),
+        ("executor_denied", "program_not_granted"),
+        ("executor_denied", "policy"),
+    ] {
+        assert!(
+            shared.contains(&(kind.into(), reason.into(), "executor".into())),
+            "{kind}/{reason} not in the orchestrator's audit log: {shared:?}"
+        );
+    }
+    // Written once: none of them stayed in the executor's own log.
+    let executor_db = dir
+        .join(format!(
+            "data-{}",
+            executor.base.rsplit(':').next().unwrap()
+        ))
+        .join("octollm.db");
+    let local = common::runtime().block_on(async {
+        let store = SqliteStore::open(&executor_db).await.unwrap();
+        store
+            .audit_entries(&AuditFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    });
+    assert!(local.is_empty(), "{local:?}");
+    drop(executor);
+    drop(server);
+
+    // Embedded: the task's executor step is refused by the sandbox policy, and audited.
+    let embedded_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.join("script.json"),
+        embedded_dir.path().join("script.json"),
+    )
+    .unwrap();
+    let embedded = Server::start(embedded_dir.path(), free_port());
+    let (status, accepted) = common::post(
+        &format!("{}/tasks", embedded.base),
+        serde_json::json!({"goal": "Show me the contents of the shadow file"}),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    poll("the task to end", Duration::from_secs(60), || {
+        let (_, task) = common::get(&format!("{}/tasks/{id}", embedded.base))?;
+        matches!(task["status"].as_str(), Some("completed" | "failed")).then_some(())
+    });
+    let (_, audit) = common::get(&format!("{}/audit?kind=executor_denied", embedded.base)).unwrap();
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["detail"]["reason"], "policy", "{audit}");
+    assert_eq!(entry["detail"]["program"], "cat", "{audit}");
+    assert_eq!(entry["detail"]["task_id"], id.as_str(), "{audit}");
+}
+
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
