@@ -212,9 +212,8 @@ async fn dispatch(cli: Cli, mut config: config::Config) -> anyhow::Result<ExitCo
                 config.reflex.bind = bind;
             }
             match (component, name) {
-                (serve::Component::All | serve::Component::Orchestrator, _) => {
-                    serve::serve(config).await
-                }
+                (serve::Component::All, _) => serve::serve(config, true).await,
+                (serve::Component::Orchestrator, _) => serve::serve(config, false).await,
                 (serve::Component::Reflex, _) => serve::serve_reflex(config).await,
                 (serve::Component::Arm, Some(arm)) => serve::serve_arm(config, arm, bind).await,
                 (serve::Component::Arm, None) => {

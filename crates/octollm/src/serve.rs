@@ -23,7 +23,8 @@ use crate::config::Config;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Component {
     All,
-    /// The same as `all`: the name SPEC §3 gives the orchestrator's service.
+    /// The orchestrator alone (SPEC §3), behind `serve reflex`: its API and workers without
+    /// the reflex layer's routes and limits, which the reflex service in front provides.
     Orchestrator,
     Reflex,
     Arm,
@@ -146,7 +147,33 @@ fn advertise_url(config: &Config, bound: std::net::SocketAddr) -> anyhow::Result
     Ok(format!("http://{host}:{}", bound.port()))
 }
 
-/// The reflex service alone: screening, cache, rate limits, forwarding of `/tasks…`.
+/// The reflex layer's screening, verdict cache and rate limits: in Redis with `REDIS_URL`
+/// (shared by every replica), else in this process.
+fn reflex_service(config: &Config) -> anyhow::Result<octollm_http::reflex::ReflexService> {
+    let ttl = Duration::from_secs(config.reflex.cache_ttl_seconds);
+    let (cache, limiter): (Arc<dyn ResponseCache>, Arc<dyn RateLimiter>) =
+        if config.reflex.redis_url.is_empty() {
+            let max_bytes = config.reflex.cache_max_mb * 1024 * 1024;
+            (
+                Arc::new(MemoryCache::new(max_bytes, ttl)),
+                Arc::new(MemoryRateLimiter::new()),
+            )
+        } else {
+            let url = config.reflex.redis_url.expose();
+            (
+                Arc::new(RedisCache::new(url, "octollm", ttl)?),
+                Arc::new(RedisRateLimiter::new(url, "octollm")?),
+            )
+        };
+    Ok(octollm_http::reflex::ReflexService {
+        scanner: octollm_reflex::Scanner::new(),
+        cache,
+        limiter,
+        limits: config.reflex.rate_limit.clone(),
+    })
+}
+
+/// The reflex service alone: screening, cache, rate limits, forwarding to the orchestrators.
 pub async fn serve_reflex(config: Config) -> anyhow::Result<ExitCode> {
     let bind = config.reflex.bind;
     let client = reqwest::Client::builder()
@@ -163,29 +190,8 @@ pub async fn serve_reflex(config: Config) -> anyhow::Result<ExitCode> {
             Arc::new(octollm_http::reflex::keys::NoKeys)
         }
     };
-    let (cache, limiter): (Arc<dyn ResponseCache>, Arc<dyn RateLimiter>) =
-        if config.reflex.redis_url.is_empty() {
-            let max_bytes = config.reflex.cache_max_mb * 1024 * 1024;
-            let ttl = Duration::from_secs(config.reflex.cache_ttl_seconds);
-            (
-                Arc::new(MemoryCache::new(max_bytes, ttl)),
-                Arc::new(MemoryRateLimiter::new()),
-            )
-        } else {
-            let url = config.reflex.redis_url.expose();
-            let ttl = Duration::from_secs(config.reflex.cache_ttl_seconds);
-            (
-                Arc::new(RedisCache::new(url, "octollm", ttl)?),
-                Arc::new(RedisRateLimiter::new(url, "octollm")?),
-            )
-        };
     let state = octollm_http::reflex::ReflexState {
-        service: octollm_http::reflex::ReflexService {
-            scanner: octollm_reflex::Scanner::new(),
-            cache,
-            limiter,
-            limits: config.reflex.rate_limit.clone(),
-        },
+        service: reflex_service(&config)?,
         keys,
         trusted_proxies: config.reflex.trusted_proxies()?,
         orchestrator_url: config.reflex.orchestrator_url.clone(),
@@ -203,7 +209,10 @@ pub async fn serve_reflex(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+/// The orchestrator's API and workers. `embedded` (`octollm serve`, one process): the reflex
+/// layer's routes and rate limits in front of it too, as `serve reflex` gives the
+/// distributed mode (SPEC §2: no feature in one mode only).
+pub async fn serve(config: Config, embedded: bool) -> anyhow::Result<ExitCode> {
     let bind = config.server.bind;
     let system = compose::build(&config).await?;
     let listener = bind_listener(bind).await?;
@@ -240,7 +249,20 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         ),
     };
     info!(api_keys_required = state.auth.required(), "authentication");
-    let app = router(state, config.server.body_limit_bytes);
+    let auth = state.auth.clone();
+    let mut app = router(state, config.server.body_limit_bytes);
+    if embedded {
+        let reflex = octollm_http::reflex::ReflexState {
+            service: reflex_service(&config)?,
+            keys: Arc::new(octollm_http::reflex::keys::LocalKeys(auth)),
+            trusted_proxies: config.reflex.trusted_proxies()?,
+            orchestrator_url: None,
+            client: reqwest::Client::new(),
+            started: Instant::now(),
+            version: env!("CARGO_PKG_VERSION"),
+        };
+        app = octollm_http::reflex::in_front(app, reflex, config.server.body_limit_bytes);
+    }
     serve_metrics_port(&config, &tracker, shutdown_for_metrics).await?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     serve_until_shutdown(listener, app, grace, shutdown, tracker).await?;

@@ -353,3 +353,82 @@ async fn the_public_entry_forwards_every_public_route_and_keys_its_own() {
     assert_eq!(preprocess(Some("made-up")).await.unwrap().status(), 401);
     assert_eq!(preprocess(Some(&reader)).await.unwrap().status(), 200);
 }
+
+/// SPEC §2, no feature in one mode only: the embedded `octollm serve` has the reflex layer's
+/// routes (`/preprocess`, `/cache/*`) and its rate limits, and documents them.
+#[tokio::test]
+async fn the_embedded_server_has_the_reflex_layers_routes_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.json"), r#"{"responses": []}"#).unwrap();
+    let port = free_port();
+    let _server = spawn(
+        dir.path(),
+        &["serve", "--bind", &format!("127.0.0.1:{port}")],
+        &[
+            ("RATE_LIMIT_ENABLED", "true".into()),
+            ("RATE_LIMIT_REQUESTS", "4".into()),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/ready")).await;
+    let client = reqwest::Client::new();
+
+    let document: serde_json::Value = client
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/preprocess",
+        "/cache/stats",
+        "/cache/clear",
+        "/tasks",
+        "/search",
+    ] {
+        assert!(
+            document["paths"].get(path).is_some(),
+            "{path} is not documented"
+        );
+    }
+    let verdict = client
+        .post(format!("{base}/preprocess"))
+        .json(&serde_json::json!({"input_text": "mail me at jane@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verdict.status(), 200);
+    assert_eq!(verdict.headers()["x-ratelimit-limit"], "4");
+    let verdict: serde_json::Value = verdict.json().await.unwrap();
+    assert_eq!(
+        verdict["pii_types"],
+        serde_json::json!(["email"]),
+        "{verdict}"
+    );
+    let stats = client
+        .get(format!("{base}/cache/stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stats.status(), 200);
+    // The API's routes share the client's bucket; the probes never count.
+    for _ in 0..10 {
+        let probe = client.get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(probe.status(), 200);
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(
+            client
+                .get(format!("{base}/tasks"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+}

@@ -234,6 +234,53 @@ pub fn router(state: ReflexState, body_limit: usize) -> Router {
     crate::common_layers(routes, body_limit).with_state(state)
 }
 
+/// The embedded mode (`octollm serve`, one process): the reflex layer's own routes
+/// (`/preprocess`, `/cache/*`) and rate limits in front of the orchestrator's API, which
+/// answers every other route in process (it screens submissions itself). One document
+/// describes both. `state.keys` should be the API's own keys.
+pub fn in_front(api: Router, state: ReflexState, body_limit: usize) -> Router {
+    let state = Arc::new(state);
+    let api_for_document = api.clone();
+    let routes = Router::new()
+        .route("/preprocess", post(preprocess))
+        .route("/cache/stats", get(cache_stats))
+        .route("/cache/clear", post(cache_clear))
+        .with_state(state.clone());
+    let routes = crate::common_layers(routes, body_limit);
+    Router::new()
+        .merge(routes)
+        .route(
+            "/openapi.json",
+            get(move || in_process_document(api_for_document.clone())),
+        )
+        .fallback_service(api)
+        .layer(middleware::from_fn_with_state(state, rate_limit))
+}
+
+/// The API's document with the reflex layer's routes added.
+async fn in_process_document(api: Router) -> Response {
+    use tower::ServiceExt as _;
+    let request = Request::get("/openapi.json")
+        .body(axum::body::Body::empty())
+        .unwrap_or_default();
+    let upstream = match api.oneshot(request).await {
+        Ok(r) if r.status().is_success() => axum::body::to_bytes(r.into_body(), 16 * 1024 * 1024)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()),
+        _ => None,
+    };
+    let Some(upstream) = upstream else {
+        return ApiError::Internal("the API's document could not be read".into()).into_response();
+    };
+    // The merged document of the public entry, under the API's title.
+    let mut merged = document(Some(&upstream));
+    if let Some(info) = upstream.get("info") {
+        merged["info"] = info.clone();
+    }
+    Json(merged).into_response()
+}
+
 impl From<ReflexError> for ApiError {
     fn from(e: ReflexError) -> Self {
         match e {
@@ -410,6 +457,14 @@ async fn rate_limit(
     request: Request,
     next: Next,
 ) -> Response {
+    // Probes, metrics and the document are never limited (the kubelet and Prometheus call
+    // them all the time, from one address).
+    if matches!(
+        request.uri().path(),
+        "/health" | "/health/live" | "/ready" | "/health/ready" | "/metrics" | "/openapi.json"
+    ) {
+        return next.run(request).await;
+    }
     let ip = match peer {
         Ok(peer) => {
             let forwarded: Vec<&str> = request

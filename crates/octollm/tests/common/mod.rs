@@ -50,6 +50,9 @@ impl Server {
             .env("OCTOLLM_WORKERS", "1")
             .env("OCTOLLM__ORCHESTRATOR__POLL_INTERVAL_MS", "50")
             .env("LOG_LEVEL", "info")
+            // Tests poll from one address far above any sane limit; the limits have their own
+            // test.
+            .env("RATE_LIMIT_ENABLED", "false")
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             // One file per port, appended to: a server restarted on its port keeps the
@@ -232,6 +235,7 @@ pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Process {
         .env("OCTOLLM_LLM_SCRIPT", dir.join("script.json"))
         .envs(model_dir())
         .env("LOG_LEVEL", "info")
+        .env("RATE_LIMIT_ENABLED", "false")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::from(
