@@ -31,6 +31,14 @@ pub mod retriever;
 pub mod syntax;
 
 pub use coder::LlmCoder;
+
+/// The model each arm that calls one uses (SPEC §9: a provider and model per arm).
+#[derive(Clone)]
+pub struct ArmModels {
+    pub planner: octollm_llm::MeteredLlm,
+    pub coder: octollm_llm::MeteredLlm,
+    pub judge: octollm_llm::MeteredLlm,
+}
 pub use context::{ArmError, ArmInfo, ArmOutcome, CallContext};
 pub use contract::{ArmStatus, Handler, Health, Operation, OperationVisitor};
 pub use executor::LocalExecutor;
@@ -202,15 +210,30 @@ impl Arms {
         embedder: Arc<dyn octollm_llm::Embedder>,
         settings: InProcessSettings,
     ) -> Self {
+        let models = ArmModels {
+            planner: llm.clone(),
+            coder: llm.clone(),
+            judge: llm,
+        };
+        Self::in_process_with(models, knowledge, embedder, settings)
+    }
+
+    /// [`Arms::in_process`] with a model per arm.
+    pub fn in_process_with(
+        models: ArmModels,
+        knowledge: Arc<dyn octollm_store::KnowledgeStore>,
+        embedder: Arc<dyn octollm_llm::Embedder>,
+        settings: InProcessSettings,
+    ) -> Self {
         let executor = Arc::new(LocalExecutor::new(settings.executor));
         let retriever = Arc::new(Retriever::new(knowledge, embedder));
         Self {
-            plan: Arc::new(LlmPlanner::new(llm.clone(), settings.planner)),
-            code: Arc::new(LlmCoder::new(llm.clone(), settings.coder_max_tokens)),
+            plan: Arc::new(LlmPlanner::new(models.planner, settings.planner)),
+            code: Arc::new(LlmCoder::new(models.coder, settings.coder_max_tokens)),
             execute: executor.clone(),
             search: retriever.clone(),
             ingest: retriever,
-            validate: Arc::new(Judge::new(llm, Some(executor))),
+            validate: Arc::new(Judge::new(models.judge, Some(executor))),
             check: Arc::new(Guardian::new()),
         }
     }

@@ -10,6 +10,7 @@
 //! - [`models`]: where model files live and how `octollm model pull` fetches them.
 //! - [`prices`]: the shipped list prices per model, so cost budgets bind out of the box.
 
+pub mod anthropic;
 pub mod embed;
 #[cfg(feature = "local")]
 pub mod local;

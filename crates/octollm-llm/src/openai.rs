@@ -1,5 +1,8 @@
-//! OpenAI-compatible Chat Completions: OpenAI, Azure-style base URLs, vLLM, Ollama,
-//! the llama.cpp server, LM Studio. JSON output is requested with `response_format`.
+//! OpenAI-compatible Chat Completions: OpenAI, Azure OpenAI, vLLM, Ollama, the llama.cpp
+//! server, LM Studio. JSON output is requested with `response_format`. Azure: the base URL
+//! is the deployment's (`https://RESOURCE.openai.azure.com/openai/deployments/NAME`) and an
+//! `api_version` is set; the key then goes in the `api-key` header and the version in the
+//! query, as Azure wants.
 
 use std::time::Duration;
 
@@ -18,6 +21,8 @@ pub struct OpenAiConfig {
     pub api_key: Secret,
     pub model: String,
     pub timeout: Duration,
+    /// Azure's `api-version` (e.g. `2024-06-01`); `None` for every other server.
+    pub api_version: Option<String>,
 }
 
 pub struct OpenAiProvider {
@@ -39,7 +44,20 @@ impl OpenAiProvider {
                 "base URL must start with http:// or https://, got {base:?}"
             )));
         }
-        let endpoint = format!("{base}/chat/completions");
+        let endpoint = match config.api_version.as_deref().filter(|v| !v.is_empty()) {
+            None => format!("{base}/chat/completions"),
+            Some(version) => {
+                if !version
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                {
+                    return Err(LlmError::Config(format!(
+                        "api_version {version:?} is not a version like 2024-06-01"
+                    )));
+                }
+                format!("{base}/chat/completions?api-version={version}")
+            }
+        };
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
@@ -103,7 +121,11 @@ impl LlmProvider for OpenAiProvider {
         }
         let mut http = self.client.post(&self.endpoint).json(&body);
         if !self.config.api_key.is_empty() {
-            http = http.bearer_auth(self.config.api_key.expose());
+            http = if self.config.api_version.is_some() {
+                http.header("api-key", self.config.api_key.expose())
+            } else {
+                http.bearer_auth(self.config.api_key.expose())
+            };
         }
         let response = http.send().await.map_err(|e| {
             // Never include the URL's query or headers: only the kind of failure.
@@ -175,8 +197,54 @@ mod tests {
             api_key: Secret::new("sk-test"),
             model: "m".into(),
             timeout: Duration::from_secs(5),
+            api_version: None,
         })
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn azure_gets_its_key_header_and_api_version() {
+        let router = Router::new().route(
+            "/openai/deployments/gpt4o/chat/completions",
+            post(
+                |headers: HeaderMap,
+                 axum::extract::Query(query): axum::extract::Query<
+                    std::collections::HashMap<String, String>,
+                >| async move {
+                    assert_eq!(headers["api-key"], "azure-key");
+                    assert!(headers.get("authorization").is_none());
+                    assert_eq!(query["api-version"], "2024-06-01");
+                    Json(serde_json::json!({
+                        "choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1}
+                    }))
+                },
+            ),
+        );
+        let base = serve(router)
+            .await
+            .replace("/v1", "/openai/deployments/gpt4o");
+        let p = OpenAiProvider::new(OpenAiConfig {
+            base_url: base,
+            api_key: Secret::new("azure-key"),
+            model: "gpt-4o".into(),
+            timeout: Duration::from_secs(5),
+            api_version: Some("2024-06-01".into()),
+        })
+        .unwrap();
+        let c = p
+            .complete(CompletionRequest::new("t", vec![Message::user("hi")], 8))
+            .await
+            .unwrap();
+        assert_eq!(c.text, "ok");
+        let bad = OpenAiProvider::new(OpenAiConfig {
+            base_url: "https://x.openai.azure.com/openai/deployments/d".into(),
+            api_key: Secret::new("k"),
+            model: "m".into(),
+            timeout: Duration::from_secs(5),
+            api_version: Some("2024&evil=1".into()),
+        });
+        assert!(bad.is_err());
     }
 
     #[tokio::test]
@@ -258,6 +326,7 @@ mod tests {
                 api_key: Secret::default(),
                 model: "m".into(),
                 timeout: Duration::from_secs(1),
+                api_version: None,
             })
             .is_err()
         );

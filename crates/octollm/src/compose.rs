@@ -18,7 +18,7 @@ use octollm_store::{
 };
 use tokio::sync::OnceCell;
 
-use crate::config::{Config, Database, ProviderKind};
+use crate::config::{Config, Database, LlmConfig, ProviderKind};
 
 pub struct System {
     pub orchestrator: Arc<Orchestrator>,
@@ -136,8 +136,9 @@ pub fn without_credentials(url: &str) -> String {
     }
 }
 
-pub async fn provider(config: &Config) -> anyhow::Result<Arc<dyn LlmProvider>> {
-    let llm = &config.llm;
+/// The provider `llm` names (`[llm]`, or one arm's settings from [`Config::llm_for`]).
+pub async fn provider(config: &Config, llm: &LlmConfig) -> anyhow::Result<Arc<dyn LlmProvider>> {
+    let timeout = Duration::from_secs(llm.timeout_seconds);
     Ok(match llm.provider {
         ProviderKind::Scripted => {
             let path = llm
@@ -154,7 +155,21 @@ pub async fn provider(config: &Config) -> anyhow::Result<Arc<dyn LlmProvider>> {
                 base_url: llm.base_url.clone(),
                 api_key: llm.api_key.clone(),
                 model: llm.model.clone(),
-                timeout: Duration::from_secs(llm.timeout_seconds),
+                timeout,
+                api_version: llm.api_version.clone(),
+            },
+        )?),
+        ProviderKind::Anthropic => Arc::new(octollm_llm::anthropic::AnthropicProvider::new(
+            octollm_llm::anthropic::AnthropicConfig {
+                // The OpenAI default base URL means none was set.
+                base_url: if llm.base_url == LlmConfig::default().base_url {
+                    "https://api.anthropic.com".into()
+                } else {
+                    llm.base_url.clone()
+                },
+                api_key: llm.api_key.clone(),
+                model: llm.model.clone(),
+                timeout,
             },
         )?),
         ProviderKind::Local => local_provider(config).await?,
@@ -257,6 +272,24 @@ impl Embedder for LazyEmbedder {
     }
 }
 
+/// `llm`'s provider with its price (list price unless configured) and prompt logging.
+async fn metered(config: &Config, llm: &LlmConfig) -> anyhow::Result<MeteredLlm> {
+    let provider = provider(config, llm).await?;
+    let price = match config.price(provider.model()) {
+        Some(price) => price,
+        None => {
+            if matches!(llm.provider, ProviderKind::Openai | ProviderKind::Anthropic) {
+                tracing::warn!(
+                    model = provider.model(),
+                    "no price for this model: its calls cost $0 and max_cost_dollars cannot bind; set [llm.prices]"
+                );
+            }
+            octollm_core::budget::Price::default()
+        }
+    };
+    Ok(MeteredLlm::new(provider, price).with_text_logging(config.log.prompts))
+}
+
 /// Every arm in this process, then each arm that has endpoints (configured, or from the
 /// registry when it is enabled) replaced by its HTTP client; returns the clients too.
 /// `serving`: the one arm an arm service runs (the others are built but never called, so
@@ -274,28 +307,37 @@ pub async fn arms(
         Some(arm) => arm == kind,
         None => config.arms.urls(kind).is_empty() && !config.arms.registry_enabled(),
     };
-    // Only a service running an arm that calls a model loads one (128 MB for the default).
-    let provider: Arc<dyn LlmProvider> = if ArmKind::ALL
-        .iter()
-        .any(|&kind| kind.uses_model() && runs_here(kind))
-    {
-        provider(config).await?
-    } else {
-        Arc::new(octollm_llm::provider::NoModel)
-    };
-    let price = match config.price(provider.model()) {
-        Some(price) => price,
-        None => {
-            if config.llm.provider == ProviderKind::Openai && provider.model() != "none" {
-                tracing::warn!(
-                    model = provider.model(),
-                    "no price for this model: its calls cost $0 and max_cost_dollars cannot bind; set [llm.prices]"
-                );
+    // Only a service running an arm that calls a model loads one (128 MB for the default),
+    // and each model arm with settings of its own gets its own provider.
+    let mut shared: Option<MeteredLlm> = None;
+    let mut models = Vec::new();
+    for &kind in ArmKind::ALL.iter().filter(|k| k.uses_model()) {
+        let llm = if !runs_here(kind) {
+            MeteredLlm::new(Arc::new(octollm_llm::provider::NoModel), Default::default())
+        } else if config.llm.arms.contains_key(kind.id()) {
+            metered(config, &config.llm_for(kind)).await?
+        } else {
+            match &shared {
+                Some(llm) => llm.clone(),
+                None => shared.insert(metered(config, &config.llm).await?).clone(),
             }
-            octollm_core::budget::Price::default()
-        }
+        };
+        models.push((kind, llm));
+    }
+    let model_of = |kind: ArmKind| {
+        models
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, llm)| llm.clone())
+            .unwrap_or_else(|| {
+                MeteredLlm::new(Arc::new(octollm_llm::provider::NoModel), Default::default())
+            })
     };
-    let llm = MeteredLlm::new(provider, price).with_text_logging(config.log.prompts);
+    let models = octollm_arms::ArmModels {
+        planner: model_of(ArmKind::Planner),
+        coder: model_of(ArmKind::Coder),
+        judge: model_of(ArmKind::Judge),
+    };
     let embedder: Arc<dyn Embedder> = Arc::new(LazyEmbedder::new(config.embedding_model_path()));
     let settings = InProcessSettings {
         executor: config.executor.clone(),
@@ -307,7 +349,7 @@ pub async fn arms(
     } else {
         Arc::new(store.clone())
     };
-    let mut arms = Arms::in_process(llm, knowledge, embedder, settings);
+    let mut arms = Arms::in_process_with(models, knowledge, embedder, settings);
     octollm_arms::guard::AuditedExecutor::wrap(&mut arms, audit);
     let breaker = octollm_http::arm_client::BreakerSettings {
         failures: config.arms.breaker_failures,

@@ -351,10 +351,25 @@ fn default_data_dir() -> PathBuf {
 pub enum ProviderKind {
     /// llama.cpp in process (the default model unless `model_path` says otherwise).
     Local,
-    /// Any OpenAI-compatible Chat Completions endpoint.
+    /// Any OpenAI-compatible Chat Completions endpoint (Azure OpenAI with `api_version`).
     Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
     /// Replays `script_path`; tests and demos only.
     Scripted,
+}
+
+/// What one arm's model differs in from `[llm]` (`[llm.arms.coder]`, or
+/// `OCTOLLM_LLM_<ARM>_{PROVIDER,MODEL,BASE_URL,API_KEY,API_VERSION}`): a stronger model for
+/// the planner, a cheaper one for the judge, another provider for the coder.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArmLlm {
+    pub provider: Option<ProviderKind>,
+    pub model: Option<String>,
+    pub base_url: Option<String>,
+    pub api_key: Option<Secret>,
+    pub api_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -370,6 +385,8 @@ pub struct LlmConfig {
     pub base_url: String,
     pub model: String,
     pub api_key: Secret,
+    /// Azure OpenAI's `api-version` (the key then goes in the `api-key` header).
+    pub api_version: Option<String>,
     pub timeout_seconds: u64,
     pub script_path: Option<PathBuf>,
     /// Appends one line per scripted call (for tests that count calls across restarts).
@@ -378,6 +395,8 @@ pub struct LlmConfig {
     /// `gpt-4o-2024-08-06`); overrides and extends the shipped list prices
     /// (`octollm_llm::prices`). A model in neither costs 0, and startup says so.
     pub prices: BTreeMap<String, Price>,
+    /// By arm id (planner, coder, judge): that arm's provider and model.
+    pub arms: BTreeMap<String, ArmLlm>,
 }
 
 impl Default for LlmConfig {
@@ -391,10 +410,12 @@ impl Default for LlmConfig {
             base_url: "https://api.openai.com/v1".into(),
             model: String::new(),
             api_key: Secret::default(),
+            api_version: None,
             timeout_seconds: 120,
             script_path: None,
             script_log: None,
             prices: BTreeMap::new(),
+            arms: BTreeMap::new(),
         }
     }
 }
@@ -443,6 +464,9 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("DATABASE_URL", "storage.database_url"),
     ("LLM_API_KEY", "llm.api_key"),
     ("OPENAI_API_KEY", "llm.api_key"),
+    ("ANTHROPIC_API_KEY", "llm.api_key"),
+    ("OPENAI_API_VERSION", "llm.api_version"),
+    ("OCTOLLM_LLM_API_VERSION", "llm.api_version"),
     ("OCTOLLM_DATA_DIR", "storage.data_dir"),
     ("OCTOLLM_BIND", "server.bind"),
     ("OCTOLLM_BODY_LIMIT_BYTES", "server.body_limit_bytes"),
@@ -553,6 +577,23 @@ impl Config {
                 )?;
             }
         }
+        for arm in octollm_core::ArmKind::ALL.iter().filter(|a| a.uses_model()) {
+            for field in ["provider", "model", "base_url", "api_key", "api_version"] {
+                let name = format!(
+                    "OCTOLLM_LLM_{}_{}",
+                    arm.id().to_ascii_uppercase(),
+                    field.to_ascii_uppercase()
+                );
+                if let Some(raw) = env.get(&name).filter(|v| !v.is_empty()) {
+                    set_path(
+                        &mut value,
+                        &format!("llm.arms.{}.{field}", arm.id()),
+                        raw,
+                        &name,
+                    )?;
+                }
+            }
+        }
         if let Some(level) = env
             .get("RUST_LOG")
             .or_else(|| env.get("LOG_LEVEL"))
@@ -630,19 +671,56 @@ impl Config {
                 "server.worker_threads must be 0 (one per core) to 256".into(),
             ));
         }
-        match self.llm.provider {
-            ProviderKind::Openai if self.llm.model.trim().is_empty() => {
-                return Err(ConfigError::Invalid(
-                    "llm.model (OCTOLLM_LLM_MODEL) is required for the openai provider".into(),
-                ));
+        if !matches!(
+            self.environment.as_str(),
+            "development" | "staging" | "production"
+        ) {
+            return Err(ConfigError::Invalid(format!(
+                "environment (ENVIRONMENT) must be development, staging or production, not {:?}",
+                self.environment
+            )));
+        }
+        for id in self.llm.arms.keys() {
+            let arm = id
+                .parse::<octollm_core::ArmKind>()
+                .map_err(|e| ConfigError::Invalid(format!("llm.arms: {e}")))?;
+            if !arm.uses_model() {
+                return Err(ConfigError::Invalid(format!(
+                    "llm.arms.{id}: the {id} arm calls no model (only planner, coder and judge do)"
+                )));
             }
-            ProviderKind::Scripted if self.llm.script_path.is_none() => {
-                return Err(ConfigError::Invalid(
-                    "llm.script_path (OCTOLLM_LLM_SCRIPT) is required for the scripted provider"
-                        .into(),
-                ));
+        }
+        for (what, llm) in std::iter::once(("llm".to_owned(), self.llm.clone())).chain(
+            self.llm
+                .arms
+                .keys()
+                .filter_map(|id| Some((format!("llm.arms.{id}"), self.llm_for(id.parse().ok()?)))),
+        ) {
+            match llm.provider {
+                ProviderKind::Openai | ProviderKind::Anthropic if llm.model.trim().is_empty() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{what}: a model (OCTOLLM_LLM_MODEL) is required for the {} provider",
+                        if llm.provider == ProviderKind::Openai {
+                            "openai"
+                        } else {
+                            "anthropic"
+                        }
+                    )));
+                }
+                ProviderKind::Scripted if llm.script_path.is_none() => {
+                    return Err(ConfigError::Invalid(
+                        "llm.script_path (OCTOLLM_LLM_SCRIPT) is required for the scripted provider"
+                            .into(),
+                    ));
+                }
+                // Production runs no test double.
+                ProviderKind::Scripted if self.environment == "production" => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{what}: the scripted provider is for tests; ENVIRONMENT=production refuses it"
+                    )));
+                }
+                _ => {}
             }
-            _ => {}
         }
         let rl = &self.reflex.rate_limit;
         if rl.per_ip.capacity == 0
@@ -773,6 +851,38 @@ impl Config {
             .model_path
             .clone()
             .unwrap_or_else(|| octollm_llm::models::default_llm_path(&self.llm.model_dir))
+    }
+
+    /// The model settings of `arm`: `[llm]` with the arm's own `[llm.arms.<arm>]` over it. A
+    /// provider of its own starts from that provider's defaults (its base URL).
+    pub fn llm_for(&self, arm: octollm_core::ArmKind) -> LlmConfig {
+        let mut llm = self.llm.clone();
+        let Some(own) = self.llm.arms.get(arm.id()) else {
+            return llm;
+        };
+        if let Some(provider) = own.provider
+            && provider != llm.provider
+        {
+            llm.provider = provider;
+            llm.base_url = match provider {
+                ProviderKind::Anthropic => "https://api.anthropic.com".into(),
+                _ => LlmConfig::default().base_url,
+            };
+            llm.api_version = None;
+        }
+        if let Some(model) = &own.model {
+            llm.model = model.clone();
+        }
+        if let Some(url) = &own.base_url {
+            llm.base_url = url.clone();
+        }
+        if let Some(key) = &own.api_key {
+            llm.api_key = key.clone();
+        }
+        if let Some(version) = &own.api_version {
+            llm.api_version = Some(version.clone());
+        }
+        llm
     }
 
     /// What a call to `model` costs: the configured price, else the shipped list price.

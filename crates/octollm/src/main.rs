@@ -53,8 +53,8 @@ enum Command {
         /// own port (docs/architecture.md has the arm table).
         #[arg(value_enum, default_value_t = serve::Component::All)]
         component: serve::Component,
-        /// With `arm`: which arm.
-        #[arg(required_if_eq("component", "arm"))]
+        /// With `arm`: which arm (or ARM_TYPE, as the ADR's manifests set it).
+        #[arg(env = "ARM_TYPE")]
         name: Option<octollm_core::ArmKind>,
         /// Address to listen on (default 127.0.0.1:8000 for all, 127.0.0.1:8080 for reflex).
         #[arg(long)]
@@ -219,7 +219,10 @@ async fn dispatch(cli: Cli, mut config: config::Config) -> anyhow::Result<ExitCo
                 (serve::Component::Arm, None) => {
                     let names: Vec<&str> =
                         octollm_core::ArmKind::ALL.iter().map(|a| a.id()).collect();
-                    anyhow::bail!("serve arm needs the arm's name ({})", names.join(", "))
+                    anyhow::bail!(
+                        "serve arm needs the arm's name ({}) or ARM_TYPE",
+                        names.join(", ")
+                    )
                 }
             }
         }

@@ -265,6 +265,7 @@ fn a_redis_outage_is_reported_and_recovered_from_without_restart() {
         &[
             ("OCTOLLM_ORCHESTRATOR_URL", first.base.clone()),
             ("REDIS_URL", redis.url()),
+            ("RATE_LIMIT_ENABLED", "true".into()),
         ],
     );
     poll(
