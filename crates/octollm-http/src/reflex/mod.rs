@@ -273,10 +273,26 @@ async fn in_process_document(api: Router) -> Response {
     let Some(upstream) = upstream else {
         return ApiError::Internal("the API's document could not be read".into()).into_response();
     };
-    // The merged document of the public entry, under the API's title.
+    // The merged document of the public entry, under the API's title; the probes, metrics
+    // and this document are the API's own here.
     let mut merged = document(Some(&upstream));
     if let Some(info) = upstream.get("info") {
         merged["info"] = info.clone();
+    }
+    for path in [
+        "/health",
+        "/health/live",
+        "/ready",
+        "/health/ready",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        let pointer = format!("/paths/{}", path.replace('~', "~0").replace('/', "~1"));
+        if let (Some(theirs), Some(slot)) =
+            (upstream.pointer(&pointer), merged.pointer_mut(&pointer))
+        {
+            *slot = theirs.clone();
+        }
     }
     Json(merged).into_response()
 }
