@@ -5,11 +5,12 @@
 # server on a free port), wrk for the reflex load test, Debian's python3 (the sandbox runs
 # /usr/bin/python3), pip for `model pull`, python3-venv for the test tools pip installs
 # (schemathesis), debootstrap + binutils to make the container image's base without a
-# registry (scripts/image.sh), and prometheus for promtool (alert rule tests).
+# registry (scripts/image.sh), prometheus for promtool (alert rule tests), and python3-yaml for
+# the manifest tests (scripts/test-k8s.sh, scripts/pod_runner.py).
 set -euo pipefail
 
 need=()
-for pkg in cmake clang libclang-dev bubblewrap python3 python3-pip python3-venv pkg-config redis-server postgresql wrk debootstrap binutils curl prometheus; do
+for pkg in cmake clang libclang-dev bubblewrap python3 python3-pip python3-venv python3-yaml pkg-config redis-server postgresql wrk debootstrap binutils curl prometheus; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

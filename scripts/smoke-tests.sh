@@ -74,7 +74,8 @@ echo "smoke: checking Prometheus scrapes at $PROMETHEUS"
 for _ in $(seq 1 60); do
     up=$(curl -sS "$PROMETHEUS/api/v1/query?query=up" \
         | json 'sorted({r["metric"]["job"] for r in d["data"]["result"] if r["value"][1] == "1"})' 2>/dev/null) || up=
-    case "$up" in *arms*orchestrator*reflex-layer*) ;; *) up= ;; esac
+    # Job names: Compose's `arms`; the Prometheus Operator's, the Services' names (`coder-arm`, `octollm-coder-arm`, ...).
+    case "$up" in *arm*orchestrator*reflex-layer*) ;; *) up= ;; esac
     if [ -n "$up" ]; then
         tasks=$(curl -sS "$PROMETHEUS/api/v1/query?query=sum(octollm_tasks_finished_total)" \
             | json 'd["data"]["result"][0]["value"][1] if d["data"]["result"] else "0"')

@@ -2,9 +2,11 @@
 # Deployment manifests (issue 5, acceptances 1 and 2): every Kustomize overlay and every Helm
 # values file renders (helm lint --strict too), every rendered object validates strictly
 # against Kubernetes 1.28 (kubernetes-validate, offline), the policy checks pass on every
-# render and reject a manifest that breaks each rule, the chart and the overlays describe the
-# same platform, the chart's schema refuses bad values, managed datastores leave nothing of
-# the bundled ones, the alert rules pass promtool's unit tests, and the compose files are valid.
+# render and reject a manifest that breaks each rule, the network policies let through every
+# datastore flow the pods are configured for (deploy/k8s/tests/flows.py), the chart and the
+# overlays describe the same platform, the chart's schema refuses bad values, managed
+# datastores leave nothing of the bundled ones, the alert rules pass promtool's unit tests, and
+# the compose files are valid. scripts/test-pods.sh runs the rendered pods.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -55,6 +57,8 @@ for overlay in deploy/k8s/overlays/*/ deploy/k8s/backup/; do
     fi
     python3 deploy/k8s/tests/policy.py "$out/$name.yaml" \
         || { echo "test-k8s: $name breaks the policy" >&2; exit 1; }
+    python3 deploy/k8s/tests/flows.py "$out/$name.yaml" \
+        || { echo "test-k8s: $name's network policies block a flow its pods are configured for" >&2; exit 1; }
     echo "test-k8s: $name: $(grep -c '^kind:' "$out/$name.yaml") objects render, validate and pass the policy"
 done
 python3 deploy/k8s/tests/external_datastores.py "$out/production-external.yaml" \
@@ -75,6 +79,8 @@ for values in "$chart/values.yaml" "$chart/values-staging.yaml" "$chart"/ci/*-va
         || { echo "test-k8s: $name does not validate" >&2; exit 1; }
     python3 deploy/k8s/tests/policy.py "$out/$name.yaml" \
         || { echo "test-k8s: $name breaks the policy" >&2; exit 1; }
+    python3 deploy/k8s/tests/flows.py "$out/$name.yaml" \
+        || { echo "test-k8s: $name's network policies block a flow its pods are configured for" >&2; exit 1; }
     echo "test-k8s: $name: $(grep -c '^kind:' "$out/$name.yaml") objects lint, render, validate and pass the policy"
 done
 python3 deploy/k8s/tests/external_datastores.py "$out/helm-external-values.yaml" \
@@ -119,6 +125,7 @@ refuse qdrant.external.url --set 'qdrant.bundled=false,qdrant.external.cidrs[0]=
 refuse ingress.host --set ingress.host=Not_A_Host
 refuse podSecurityContext.runAsUser --set podSecurityContext.runAsUser=0
 refuse orchestrator --set orchestrator.replicas=3
+refuse reflex.trustedProxies --set reflex.trustedProxies=not-a-network
 echo "test-k8s: the chart refuses $refused kinds of bad values"
 
 # The alert rules: valid, and their unit tests pass.

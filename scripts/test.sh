@@ -37,3 +37,7 @@ echo "== image"
 docker info >/dev/null 2>&1 || { echo "the image tests need a Docker engine (docker info failed)" >&2; exit 1; }
 bash scripts/test-image.sh
 bash scripts/test-compose.sh
+# The pods run the binary with the Qdrant backend, so the retriever keeps its vectors in Qdrant
+# as the manifests configure it.
+cargo build -p octollm --features qdrant --locked
+bash scripts/test-pods.sh

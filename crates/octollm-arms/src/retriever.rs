@@ -156,6 +156,17 @@ fn matches_filters(
         .is_none_or(|f| f.iter().all(|(k, v)| hit.metadata.get(k) == Some(v)))
 }
 
+/// A missing or unloadable embedding model is the deployment's fault, and says what to do
+/// (503 with the model's message), not an internal error.
+fn embedder_err(e: octollm_llm::LlmError) -> ArmError {
+    match e {
+        octollm_llm::LlmError::Config(message) => {
+            ArmError::Unavailable(format!("the embedding model is unavailable: {message}"))
+        }
+        other => ArmError::Llm(other),
+    }
+}
+
 impl Retriever {
     /// Keyword search works without the embedding model; vector and hybrid search do not.
     fn health(&self) -> ArmStatus {
@@ -212,7 +223,7 @@ impl Handler<Search> for Retriever {
                 .embedder
                 .embed(&[q.to_owned()])
                 .await
-                .map_err(ArmError::Llm)?;
+                .map_err(embedder_err)?;
             let embedding = embedding
                 .into_iter()
                 .next()
@@ -321,7 +332,7 @@ impl Handler<Ingest> for Retriever {
             )));
         }
         let pieces = chunk(&request.content);
-        let embeddings = self.embedder.embed(&pieces).await.map_err(ArmError::Llm)?;
+        let embeddings = self.embedder.embed(&pieces).await.map_err(embedder_err)?;
         if embeddings.len() != pieces.len() {
             return Err(ArmError::Internal(
                 "embedder returned a different number of vectors".into(),

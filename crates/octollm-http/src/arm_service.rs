@@ -538,10 +538,16 @@ async fn health(State(s): Shared) -> Json<HealthView> {
     })
 }
 
-/// Ready unless the arm cannot work here (the executor without its sandbox).
+/// Ready unless the arm cannot work here (the executor without its sandbox). A retriever
+/// service without its embedding model is unready too: it exists to ingest and search by
+/// meaning and can do neither, so a rollout that forgot the model stops at its first pod (in
+/// process the retriever stays usable for keyword search, degraded).
 async fn ready(State(s): Shared) -> Result<Json<Ready>, ApiError> {
     match s.service.arms.status(s.service.kind).health {
         Health::Unavailable(reason) => Err(ApiError::Unavailable(reason)),
+        Health::Degraded(reason) if s.service.kind == ArmKind::Retriever => {
+            Err(ApiError::Unavailable(reason))
+        }
         Health::Healthy | Health::Degraded(_) => Ok(crate::api::ready_answer()),
     }
 }

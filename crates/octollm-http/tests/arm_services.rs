@@ -527,5 +527,12 @@ async fn arm_health_carries_the_version_and_the_arm_s_real_readiness() {
         assert_eq!(health["status"], expected, "{health}");
         assert_eq!(health["version"], "test", "{health}");
         assert!(health["uptime_seconds"].is_u64(), "{health}");
+        // As a service it cannot do its work without the model: unready, so a deployment
+        // without the model volume never routes to it.
+        let ready = reqwest::get(format!("{base}/ready"))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(ready, if expected == "degraded" { 503 } else { 200 });
     }
 }
