@@ -8,6 +8,8 @@
     reason = "test helpers"
 )]
 
+mod common;
+
 use std::process::Command;
 
 fn octollm(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -95,4 +97,25 @@ fn reflex_and_arm_services_beyond_loopback_without_auth_are_refused() {
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     assert!(running, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The ADR's manifests name the arm in `ARM_TYPE`: `serve arm` without a name runs that arm,
+/// and a name that is no arm is refused with the list.
+#[test]
+fn serve_arm_takes_its_arm_from_arm_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = common::spawn(
+        dir.path(),
+        &["serve", "arm"],
+        &[("ARM_TYPE", "executor".to_owned())],
+    );
+    let (status, info) = common::get(&format!("{}/capabilities", service.base)).unwrap();
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["arm_id"], "executor", "{info}");
+    let (code, _, err) = octollm(
+        &["serve", "arm", "--bind", "127.0.0.1:0"],
+        &[("ARM_TYPE", "chef")],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("chef") && err.contains("executor"), "{err}");
 }

@@ -66,6 +66,8 @@ impl Service {
             )
             .env("OCTOLLM_LLM_PROVIDER", "scripted")
             .env("OCTOLLM_LLM_SCRIPT", self.dir.join("script.json"))
+            // The retriever's service is ready only with its embedding model.
+            .envs(common::model_dir())
             .env("OCTOLLM__ORCHESTRATOR__POLL_INTERVAL_MS", "50")
             .env("OCTOLLM__SERVER__SHUTDOWN_GRACE_SECONDS", "10")
             .env("LOG_LEVEL", "info")
