@@ -1224,16 +1224,26 @@ class Cluster:
 
 
 def cleanup(run_id):
-    """Removes every container, volume and network labelled with this run."""
-    ids = docker("ps", "-aq", "--filter", f"label={LABEL}={run_id}", check=False).stdout.split()
-    if ids:
-        docker("rm", "-f", "-v", *ids, check=False, timeout=300)
+    """Removes every container, volume and network labelled with this run. The containers that
+    share a pause container's network go first: removing a holder while its members still run
+    can leave an endpoint the engine never lets go of, and the network with it."""
+    listed = docker("ps", "-a", "--filter", f"label={LABEL}={run_id}", "--format", "{{.ID}} {{.Names}}",
+                    check=False).stdout.split("\n")
+    rows = [line.split(" ", 1) for line in listed if " " in line]
+    members = [cid for cid, name in rows if not name.endswith("-pause")]
+    holders = [cid for cid, name in rows if name.endswith("-pause")]
+    for ids in (members, holders):
+        if ids:
+            docker("rm", "-f", "-v", *ids, check=False, timeout=300)
     volumes = docker("volume", "ls", "-q", "--filter", f"label={LABEL}={run_id}", check=False).stdout.split()
     if volumes:
         docker("volume", "rm", "-f", *volumes, check=False)
-    networks = docker("network", "ls", "-q", "--filter", f"label={LABEL}={run_id}", check=False).stdout.split()
-    if networks:
-        docker("network", "rm", *networks, check=False)
+    for _ in range(10):
+        networks = docker("network", "ls", "-q", "--filter", f"label={LABEL}={run_id}", check=False).stdout.split()
+        if not networks or docker("network", "rm", *networks, check=False).returncode == 0:
+            return
+        time.sleep(1)
+    print(f"pods: warning: network(s) {' '.join(networks)} of this run could not be removed", file=sys.stderr)
 
 
 # --- the OctoLLM smoke test ---
