@@ -282,7 +282,7 @@ class Cluster:
     def create_network(self):
         for _ in range(40):
             subnet = ipaddress.ip_network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24")
-            name = f"{self.prefix}-net"
+            name = f"{self.prefix}-{secrets.token_hex(3)}-net"
             result = docker("network", "create", "--internal", "--subnet", str(subnet), "--label", f"{LABEL}={self.run_id}",
                             name, check=False)
             if result.returncode == 0:
