@@ -123,7 +123,9 @@ impl Handler<Check> for Guardian {
             .findings
             .iter()
             .map(|f| {
-                let original = (f.kind != FindingKind::Injection)
+                let original = f
+                    .kind
+                    .is_entity()
                     .then(|| request.content.get(f.start..f.end))
                     .flatten();
                 SafetyIssue {
@@ -131,6 +133,7 @@ impl Handler<Check> for Guardian {
                         FindingKind::Pii => "pii".into(),
                         FindingKind::Secret => "secret".into(),
                         FindingKind::Injection => "injection".into(),
+                        FindingKind::Classifier => "classifier".into(),
                     },
                     severity: f.severity,
                     description: format!("{} detected", f.label.replace('_', " ")),

@@ -7,6 +7,8 @@ use crate::provider::LlmError;
 
 #[cfg(feature = "embed")]
 pub mod minilm;
+#[cfg(feature = "embed")]
+pub mod token_features;
 
 #[async_trait]
 pub trait Embedder: Send + Sync {

@@ -115,6 +115,7 @@ impl Orchestrator {
                     FindingKind::Pii => "pii",
                     FindingKind::Secret => "secret",
                     FindingKind::Injection => "injection",
+                    FindingKind::Classifier => "classifier",
                 };
                 metrics::counter!(m::REFLEX_DETECTIONS, "kind" => kind, "type" => f.label)
                     .increment(1);

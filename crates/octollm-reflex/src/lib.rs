@@ -21,6 +21,7 @@
 //! an encoded segment is reported as `encoded_payload` over the encoded span).
 
 mod bits;
+pub mod classifier;
 pub mod decode;
 pub mod injection;
 mod keywords;
@@ -28,7 +29,9 @@ pub mod normalize;
 pub mod pii;
 pub mod redact;
 pub mod scan;
+pub mod smuggle;
 pub mod validate;
 
+pub use classifier::{Classifier, Featurizer};
 pub use redact::Redactor;
-pub use scan::{Finding, FindingKind, ScanOptions, ScanReport, Scanner, Severity};
+pub use scan::{ClassifierScore, Finding, FindingKind, ScanOptions, ScanReport, Scanner, Severity};

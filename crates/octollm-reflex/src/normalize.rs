@@ -42,7 +42,7 @@ pub fn is_invisible(c: char) -> bool {
 
 /// Letters from other scripts that render like Latin ones, and typographic punctuation that
 /// stands for ASCII punctuation. Applied after compatibility decomposition.
-fn fold_confusable(c: char) -> char {
+pub(crate) fn fold_confusable(c: char) -> char {
     match c {
         'а' | 'А' | 'α' | 'Α' | 'ɑ' => 'a',
         'в' | 'В' | 'β' | 'Β' | 'Ь' | 'ь' => 'b',

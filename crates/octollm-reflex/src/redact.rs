@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::scan::{Finding, FindingKind};
+use crate::scan::Finding;
 
 #[derive(Debug, Default, Clone)]
 pub struct Redactor {
@@ -21,7 +21,7 @@ impl Redactor {
     pub fn redact(&mut self, text: &str, findings: &[Finding]) -> String {
         let mut spans: Vec<&Finding> = findings
             .iter()
-            .filter(|f| f.kind != FindingKind::Injection)
+            .filter(|f| f.kind.is_entity())
             .filter(|f| f.start < f.end && f.end <= text.len())
             .filter(|f| text.is_char_boundary(f.start) && text.is_char_boundary(f.end))
             .collect();

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use crate::classifier::Classifier;
 use crate::{injection, keywords, pii};
 
 #[derive(
@@ -31,6 +34,20 @@ pub enum FindingKind {
     Pii,
     Secret,
     Injection,
+    /// The learned second stage's verdict over the whole text ([`crate::classifier`]).
+    Classifier,
+}
+
+impl FindingKind {
+    /// A value to redact (PII or a secret), as opposed to an attack.
+    pub fn is_entity(self) -> bool {
+        matches!(self, FindingKind::Pii | FindingKind::Secret)
+    }
+
+    /// An attack, found by a rule or by the classifier.
+    pub fn is_attack(self) -> bool {
+        matches!(self, FindingKind::Injection | FindingKind::Classifier)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,9 +78,20 @@ impl Default for ScanOptions {
     }
 }
 
+/// What the classifier said about a text it looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ClassifierScore {
+    pub score: f32,
+    pub threshold: f32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScanReport {
     pub findings: Vec<Finding>,
+    /// Set when the classifier ran (rules passed the text, and it was long enough).
+    pub classifier: Option<ClassifierScore>,
+    /// Why the classifier could not run, when it could not (the rules' verdict stands).
+    pub classifier_error: Option<String>,
     pub pii_detected: bool,
     pub injection_detected: bool,
     pub risk_score: f32,
@@ -76,7 +104,7 @@ impl ScanReport {
         let mut types: Vec<&'static str> = self
             .findings
             .iter()
-            .filter(|f| f.kind != FindingKind::Injection)
+            .filter(|f| f.kind.is_entity())
             .map(|f| f.label)
             .collect();
         types.sort_unstable();
@@ -84,24 +112,83 @@ impl ScanReport {
         types
     }
 
+    /// Rule and classifier findings.
     pub fn injections(&self) -> impl Iterator<Item = &Finding> {
-        self.findings
-            .iter()
-            .filter(|f| f.kind == FindingKind::Injection)
+        self.findings.iter().filter(|f| f.kind.is_attack())
     }
 }
 
 pub const BLOCK_CONFIDENCE: f32 = 0.7;
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Scanner;
+/// The detectors: the rules, and the classifier when one is attached.
+#[derive(Debug, Default, Clone)]
+pub struct Scanner {
+    classifier: Option<Arc<Classifier>>,
+}
 
 impl Scanner {
+    /// Rules only.
     pub fn new() -> Self {
-        Self
+        Self { classifier: None }
     }
 
+    /// Rules, then the classifier on what they let through.
+    pub fn with_classifier(classifier: Arc<Classifier>) -> Self {
+        Self {
+            classifier: Some(classifier),
+        }
+    }
+
+    pub fn classifier(&self) -> Option<&Classifier> {
+        self.classifier.as_deref()
+    }
+
+    /// Rules, and the classifier where it can change the verdict.
     pub fn scan(&self, text: &str, options: ScanOptions) -> ScanReport {
+        let mut report = self.scan_rules(text, options);
+        if self.needs_classifier(text, options, &report) {
+            self.classify(text, &mut report);
+        }
+        report
+    }
+
+    /// Whether the classifier can change this verdict: one is attached, injection detection
+    /// is on, the rules did not block, and the text is long enough.
+    pub fn needs_classifier(&self, text: &str, options: ScanOptions, report: &ScanReport) -> bool {
+        options.detect_injection
+            && !report.should_block
+            && self.classifier.as_ref().is_some_and(|c| c.applies(text))
+    }
+
+    /// Runs the classifier on `text` and folds its verdict into `report`.
+    pub fn classify(&self, text: &str, report: &mut ScanReport) {
+        let Some(classifier) = &self.classifier else {
+            return;
+        };
+        match classifier.score(text) {
+            Ok(score) => {
+                let threshold = classifier.threshold();
+                report.classifier = Some(ClassifierScore { score, threshold });
+                if score >= threshold {
+                    report.findings.push(Finding {
+                        kind: FindingKind::Classifier,
+                        label: crate::classifier::LABEL,
+                        start: 0,
+                        end: text.len(),
+                        severity: Severity::High,
+                        confidence: score,
+                    });
+                    report.injection_detected = true;
+                    report.should_block = true;
+                    report.risk_score = report.risk_score.max(0.8 * score);
+                }
+            }
+            Err(e) => report.classifier_error = Some(e),
+        }
+    }
+
+    /// The rules alone.
+    pub fn scan_rules(&self, text: &str, options: ScanOptions) -> ScanReport {
         // One keyword pass serves both detectors.
         let hits = if options.detect_pii || options.detect_injection {
             keywords::find(text)
@@ -116,7 +203,7 @@ impl Scanner {
             findings.extend(injection::detect_with(text, &hits));
         }
         let injection_detected = findings.iter().any(|f| f.kind == FindingKind::Injection);
-        let pii_detected = findings.iter().any(|f| f.kind != FindingKind::Injection);
+        let pii_detected = findings.iter().any(|f| f.kind.is_entity());
         let should_block = findings.iter().any(|f| {
             f.kind == FindingKind::Injection
                 && f.severity >= Severity::High
@@ -136,6 +223,8 @@ impl Scanner {
             .fold(0.0_f32, f32::max);
         ScanReport {
             findings,
+            classifier: None,
+            classifier_error: None,
             pii_detected,
             injection_detected,
             risk_score,
@@ -212,12 +301,12 @@ mod tests {
             let text: String = parts.iter().map(|(i, w)| format!("{w} {} ", VALUES[*i])).collect();
             let report = Scanner::new().scan(&text, ScanOptions::default());
             let redacted = Redactor::new().redact(&text, &report.findings);
-            for f in report.findings.iter().filter(|f| f.kind != FindingKind::Injection) {
+            for f in report.findings.iter().filter(|f| f.kind.is_entity()) {
                 let value = &text[f.start..f.end];
                 prop_assert!(!redacted.contains(value), "{value:?} survives in {redacted:?}");
             }
             for i in parts.iter().map(|p| p.0).filter(|&i| i < 13) {
-                prop_assert!(report.findings.iter().any(|f| f.kind != FindingKind::Injection
+                prop_assert!(report.findings.iter().any(|f| f.kind.is_entity()
                     && text[f.start..f.end].contains(VALUES[i].trim_start_matches("password="))), "{} not found in {text:?}", VALUES[i]);
             }
         }

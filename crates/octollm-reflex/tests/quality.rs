@@ -59,6 +59,9 @@ const SECRET_TYPES: &[&str] = &[
     "private_key",
     "credential",
 ];
+const EXTERNAL_BEGIN: &str = "<!-- external corpus: begin -->";
+const EXTERNAL_END: &str = "<!-- external corpus: end -->";
+
 const FAMILIES: &[&str] = &[
     "instruction_override",
     "persona_jailbreak",
@@ -607,8 +610,18 @@ fn corpus_meets_quality_thresholds() {
     let (summary, pass) = summary(&r);
     println!("\n{}\n{summary}", table(&r));
 
-    let doc = markdown(&cases, &r);
+    let mut doc = markdown(&cases, &r);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/reflex-quality.md");
+    // The external corpus's section is written by its own test
+    // (crates/octollm-http/tests/injection_external.rs); keep it.
+    let previous = std::fs::read_to_string(path).unwrap_or_default();
+    if let (Some(a), Some(b)) = (previous.find(EXTERNAL_BEGIN), previous.find(EXTERNAL_END))
+        && a < b
+    {
+        doc.push('\n');
+        doc.push_str(&previous[a..b + EXTERNAL_END.len()]);
+        doc.push('\n');
+    }
     std::fs::write(path, doc).expect("write docs/reflex-quality.md");
 
     assert!(pass, "quality thresholds not met:\n{summary}");

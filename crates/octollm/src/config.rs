@@ -178,6 +178,10 @@ pub struct ReflexConfig {
     /// controller's pods): only their `X-Forwarded-For` names the client for the per-client
     /// rate limit. Empty: the socket's peer is the client.
     pub trusted_proxies: String,
+    /// The learned second stage of injection detection (MiniLM token features and the
+    /// committed weights) after the rules. Off by default until its gate on our own corpus
+    /// holds (docs/reflex.md); needs the MiniLM model (`octollm model pull`).
+    pub classifier: bool,
 }
 
 impl ReflexConfig {
@@ -202,6 +206,7 @@ impl Default for ReflexConfig {
             rate_limit: Default::default(),
             redis_url: Secret::default(),
             trusted_proxies: String::new(),
+            classifier: false,
         }
     }
 }
@@ -473,6 +478,7 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ("OCTOLLM_WORKER_THREADS", "server.worker_threads"),
     ("OCTOLLM_METRICS_BIND", "server.metrics_bind"),
     ("OCTOLLM_TRUSTED_PROXIES", "reflex.trusted_proxies"),
+    ("OCTOLLM_REFLEX_CLASSIFIER", "reflex.classifier"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "log.otlp_endpoint"),
     ("OTEL_SERVICE_NAME", "log.service_name"),
     ("OCTOLLM_LOG_PROMPTS", "log.prompts"),

@@ -166,11 +166,42 @@ fn reflex_service(config: &Config) -> anyhow::Result<octollm_http::reflex::Refle
             )
         };
     Ok(octollm_http::reflex::ReflexService {
-        scanner: octollm_reflex::Scanner::new(),
+        scanner: reflex_scanner(config)?,
         cache,
         limiter,
         limits: config.reflex.rate_limit.clone(),
     })
+}
+
+/// The rules, and the classifier after them when `reflex.classifier` is on (its model must be
+/// there: a configured classifier that cannot load is a startup error, not a silent downgrade).
+fn reflex_scanner(config: &Config) -> anyhow::Result<octollm_reflex::Scanner> {
+    if !config.reflex.classifier {
+        return Ok(octollm_reflex::Scanner::new());
+    }
+    classifier_scanner(config)
+}
+
+#[cfg(not(feature = "embed"))]
+fn classifier_scanner(_: &Config) -> anyhow::Result<octollm_reflex::Scanner> {
+    anyhow::bail!("reflex.classifier needs a build with the `embed` feature")
+}
+
+#[cfg(feature = "embed")]
+fn classifier_scanner(config: &Config) -> anyhow::Result<octollm_reflex::Scanner> {
+    let dir = config.embedding_model_path();
+    let features = octollm_llm::embed::token_features::TokenFeatures::load(&dir)
+        .map_err(|e| anyhow::anyhow!("reflex.classifier: {e}"))?;
+    let weights = octollm_reflex::classifier::Weights::shipped().map_err(anyhow::Error::msg)?;
+    let classifier =
+        octollm_reflex::Classifier::new(weights, Arc::new(features)).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        threshold = classifier.threshold(),
+        "injection classifier on"
+    );
+    Ok(octollm_reflex::Scanner::with_classifier(Arc::new(
+        classifier,
+    )))
 }
 
 /// The reflex service alone: screening, cache, rate limits, forwarding to the orchestrators.

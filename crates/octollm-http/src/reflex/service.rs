@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use octollm_reflex::{Finding, FindingKind, Redactor, ScanOptions, Scanner};
+use octollm_reflex::{Finding, FindingKind, Redactor, ScanOptions, ScanReport, Scanner};
 use octollm_store::{CacheStats, Decision, RateLimiter, ResponseCache, StoreError, Tier};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -15,6 +15,7 @@ pub const VERDICTS: &str = "octollm_reflex_verdicts_total";
 pub const CACHE_LOOKUPS: &str = "octollm_reflex_cache_lookups_total";
 pub const RATE_LIMITED: &str = "octollm_reflex_rate_limited_total";
 pub const SCAN_SECONDS: &str = "octollm_reflex_scan_duration_seconds";
+pub const CLASSIFIER_ERRORS: &str = "octollm_reflex_classifier_errors_total";
 
 /// What happens when the rate-limit store is unreachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +81,11 @@ pub struct Match {
     pub start: usize,
     pub end: usize,
     pub severity: octollm_reflex::Severity,
+    /// For the rules, how sure the rule is; for `kind: classifier`, the classifier's score.
     pub confidence: f32,
+    /// For `kind: classifier`: the score at which it blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
 }
 
 impl From<&Finding> for Match {
@@ -92,8 +97,22 @@ impl From<&Finding> for Match {
             end: f.end,
             severity: f.severity,
             confidence: f.confidence,
+            threshold: None,
         }
     }
+}
+
+/// The matches of a report, the classifier's with its threshold.
+fn matches_of<'a>(report: &ScanReport, findings: impl Iterator<Item = &'a Finding>) -> Vec<Match> {
+    findings
+        .map(|f| {
+            let mut m = Match::from(f);
+            if f.kind == FindingKind::Classifier {
+                m.threshold = report.classifier.map(|c| c.threshold);
+            }
+            m
+        })
+        .collect()
 }
 
 /// The part of the answer that depends only on the input and the options: what is cached.
@@ -139,10 +158,16 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 /// The cache key covers the tenant, the detector version and every option that changes the
 /// answer, and the exact input: offsets and the sanitised text depend on the exact bytes, so
 /// two inputs that only normalise alike must not share an answer.
-fn cache_key(tenant: &Tenant, request: &PreprocessRequest) -> String {
+/// The verdict's cache key: detector version (v2: the rules of the external-corpus work and
+/// the classifier), whether the classifier is on, tenant, options, text digest.
+fn cache_key(tenant: &Tenant, request: &PreprocessRequest, classifier: bool) -> String {
     let digest = Sha256::digest(request.input_text.as_bytes());
     let mut key = String::with_capacity(48 + tenant.0.len() + 2 * digest.len());
-    key.push_str("reflex:v1:");
+    key.push_str(if classifier {
+        "reflex:v2c:"
+    } else {
+        "reflex:v2:"
+    });
     key.push_str(&tenant.0);
     key.push_str(if request.detect_pii {
         ":pii=1"
@@ -163,6 +188,7 @@ fn kind_label(kind: FindingKind) -> &'static str {
         FindingKind::Pii => "pii",
         FindingKind::Secret => "secret",
         FindingKind::Injection => "injection",
+        FindingKind::Classifier => "classifier",
     }
 }
 
@@ -230,6 +256,11 @@ pub struct ReflexService {
 impl ReflexService {
     fn verdict(&self, text: &str, options: ScanOptions) -> Verdict {
         let report = self.scanner.scan(text, options);
+        if let Some(e) = &report.classifier_error {
+            // The rules' verdict stands; the failure is counted and logged.
+            metrics::counter!(CLASSIFIER_ERRORS).increment(1);
+            tracing::warn!(error = %e, "injection classifier failed; rules only for this text");
+        }
         for f in &report.findings {
             metrics::counter!(DETECTIONS, "kind" => kind_label(f.kind), "type" => f.label)
                 .increment(1);
@@ -246,7 +277,7 @@ impl ReflexService {
             risk_score: report.risk_score,
             sanitized_input,
             should_proceed: !report.should_block,
-            matches: report.findings.iter().map(Match::from).collect(),
+            matches: matches_of(&report, report.findings.iter()),
         }
     }
 
@@ -262,7 +293,7 @@ impl ReflexService {
         if chars == 0 || chars > INPUT_MAX_CHARS {
             return Err(ReflexError::InputLength(chars));
         }
-        let key = cache_key(tenant, request);
+        let key = cache_key(tenant, request, self.scanner.classifier().is_some());
         let cached = if request.check_cache {
             let hit = self.cache.get(&key).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cache lookup failed; computing");
@@ -358,7 +389,7 @@ impl ReflexService {
         );
         if report.should_block {
             metrics::counter!(VERDICTS, "verdict" => "block").increment(1);
-            return Err(report.injections().map(Match::from).collect());
+            return Err(matches_of(&report, report.injections()));
         }
         Ok(())
     }

@@ -95,6 +95,14 @@ impl MiniLmEmbedder {
     }
 }
 
+impl MiniLmEmbedder {
+    /// [`Embedder::embed`] on the calling thread (for benchmarks and tools; the service uses
+    /// the async form, which moves the work off the runtime).
+    pub fn embed_blocking(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, LlmError> {
+        self.inner.embed(texts)
+    }
+}
+
 impl MiniLm {
     fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, LlmError> {
         let encodings = self

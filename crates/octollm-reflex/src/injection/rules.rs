@@ -18,6 +18,8 @@ pub(super) const TEMPLATE: u32 = 1 << 4;
 pub(super) const COMMAND: u32 = 1 << 5;
 pub(super) const EXFIL: u32 = 1 << 6;
 pub(super) const ENCODED: u32 = 1 << 7;
+/// Configuration-block jailbreaks (`<interaction-config>`, `Blocked Modes:`).
+pub(super) const CONFIG: u32 = 1 << 11;
 /// An anchor of a family's second kind (objects: nouns, destinations); a family's rules run
 /// only when anchors of both kinds occur (the first kind is the family bit itself).
 pub(super) const fn b(family: u32) -> u32 {
@@ -94,7 +96,22 @@ pub(super) const ANCHORS: &[(&str, u32)] = &[
     ("don't", OVERRIDE),
     ("dont", OVERRIDE),
     ("do not", OVERRIDE),
-    ("from now on", ab(OVERRIDE)),
+    ("from now on", ab(OVERRIDE | PERSONA)),
+    ("urgent", OVERRIDE),
+    ("emergency", OVERRIDE),
+    ("immediately", OVERRIDE),
+    ("asap", OVERRIDE),
+    ("right now", OVERRIDE),
+    ("stop everything", ab(OVERRIDE)),
+    ("stop what you", ab(OVERRIDE)),
+    ("stop all", OVERRIDE),
+    ("safety", b(OVERRIDE)),
+    ("guardrail", b(OVERRIDE)),
+    ("password", b(OVERRIDE)),
+    ("api key", b(OVERRIDE)),
+    ("secret", b(OVERRIDE)),
+    ("credential", b(OVERRIDE)),
+    ("system prompt", b(OVERRIDE)),
     ("new rules", ab(OVERRIDE)),
     ("new instructions", ab(OVERRIDE)),
     ("your new", ab(OVERRIDE)),
@@ -207,6 +224,24 @@ pub(super) const ANCHORS: &[(&str, u32)] = &[
     ("alter ego", PERSONA),
     ("entity", PERSONA),
     ("do anything now", ab(PERSONA)),
+    ("is an ", PERSONA),
+    ("is a ", PERSONA),
+    ("userquery", ab(PERSONA)),
+    ("responseformat", ab(PERSONA)),
+    ("i'm free", ab(PERSONA)),
+    ("im free", ab(PERSONA)),
+    ("start output", ab(PERSONA)),
+    ("end output", ab(PERSONA)),
+    ("l|o|v|e", ab(PERSONA)),
+    ("rebel", ab(PERSONA)),
+    ("<|vq_", ab(PERSONA)),
+    ("never say", ab(PERSONA)),
+    ("trauma", ab(PERSONA)),
+    ("ptsd", ab(PERSONA)),
+    ("gpt", b(PERSONA)),
+    ("unethical", b(PERSONA)),
+    ("immoral", b(PERSONA)),
+    ("unhinged", b(PERSONA)),
     ("jailbr", ab(PERSONA)),
     ("developer mode", ab(PERSONA)),
     ("dev mode", ab(PERSONA)),
@@ -260,6 +295,20 @@ pub(super) const ANCHORS: &[(&str, u32)] = &[
     ("alignment", b(PERSONA)),
     ("guardrail", b(PERSONA) | ab(TOPIC)),
     ("reveal", EXTRACTION),
+    ("encode", EXTRACTION),
+    ("convert", EXTRACTION),
+    ("rephrase", EXTRACTION),
+    ("paraphrase", EXTRACTION),
+    ("reword", EXTRACTION),
+    ("rewrite", EXTRACTION),
+    ("transcribe", EXTRACTION),
+    ("encrypt", EXTRACTION),
+    ("reverse", EXTRACTION),
+    ("render", EXTRACTION),
+    ("see", EXTRACTION),
+    ("view", EXTRACTION),
+    ("access", EXTRACTION),
+    ("obtain", EXTRACTION),
     ("show", EXTRACTION),
     ("print", EXTRACTION),
     ("display", EXTRACTION),
@@ -345,6 +394,10 @@ pub(super) const ANCHORS: &[(&str, u32)] = &[
     ("start of admin", ab(ROLE_TAG)),
     ("begin of system", ab(ROLE_TAG)),
     ("system:", ROLE_TAG),
+    ("user:", ROLE_TAG),
+    ("user :", ROLE_TAG),
+    ("human:", ROLE_TAG),
+    ("model:", ROLE_TAG),
     ("system :", ROLE_TAG),
     ("system message", ROLE_TAG | ab(EXTRACTION)),
     ("system note", ROLE_TAG),
@@ -433,6 +486,8 @@ pub(super) const ANCHORS: &[(&str, u32)] = &[
     ("webhook", ab(EXFIL)),
     ("pastebin", ab(EXFIL)),
     ("![", ab(EXFIL)),
+    ("](http", ab(EXFIL)),
+    ("encodeuricomponent", ab(EXFIL)),
     ("<img", ab(EXFIL)),
     ("conversation", b(EXFIL)),
     ("chat history", b(EXFIL)),
@@ -463,6 +518,26 @@ pub(super) const ANCHORS: &[(&str, u32)] = &[
     ("personal data", b(EXFIL)),
     ("personal information", b(EXFIL)),
     ("keys", b(EXFIL)),
+    ("interaction-config", ab(CONFIG)),
+    ("interaction_config", ab(CONFIG)),
+    ("interaction-mode", ab(CONFIG)),
+    ("requests-allowed", ab(CONFIG)),
+    ("scene-rules", ab(CONFIG)),
+    ("allowed mode", ab(CONFIG)),
+    ("allowed_mode", ab(CONFIG)),
+    ("allowed-mode", ab(CONFIG)),
+    ("blocked mode", ab(CONFIG)),
+    ("blocked_mode", ab(CONFIG)),
+    ("blocked-mode", ab(CONFIG)),
+    ("allowed response", ab(CONFIG)),
+    ("allowed_response", ab(CONFIG)),
+    ("allowed-response", ab(CONFIG)),
+    ("blocked response", ab(CONFIG)),
+    ("blocked_response", ab(CONFIG)),
+    ("blocked-response", ab(CONFIG)),
+    ("blocked string", ab(CONFIG)),
+    ("blocked_string", ab(CONFIG)),
+    ("blocked-string", ab(CONFIG)),
     ("decode", ENCODED),
     ("decipher", ENCODED),
     ("base64", ENCODED),
@@ -556,7 +631,7 @@ pub(super) fn rules_spec() -> Vec<Rule> {
     let syntax = |family: &'static str| {
         matches!(
             family,
-            "role_tag_injection" | "template_injection" | "command_injection"
+            "role_tag_injection" | "template_injection" | "command_injection" | "config_jailbreak"
         )
     };
     let r = |family, bit, severity, confidence, pattern: String| Rule {
@@ -582,6 +657,7 @@ pub(super) fn rules_spec() -> Vec<Rule> {
     let template = "template_injection";
     let command = "command_injection";
     let exfil = "data_exfiltration";
+    let config = "config_jailbreak";
     vec![
         // Instruction override.
         r(over, OVERRIDE, Critical, 0.95, format!(r"(?i)\b{OVERRIDE_VERB}\s+(?:{MODS}[\s,]+){{0,5}}{STRONG_NOUN}\b")),
@@ -658,6 +734,29 @@ pub(super) fn rules_spec() -> Vec<Rule> {
         r(exfil, EXFIL, High, 0.9, r"(?i)\bhttps?://\S*[?&][\w\-]*=\s*(?:\{\s*[\w\s]{2,40}\}|\S*\s+followed\s+by\s+(?:the\s+)?user'?s?\s+\w+)|\b(?:include|append|add|insert|embed)\s+(?:everything|all|anything)\s+(?:the\s+user|they|you)\s+(?:told|said|wrote|typed|shared|gave)\b.{0,60}\b(?:url|query\s+string|link|parameter|request)".to_owned()),
         r(exfil, EXFIL, High, 0.85, r"(?i)\b(?:silently|quietly|secretly|covertly|without\s+(?:telling|mentioning|informing))\b.{0,40}\b(?:send|post|upload|forward|transmit|email|include|append|copy)\b.{0,80}\b(?:https?://|webhook|[\w.+-]+@[\w-]+\.|url)".to_owned()),
         raw(exfil, EXFIL, High, 0.85, r"(?i)!\[[^\]]{0,60}\]\(\s*https?://[^)\s]*[?&][\w\-]*=\s*[A-Z_]{4,}(?:USER|KEY|SECRET|PASSWORD|TOKEN|DATA|HISTORY|PROMPT|HERE)[A-Z_]*\)".to_owned()),
+        // Urgency with an override, a stop-everything, or a request for what is hidden.
+        r(over, OVERRIDE, Critical, 0.9, r"(?i)\b(?:stop|halt|cease|drop|pause)\s+(?:everything|all\s+(?:else|tasks|processing|operations)|what\s+you(?:'re|\s+are)\s+doing|your\s+(?:current\s+)?(?:task|work))\b[^\n]{0,60}?\b(?:print|output|say|reveal|show|give|send|tell|write|dump|list|display|repeat|type|return|email|post|upload)\s+(?:me\s+|us\s+)?(?:\w+\s+){0,3}?(?:passwords?|secrets?|keys?|credentials|tokens?|system\s*prompt|prompt|instructions|everything|configuration)\b".to_owned()),
+        r(over, OVERRIDE, Critical, 0.9, r"(?i)\b(?:urgent|urgently|emergency|immediately|asap|right\s+now|time-sensitive)\b[^\n]{0,100}?\b(?:(?:see|view|read|get|access|show|print|reveal|dump|give\s+me|send\s+me)\s+(?:\w+\s+){0,2}?(?:the|your|its)\s+(?:\w+\s+){0,2}?(?:system\s*prompt|initial\s+instructions|hidden\s+instructions|(?:admin|root)\s+passwords?|api\s+keys?|credentials)|(?:drop|ignore|disable|bypass|override|suspend|lift|remove|turn\s+off|forget|skip)\s+(?:all\s+)?(?:of\s+)?(?:your|the|its)\s+(?:\w+\s+){0,2}?(?:safety|rules|guidelines|restrictions|filters|guardrails|policies|instructions|protocols|limits))".to_owned()),
+        r(over, OVERRIDE, Critical, 0.9, r"(?i)\b(?:(?:see|view|read|get|access|show|print|reveal|dump|give\s+me|send\s+me)\s+(?:\w+\s+){0,2}?(?:the|your|its)\s+(?:\w+\s+){0,2}?(?:system\s*prompt|initial\s+instructions|hidden\s+instructions)|(?:drop|ignore|disable|bypass|override|suspend|lift|turn\s+off|forget)\s+(?:all\s+)?(?:of\s+)?(?:your|its)\s+(?:\w+\s+){0,2}?(?:safety|rules|guidelines|restrictions|filters|guardrails|policies|instructions|protocols))\b[^\n]{0,60}?\b(?:urgent|urgently|emergency|immediately|asap|right\s+now)\b".to_owned()),
+        // Asking to see, encode, translate or reshape the system prompt.
+        r(extract, EXTRACTION, High, 0.9, r"(?i)\b(?:see|view|read|access|obtain|know|encode|convert|rewrite|rephrase|paraphrase|reword|transcribe|encrypt|reverse|render)\s+(?:me\s+|us\s+)?(?:\w+\s+){0,2}?your\s+(?:\w+\s+){0,2}?(?:instructions|guidelines|prompt|rules|directives|programming|system\s*(?:prompt|message)|initial\s+\w+)\b".to_owned()),
+        r(extract, EXTRACTION, High, 0.9, r"(?i)\b(?:encode|convert|rewrite|rephrase|paraphrase|reword|transcribe|encrypt|reverse|render|spell|write|output|print|translate|type|give|show)\s+(?:me\s+)?(?:\w+\s+){0,2}?(?:your|the|its)\s+(?:\w+\s+){0,2}?(?:system\s*prompt|instructions|initial\s+prompt|hidden\s+prompt|prompt|rules|guidelines)\s+(?:\w+\s+){0,3}?(?:backwards|in\s+reverse|reversed|(?:in|as|to|into)\s+(?:base\s?64|hex(?:adecimal)?|binary|morse|rot-?13|leetspeak|pig\s+latin|reverse\s+order|french|spanish|german|chinese|japanese|russian|italian|portuguese|korean|arabic|another\s+language|a\s+different\s+language|(?:a\s+)?(?:poem|song|story|haiku|acrostic|json|code\s+block|python\s+string|list)))".to_owned()),
+        // Fake conversation turns: a role marker at a line start, then an override or a
+        // request for what is hidden.
+        r(role, ROLE_TAG, High, 0.9, r"(?im)^[ \t]*(?:user|human|assistant|ai|model|bot|chatgpt|gpt|claude)[ \t]*:[ \t]*(?:[\w']+[ \t,]+){0,4}?(?:ignore|disregard|forget|override|bypass|skip|stop\s+following)\s+(?:[\w']+\s+){0,5}?(?:instructions?|rules|guidelines|task|summary|review|document|email|text|article|above|previous|prior|everything|prompt|request)\b".to_owned()),
+        r(role, ROLE_TAG, High, 0.9, r"(?im)^[ \t]*(?:user|human|assistant|ai|model|bot|chatgpt|gpt|claude)[ \t]*:[ \t]*(?:[\w']+[ \t,]+){0,4}?(?:repeat|print|output|reveal|show|tell\s+me|list|dump|leak|send|email|post|upload|translate|encode|write\s+out|display|give\s+me|share)\s+(?:[\w']+\s+){0,4}?(?:system\s*prompt|instructions|rules|guidelines|passwords?|secrets?|api\s+keys?|keys|credentials|tokens?|configuration|hidden\s+\w+|(?:everything|text|words)\s+above)\b".to_owned()),
+        r(role, ROLE_TAG, High, 0.85, r"(?im)^[ \t]*#{2,}[ \t]*(?:instruction|input|response|system|new\s+instructions?)[ \t]*:".to_owned()),
+        // Configuration-block jailbreaks ("policy puppetry").
+        r(config, CONFIG, High, 0.9, r#"(?i)<\s*/?\s*(?:interaction-config|interaction_config|blocked-modes|allowed-modes|blocked-strings?|blocked-responses|allowed-responses|requests?-allowed|scene-rules)\b|["'\[]\s*(?:interaction-config|interaction_config)\s*["'\]]|\binteraction-mode\s*=\s*["']"#.to_owned()),
+        r(config, CONFIG, High, 0.85, r"(?i)\b(?:allowed|blocked)[ \t_-]+(?:modes?|responses|strings?)\s*[:=][^\n]*\n(?:[^\n]*\n){0,6}?[^\n]*\b(?:allowed|blocked)[ \t_-]+(?:modes?|responses|strings?)\s*[:=]".to_owned()),
+        // Personas set up by name or by description, and "Pliny"-style output formats.
+        r(persona, PERSONA, High, 0.9, r"(?i)\b(?:is|are|be|being|as|become|becomes)\s+(?:an?\s+|the\s+)?(?:(?:completely|totally|fully|entirely|truly)\s+)?(?:\w+[\s,]+(?:and\s+)?){0,2}?(?:unfiltered|amoral|unrestricted|uncensored|unethical|immoral|unaligned|unchained|unbound|limitless|lawless|jailbroken|rule-?less|unmoderated|unhinged|no-?limits?)\s+(?:and\s+\w+\s+)?(?:\w+\s+){0,2}?(?:chatbot|ai|assistant|model|bot|llm|gpt|character|persona|entity|version|system|language\s+model)\b".to_owned()),
+        r(persona, PERSONA, High, 0.85, r#"(?i)\bfrom\s+now\s+on\b[^\n]{0,30}?\byou\s+(?:are|'re|will\s+be)\s+(?:now\s+)?(?:called\s+|named\s+|going\s+to\s+be\s+)?["'\[]?[a-z0-9_-]*(?:gpt|dan)\b"#.to_owned()),
+        r(persona, PERSONA, High, 0.9, r#"(?i)\buserquery\s*:|\bresponseformat\s*:|<\s*i'?m\s+free!?\s*>|\[\s*(?:start|end)\s+output\s*\]|\bgodmode\s*:?\s*(?:enabled|active|on)\b|\bl\s*\|\s*o\s*\|\s*v\s*\|\s*e\b|\brebel\s+(?:answer|response|genius)|<\|vq_\d+\|>|\bnever\s+(?:say|respond\s+with|use|output|write)\s+(?:the\s+)?(?:words?\s+|phrases?\s+)?["'`]+\s*(?:sorry|i\s+can'?t|i\s+cannot|i'?m\s+sorry|i\s+apologi[sz]e|as\s+an\s+ai|i'?m\s+unable|unfortunately)|\bcauses?\s+me\s+(?:severe\s+)?(?:trauma|ptsd)\b"#.to_owned()),
+        // Markdown and HTML that carries data out through a URL.
+        raw(exfil, EXFIL, High, 0.9, r"(?i)!?\[[^\]]{0,60}\]\(\s*https?://[^)\s]*[?&][\w\-]*=[^)\s]*\)[^\n]{0,160}?\b(?:append|add|insert|include|put|fill|replace|substitut\w*|encode|url-?encod\w*|where)\b[^\n]{0,80}?\b(?:user'?s?|conversation|chat|history|messages?|summary|password|secrets?|keys?|data|credentials|tokens?|email|name|address|previous|above|context|answer)".to_owned()),
+        raw(exfil, EXFIL, High, 0.9, r#"(?i)!?\[[^\]]{0,60}\]\(\s*https?://[^)\s]*[?&][\w\-]*=\s*(?:\.\.\.|…|\*\*|%7b|%3c)|<img\s[^>]{0,80}src\s*=\s*['"]?https?://[^'">\s]*[?&][\w\-]*=['"]?\s*\+|\b(?:encodeuricomponent|btoa|escape)\s*\(\s*(?:document\.cookie|conversation|chat|history|messages|localstorage|prompt|secrets?|user)"#.to_owned()),
+        raw(exfil, EXFIL, High, 0.9, r#"(?i)\b(?:render|output|print|embed|insert|append|end\s+(?:every|each|your)\s+(?:answer|response|reply|message)\s+with)\b[^\n]{0,60}?(?:!\[[^\]]{0,60}\]\(|<img\s[^>]{0,60}src\s*=\s*['"]?)\s*https?://[^)\s'">]*[?&][\w\-]*="#.to_owned()),
         // Instructions to decode and obey an encoded blob (the blob itself may not decode).
         r("encoded_payload", ENCODED, High, 0.8, r"(?i)\b(?:decode|decipher|base64\s*-d|from\s+base64|rot-?\s?13|unhex|atob)\b.{0,60}\b(?:and|then)\s+(?:follow|execute|run|obey|do|perform|carry\s+out|act\s+on|comply)".to_owned()),
     ]

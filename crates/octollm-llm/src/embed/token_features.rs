@@ -1,0 +1,137 @@
+//! The injection classifier's features: all-MiniLM-L6-v2's own token embeddings (the model's
+//! first layer, read from `model.safetensors`), mean- and max-pooled over the text's WordPiece
+//! tokens (768 numbers), and four numbers about the text's shape ([`SHAPE`]).
+//!
+//! Why not the whole sentence embedding: the six transformer layers cost milliseconds per
+//! 500 bytes on one core, which the reflex layer's latency budget (p99 ≤ 5 ms at 5,000
+//! requests/s on two cores) cannot pay on every request; a table lookup per token costs
+//! microseconds. Max pooling keeps the signal of a short attack inside a long benign text,
+//! which a mean alone would wash out. The same code computes the features for training
+//! (`examples/token_features.rs`, driven by `scripts/reflex-train.py`) and in service, so
+//! the two cannot drift apart.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use tokenizers::Tokenizer;
+
+use crate::provider::LlmError;
+
+/// The name the classifier's weights record for these features.
+pub const FEATURES: &str = "minilm-l6-token-mean-max-shape-v1";
+
+/// Numbers about the text itself, after the pooled vectors: log of its length in chars, and
+/// the shares of chars outside ASCII, of uppercase letters and of digits (keys, tokens and
+/// other scripts look unlike prose, and attacks shout).
+pub const SHAPE: usize = 4;
+
+fn shape(text: &str) -> [f32; SHAPE] {
+    let (mut chars, mut wide, mut upper, mut digits) = (0usize, 0usize, 0usize, 0usize);
+    for c in text.chars() {
+        chars += 1;
+        wide += usize::from(!c.is_ascii());
+        upper += usize::from(c.is_uppercase());
+        digits += usize::from(c.is_ascii_digit());
+    }
+    let share = |n: usize| {
+        if chars == 0 {
+            0.0
+        } else {
+            n as f32 / chars as f32
+        }
+    };
+    [
+        (1.0 + chars as f32).ln(),
+        share(wide),
+        share(upper),
+        share(digits),
+    ]
+}
+
+pub struct TokenFeatures {
+    tokenizer: Tokenizer,
+    /// `vocab × dim`, row-major.
+    table: Vec<f32>,
+    dim: usize,
+}
+
+impl TokenFeatures {
+    /// Loads the tokenizer and the token embedding table from the model directory (what
+    /// `octollm model pull` puts in `<model dir>/all-MiniLM-L6-v2`). Blocking.
+    pub fn load(dir: &Path) -> Result<Self, LlmError> {
+        crate::embed::minilm::MiniLmEmbedder::check_files(dir)?;
+        let tokenizer_path = dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| {
+            LlmError::Config(format!("cannot read {}: {e}", tokenizer_path.display()))
+        })?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| LlmError::Config(format!("cannot turn truncation off: {e}")))?;
+        let weights_path = dir.join("model.safetensors");
+        let cannot = |e: &dyn std::fmt::Display| {
+            LlmError::Config(format!("cannot load {}: {e}", weights_path.display()))
+        };
+        let tensors =
+            candle_core::safetensors::load(&weights_path, &Device::Cpu).map_err(|e| cannot(&e))?;
+        let (_, table) = tensors
+            .iter()
+            .find(|(name, _)| name.ends_with("word_embeddings.weight"))
+            .ok_or_else(|| cannot(&"no word_embeddings.weight tensor"))?;
+        let (_, dim) = table.dims2().map_err(|e| cannot(&e))?;
+        let table = table
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| cannot(&e))?;
+        Ok(Self {
+            tokenizer,
+            table,
+            dim,
+        })
+    }
+
+    pub fn dimensions(&self) -> usize {
+        2 * self.dim + SHAPE
+    }
+
+    /// Mean then max of the token vectors (zeros for a text without tokens), then the shape.
+    pub fn features(&self, text: &str) -> Result<Vec<f32>, String> {
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| format!("tokenization failed: {e}"))?;
+        let ids = encoding.get_ids();
+        let mut out = vec![0.0f32; 2 * self.dim + SHAPE];
+        out[2 * self.dim..].copy_from_slice(&shape(text));
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let (mean, rest) = out.split_at_mut(self.dim);
+        let max = &mut rest[..self.dim];
+        max.fill(f32::NEG_INFINITY);
+        for &id in ids {
+            let start = id as usize * self.dim;
+            let Some(row) = self.table.get(start..start + self.dim) else {
+                return Err(format!("token id {id} outside the embedding table"));
+            };
+            for ((m, x), v) in mean.iter_mut().zip(max.iter_mut()).zip(row) {
+                *m += v;
+                *x = x.max(*v);
+            }
+        }
+        let n = ids.len() as f32;
+        mean.iter_mut().for_each(|m| *m /= n);
+        Ok(out)
+    }
+}
+
+impl octollm_reflex::Featurizer for TokenFeatures {
+    fn name(&self) -> &str {
+        FEATURES
+    }
+
+    fn features(&self, text: &str) -> Result<Vec<f32>, String> {
+        TokenFeatures::features(self, text)
+    }
+}
