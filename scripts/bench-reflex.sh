@@ -10,6 +10,8 @@
 # open-loop load: examples/http_floor (a bare hyper server answering a fixed body: what loopback
 # TCP and HTTP cost on this host) and the service's own `GET /health` (plus routing and the
 # middleware every route has).
+# With OCTOLLM_REFLEX_CLASSIFIER=true the service runs the injection classifier after the rules
+# (a build with the `embed` feature; the MiniLM model must be pulled).
 #   usage: scripts/bench-reflex.sh [seconds] [rate]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,9 @@ SECONDS_PER_RUN="${1:-20}"
 RATE="${2:-5000}"
 command -v wrk >/dev/null || bash scripts/setup.sh
 
-cargo build --release --locked -q -p octollm --no-default-features --bin octollm --example reflex_load --example http_floor
+FEATURES=()
+[ "${OCTOLLM_REFLEX_CLASSIFIER:-false}" = true ] && FEATURES=(--features embed)
+cargo build --release --locked -q -p octollm --no-default-features "${FEATURES[@]}" --bin octollm --example reflex_load --example http_floor
 BIN="$CARGO_TARGET_DIR/release/octollm"
 LOAD="$CARGO_TARGET_DIR/release/examples/reflex_load"
 FLOOR="$CARGO_TARGET_DIR/release/examples/http_floor"

@@ -118,7 +118,7 @@ fn short(text: &str) -> String {
 }
 
 /// Not yet part of the default run: with the committed weights two of its conditions fail
-/// (deepteam's red-team probes at 0.743 < 0.80, and two of our own benign cases blocked; see
+/// (deepteam's red-team probes at 0.771 < 0.80, and two of our own benign cases blocked; see
 /// docs/reflex.md). `scripts/reflex-quality.sh` runs it and prints the numbers.
 #[test]
 #[ignore = "the gate is not met yet; run by scripts/reflex-quality.sh"]

@@ -9,6 +9,8 @@ use crate::provider::LlmError;
 pub mod minilm;
 #[cfg(feature = "embed")]
 pub mod token_features;
+#[cfg(feature = "embed")]
+pub mod wordpiece;
 
 #[async_trait]
 pub trait Embedder: Send + Sync {

@@ -13,8 +13,8 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use tokenizers::Tokenizer;
 
+use crate::embed::wordpiece::WordPiece;
 use crate::provider::LlmError;
 
 /// The name the classifier's weights record for these features.
@@ -49,7 +49,7 @@ fn shape(text: &str) -> [f32; SHAPE] {
 }
 
 pub struct TokenFeatures {
-    tokenizer: Tokenizer,
+    tokenizer: WordPiece,
     /// `vocab × dim`, row-major.
     table: Vec<f32>,
     dim: usize,
@@ -61,13 +61,12 @@ impl TokenFeatures {
     pub fn load(dir: &Path) -> Result<Self, LlmError> {
         crate::embed::minilm::MiniLmEmbedder::check_files(dir)?;
         let tokenizer_path = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| {
-            LlmError::Config(format!("cannot read {}: {e}", tokenizer_path.display()))
-        })?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| LlmError::Config(format!("cannot turn truncation off: {e}")))?;
+        let tokenizer = std::fs::read_to_string(&tokenizer_path)
+            .map_err(|e| e.to_string())
+            .and_then(|json| WordPiece::from_tokenizer_json(&json))
+            .map_err(|e| {
+                LlmError::Config(format!("cannot read {}: {e}", tokenizer_path.display()))
+            })?;
         let weights_path = dir.join("model.safetensors");
         let cannot = |e: &dyn std::fmt::Display| {
             LlmError::Config(format!("cannot load {}: {e}", weights_path.display()))
@@ -97,11 +96,8 @@ impl TokenFeatures {
 
     /// Mean then max of the token vectors (zeros for a text without tokens), then the shape.
     pub fn features(&self, text: &str) -> Result<Vec<f32>, String> {
-        let encoding = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| format!("tokenization failed: {e}"))?;
-        let ids = encoding.get_ids();
+        let mut ids = Vec::with_capacity(text.len() / 4 + 1);
+        self.tokenizer.encode(text, &mut ids);
         let mut out = vec![0.0f32; 2 * self.dim + SHAPE];
         out[2 * self.dim..].copy_from_slice(&shape(text));
         if ids.is_empty() {
@@ -110,7 +106,7 @@ impl TokenFeatures {
         let (mean, rest) = out.split_at_mut(self.dim);
         let max = &mut rest[..self.dim];
         max.fill(f32::NEG_INFINITY);
-        for &id in ids {
+        for &id in &ids {
             let start = id as usize * self.dim;
             let Some(row) = self.table.get(start..start + self.dim) else {
                 return Err(format!("token id {id} outside the embedding table"));
