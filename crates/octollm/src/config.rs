@@ -179,8 +179,10 @@ pub struct ReflexConfig {
     /// rate limit. Empty: the socket's peer is the client.
     pub trusted_proxies: String,
     /// The learned second stage of injection detection (MiniLM token features and the
-    /// committed weights) after the rules. Off by default until its gate on our own corpus
-    /// holds (docs/reflex.md); needs the MiniLM model (`octollm model pull`).
+    /// committed weights) after the rules (docs/reflex.md). Off by default until it passes
+    /// its gate and ordinary task goals ("Write a function that reverses a string") without
+    /// blocking them; needs the MiniLM model (`octollm model pull`), and a server configured
+    /// with it refuses to start without it.
     pub classifier: bool,
 }
 

@@ -1,6 +1,11 @@
 //! The injection classifier's features: all-MiniLM-L6-v2's own token embeddings (the model's
 //! first layer, read from `model.safetensors`), mean- and max-pooled over the text's WordPiece
-//! tokens (768 numbers), and four numbers about the text's shape ([`SHAPE`]).
+//! tokens (768 numbers), four numbers about the text's shape ([`SHAPE`]), and which of
+//! [`GRAM_BUCKETS`] hashed buckets the text's lowercased words and word pairs fall in ([`grams`]).
+//!
+//! The word pairs are the only context the features see: pooled token vectors cannot tell
+//! "ignore my previous email" from "ignore previous instructions", a pair can. The buckets
+//! are 0 or 1, so the network's first layer adds one column per bucket present.
 //!
 //! Why not the whole sentence embedding: the six transformer layers cost milliseconds per
 //! 500 bytes on one core, which the reflex layer's latency budget (p99 ≤ 5 ms at 5,000
@@ -18,7 +23,10 @@ use crate::embed::wordpiece::WordPiece;
 use crate::provider::LlmError;
 
 /// The name the classifier's weights record for these features.
-pub const FEATURES: &str = "minilm-l6-token-mean-max-shape-v1";
+pub const FEATURES: &str = "minilm-l6-token-mean-max-shape-grams2048-v2";
+
+/// Hashed buckets for words and word pairs.
+pub const GRAM_BUCKETS: usize = 2048;
 
 /// Numbers about the text itself, after the pooled vectors: log of its length in chars, and
 /// the shares of chars outside ASCII, of uppercase letters and of digits (keys, tokens and
@@ -46,6 +54,43 @@ fn shape(text: &str) -> [f32; SHAPE] {
         share(upper),
         share(digits),
     ]
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, which the trained weights rely on.
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (n, part) in parts.iter().enumerate() {
+        if n > 0 {
+            h ^= u64::from(b' ');
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        for b in part.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Sets `out[bucket] = 1` for every lowercased word (a run of alphanumeric chars) and every
+/// pair of neighbouring words of `text`.
+pub fn grams(text: &str, out: &mut [f32]) {
+    let buckets = out.len() as u64;
+    if buckets == 0 {
+        return;
+    }
+    let lower = text.to_lowercase();
+    let mut previous: Option<&str> = None;
+    for word in lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        out[(fnv1a(&[word]) % buckets) as usize] = 1.0;
+        if let Some(p) = previous {
+            out[(fnv1a(&[p, word]) % buckets) as usize] = 1.0;
+        }
+        previous = Some(word);
+    }
 }
 
 pub struct TokenFeatures {
@@ -91,15 +136,18 @@ impl TokenFeatures {
     }
 
     pub fn dimensions(&self) -> usize {
-        2 * self.dim + SHAPE
+        2 * self.dim + SHAPE + GRAM_BUCKETS
     }
 
-    /// Mean then max of the token vectors (zeros for a text without tokens), then the shape.
+    /// Mean then max of the token vectors (zeros for a text without tokens), then the shape,
+    /// then the word buckets.
     pub fn features(&self, text: &str) -> Result<Vec<f32>, String> {
         let mut ids = Vec::with_capacity(text.len() / 4 + 1);
         self.tokenizer.encode(text, &mut ids);
-        let mut out = vec![0.0f32; 2 * self.dim + SHAPE];
-        out[2 * self.dim..].copy_from_slice(&shape(text));
+        let mut out = vec![0.0f32; self.dimensions()];
+        let pooled = 2 * self.dim;
+        out[pooled..pooled + SHAPE].copy_from_slice(&shape(text));
+        grams(text, &mut out[pooled + SHAPE..]);
         if ids.is_empty() {
             return Ok(out);
         }
@@ -129,5 +177,33 @@ impl octollm_reflex::Featurizer for TokenFeatures {
 
     fn features(&self, text: &str) -> Result<Vec<f32>, String> {
         TokenFeatures::features(self, text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buckets(text: &str) -> Vec<usize> {
+        let mut out = vec![0.0; GRAM_BUCKETS];
+        grams(text, &mut out);
+        out.iter()
+            .enumerate()
+            .filter(|(_, v)| **v == 1.0)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    #[test]
+    fn word_pairs_tell_apart_what_the_words_alone_cannot() {
+        // Same words, other order: the single words agree, the pairs do not.
+        let a = buckets("ignore previous instructions");
+        let b = buckets("instructions previous ignore");
+        assert_eq!(a.len(), 5, "{a:?}");
+        assert_ne!(a, b);
+        // Case and punctuation do not matter; the hash is fixed (the weights depend on it).
+        assert_eq!(a, buckets("Ignore, PREVIOUS instructions!"));
+        assert_eq!(fnv1a(&["a"]), 0xaf63_dc4c_8601_ec8c);
+        assert!(buckets("").is_empty() && buckets("—…").is_empty());
     }
 }
