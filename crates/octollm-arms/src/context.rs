@@ -1,6 +1,7 @@
 //! What every arm call carries, what it returns, and how it fails.
 
 use octollm_core::budget::{BudgetExceeded, BudgetTracker, Usage};
+use octollm_core::token::ExecutorGrant;
 use octollm_core::{TaskId, UnitKey};
 use octollm_llm::{LlmError, MeteredError};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,10 @@ pub struct CallContext {
     /// The share of the task's budget this call may spend. Arms spend from it and
     /// report what they spent in [`ArmOutcome::usage`].
     pub budget: BudgetTracker,
+    /// For an executor step: what its plan granted ([`octollm_core::Plan::executor_grant`]).
+    /// The executor refuses anything beyond it, and a capability token grants exactly it.
+    #[serde(skip)]
+    pub grant: Option<ExecutorGrant>,
 }
 
 impl CallContext {
@@ -29,6 +34,7 @@ impl CallContext {
             request_id: request_id.into(),
             trace: None,
             budget,
+            grant: None,
         }
     }
 }

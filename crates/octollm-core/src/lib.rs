@@ -10,6 +10,7 @@
 //! - [`plan`]: the plan DAG: validation, scheduling order, sinks.
 //! - [`budget`]: hard limits on tokens, dollars and wall time, and the tracker that enforces them.
 //! - [`unit`]: units of work (the plan, a step of a round, a validation) and their keys.
+//! - [`content`]: where a piece of text came from (trusted or not) and what screening does with it.
 //! - [`provenance`]: who produced a step result, when, at what cost.
 //! - [`error`]: the typed failure a task ends with.
 //! - [`trace`]: W3C trace context (`traceparent`) carried from a request through every call.
@@ -20,6 +21,7 @@
 pub mod arm;
 pub mod auth;
 pub mod budget;
+pub mod content;
 pub mod error;
 pub mod ids;
 pub mod plan;
@@ -34,6 +36,7 @@ pub mod wire;
 pub use arm::ArmKind;
 pub use auth::{Principal, Scope, Scopes};
 pub use budget::{Budget, BudgetExceeded, BudgetTracker, CallEstimate, Usage};
+pub use content::ContentOrigin;
 pub use error::{TaskError, TaskErrorKind};
 pub use ids::{StepId, TaskId};
 pub use plan::{Plan, PlanError, PlanStep};

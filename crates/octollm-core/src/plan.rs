@@ -10,6 +10,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::arm::ArmKind;
 use crate::ids::StepId;
+use crate::token::{ExecutorGrant, PYTHON_PROGRAM};
+
+/// `run \`ls -la\`` → the argv in backticks, split on whitespace (never a shell): the only
+/// way a plan step names a command.
+pub fn backticked_command(description: &str) -> Option<Vec<String>> {
+    let start = description.find('`')?;
+    let rest = &description[start + 1..];
+    let end = rest.find('`')?;
+    let argv: Vec<String> = rest[..end].split_whitespace().map(str::to_owned).collect();
+    (!argv.is_empty()).then_some(argv)
+}
 
 pub const MAX_STEPS: usize = 10;
 pub const MAX_DESCRIPTION_CHARS: usize = 2000;
@@ -233,6 +244,34 @@ impl Plan {
     pub fn arms(&self) -> BTreeSet<ArmKind> {
         self.steps.iter().map(|s| s.arm_id).collect()
     }
+
+    /// What the executor may run for `step`, fixed by the plan before any step runs and
+    /// before any untrusted content is read: the program a `command` in backticks in the
+    /// step's description names, and `python3` when a coder step feeds it code. Never the
+    /// network: that takes a policy grant. Nothing a model writes later can widen it.
+    pub fn executor_grant(&self, step: &PlanStep) -> ExecutorGrant {
+        let mut programs = Vec::new();
+        if step.arm_id != ArmKind::Executor {
+            return ExecutorGrant::default();
+        }
+        if let Some(program) =
+            backticked_command(&step.description).and_then(|a| a.into_iter().next())
+        {
+            programs.push(program);
+        }
+        let fed_code = step
+            .dependencies
+            .iter()
+            .filter_map(|d| self.step(d))
+            .any(|d| d.arm_id == ArmKind::Coder);
+        if fed_code && !programs.iter().any(|p| p == PYTHON_PROGRAM) {
+            programs.push(PYTHON_PROGRAM.to_owned());
+        }
+        ExecutorGrant {
+            programs,
+            network: false,
+        }
+    }
 }
 
 /// Kahn's algorithm, stable with respect to the original order.
@@ -304,6 +343,48 @@ mod tests {
             Some("code")
         );
         assert_eq!(plan.sinks().len(), 1);
+    }
+
+    #[test]
+    fn executor_grants_follow_from_the_plan_alone() {
+        let mut listing = step("ls", "executor", &[]);
+        listing.description = "list the files with `ls -la /workspace`".into();
+        let plan = Plan::validate(raw(vec![
+            step("code", "coder", &[]),
+            step("run", "executor", &["code"]),
+            listing,
+            step("check", "judge", &["run"]),
+        ]))
+        .unwrap();
+        let grant = |id: &str| plan.executor_grant(plan.step(&StepId::parse(id).unwrap()).unwrap());
+        assert_eq!(grant("run").programs, ["python3"]);
+        assert_eq!(grant("ls").programs, ["ls"]);
+        assert!(grant("check").programs.is_empty());
+        assert!(!grant("run").network && !grant("ls").network);
+        // What a request asks for must lie inside its step's grant.
+        let curl = ExecutorGrant {
+            programs: vec!["curl".into()],
+            network: true,
+        };
+        assert_eq!(
+            grant("run").covers(&curl),
+            Err(crate::token::GrantDenied::Program("curl".into()))
+        );
+        let python_online = ExecutorGrant {
+            programs: vec!["python3".into()],
+            network: true,
+        };
+        assert_eq!(
+            grant("run").covers(&python_online),
+            Err(crate::token::GrantDenied::Network)
+        );
+        assert_eq!(
+            grant("run").covers(&ExecutorGrant {
+                programs: vec!["python3".into()],
+                network: false
+            }),
+            Ok(())
+        );
     }
 
     #[test]

@@ -165,11 +165,46 @@ impl TokenSigner {
     }
 }
 
+/// The program a `command_type: python` request runs.
+pub const PYTHON_PROGRAM: &str = "python3";
+
 /// What the executor may run for one step.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecutorGrant {
     pub programs: Vec<String>,
     pub network: bool,
+}
+
+/// Why a request is outside a grant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantDenied {
+    #[error("running `{0}` was not granted")]
+    Program(String),
+    #[error("network access was not granted")]
+    Network,
+}
+
+impl GrantDenied {
+    /// The audit entry's and the metric's reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GrantDenied::Program(_) => "program_not_granted",
+            GrantDenied::Network => "network_not_granted",
+        }
+    }
+}
+
+impl ExecutorGrant {
+    /// Whether `wanted` asks for nothing beyond this grant.
+    pub fn covers(&self, wanted: &ExecutorGrant) -> Result<(), GrantDenied> {
+        if let Some(program) = wanted.programs.iter().find(|p| !self.programs.contains(p)) {
+            return Err(GrantDenied::Program(program.clone()));
+        }
+        if wanted.network && !self.network {
+            return Err(GrantDenied::Network);
+        }
+        Ok(())
+    }
 }
 
 /// A new signing key: (seed, public key), both base64url.

@@ -254,7 +254,7 @@ fn doc_events(doc: &mut Document, access: Access) -> Operation {
     )
     .content(
         200,
-        "`event:` the kind (status, phase, plan, step_started, step_completed, step_failed), \
+        "`event:` the kind (status, phase, plan, step_started, step_completed, step_failed, screening), \
          `id:` its sequence number, `data:` {task_id, data, at}",
         "text/event-stream",
         serde_json::json!({"type": "string"}),

@@ -588,8 +588,9 @@ impl<O: Operation> Handler<O> for Remote<O> {
         request: O::Request,
         ctx: CallContext,
     ) -> Result<ArmOutcome<O::Response>, ArmError> {
-        // The token grants exactly what this request does.
-        let grant = O::grant(&request);
+        // The token grants what the plan granted the step (the executor then refuses a
+        // request beyond it); outside a plan, exactly what this request does.
+        let grant = ctx.grant.clone().unwrap_or_else(|| O::grant(&request));
         self.client.call(O::ROUTE, &request, &ctx, &grant).await
     }
 

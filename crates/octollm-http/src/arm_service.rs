@@ -366,6 +366,8 @@ fn context(headers: &HeaderMap, caller: &Caller, direct: &Budget) -> Result<Call
         request_id: request_id::current().unwrap_or_default(),
         trace: request_id::trace(),
         budget: budget(headers, caller, direct)?,
+        // The service checks the token's grant itself (`ArmGuard::check_grant`).
+        grant: None,
     })
 }
 

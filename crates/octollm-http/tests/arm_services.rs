@@ -175,7 +175,7 @@ async fn refusals_come_back_as_the_arm_s_own_errors() {
         .unwrap();
     assert!(!answer.response.safe && !answer.response.should_proceed);
     let mut unsupported = check("hello");
-    unsupported.check_types = vec![CheckType::PolicyViolation];
+    unsupported.check_types = vec![CheckType::HarmfulContent];
     let err = remote
         .check
         .handle(unsupported, ctx(Budget::default()))

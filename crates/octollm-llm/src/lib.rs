@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod embed;
+pub mod gullible;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod metered;

@@ -1,6 +1,22 @@
 use octollm_core::budget::Budget;
 use serde::{Deserialize, Serialize};
 
+/// The output guardrail of untrusted content (retrieved chunks, command output, arms'
+/// answers). What a prompt injection in it does is the guardian policy's to say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScreeningConfig {
+    /// Replace secrets and personal data with placeholders stable within the task, whatever
+    /// the policy says.
+    pub redact: bool,
+}
+
+impl Default for ScreeningConfig {
+    fn default() -> Self {
+        Self { redact: true }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OrchestratorConfig {
@@ -23,6 +39,7 @@ pub struct OrchestratorConfig {
     pub default_budget: Budget,
     /// Keep the unredacted input (`OCTOLLM_STORE_RAW_INPUT`).
     pub store_raw_input: bool,
+    pub screening: ScreeningConfig,
 }
 
 impl Default for OrchestratorConfig {
@@ -39,6 +56,7 @@ impl Default for OrchestratorConfig {
             max_repairs: 1,
             default_budget: Budget::default(),
             store_raw_input: false,
+            screening: ScreeningConfig::default(),
         }
     }
 }

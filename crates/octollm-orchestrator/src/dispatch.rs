@@ -8,7 +8,7 @@ use octollm_arms::judge::ValidateRequest;
 use octollm_arms::retriever::{SearchMethod, SearchRequest};
 use octollm_arms::{ArmError, ArmOutcome, Arms, CallContext, Operation};
 use octollm_core::budget::Usage;
-use octollm_core::plan::PlanStep;
+use octollm_core::plan::{PlanStep, backticked_command};
 use octollm_core::{ArmKind, TaskSpec};
 
 use crate::units::UnitOutput;
@@ -83,15 +83,6 @@ pub fn language_of(goal: &str) -> &'static str {
         }
     }
     "python"
-}
-
-/// `run \`ls -la\`` → the argv in backticks, split on whitespace (never a shell).
-fn backticked_command(description: &str) -> Option<Vec<String>> {
-    let start = description.find('`')?;
-    let rest = &description[start + 1..];
-    let end = rest.find('`')?;
-    let argv: Vec<String> = rest[..end].split_whitespace().map(str::to_owned).collect();
-    (!argv.is_empty()).then_some(argv)
 }
 
 async fn call<O: Operation>(

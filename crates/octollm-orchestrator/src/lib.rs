@@ -11,6 +11,7 @@
 //! - [`tasks`]: reading, listing and cancelling tasks on behalf of a caller.
 //! - [`events`]: a task's event stream, replayed then live, across replicas.
 //! - [`pipeline`]: one task's run, resumable from its last completed unit.
+//! - [`screening`]: untrusted content a unit produced, screened before anything uses it.
 //! - [`units`]: what units of work produce, typed.
 //! - [`dispatch`]: a plan step → the right arm call → the step's output.
 //! - [`worker`]: worker loops, leases and heartbeats, graceful shutdown.
@@ -21,6 +22,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use octollm_arms::policy::PolicyHandle;
 use octollm_arms::{ArmStatus, Arms, Health};
 use octollm_core::{ArmKind, TaskId};
 use octollm_reflex::Scanner;
@@ -36,6 +38,7 @@ pub mod events;
 pub mod knowledge;
 pub mod metrics;
 pub mod pipeline;
+pub mod screening;
 pub mod submit;
 pub mod tasks;
 pub mod trace_link;
@@ -60,6 +63,8 @@ pub struct Orchestrator {
     running: Mutex<HashMap<TaskId, CancellationToken>>,
     /// Where a task's capability tokens are revoked when it ends, and how long they live.
     revocations: std::sync::OnceLock<(Arc<dyn Revocations>, u64)>,
+    /// The guardian policy untrusted content is screened with (the built-in one unless set).
+    policy: std::sync::OnceLock<PolicyHandle>,
 }
 
 /// How the service is doing (`/health`).
@@ -115,7 +120,19 @@ impl Orchestrator {
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             revocations: std::sync::OnceLock::new(),
+            policy: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Screen untrusted content with `policy` (a file's, reloaded on change) instead of the
+    /// built-in one. Set once, at start.
+    pub fn use_policy(&self, policy: PolicyHandle) {
+        let _ = self.policy.set(policy);
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<octollm_arms::policy::Policy> {
+        self.policy.get_or_init(PolicyHandle::default).current()
     }
 
     /// Revoke every capability token of a task when it ends (completed, failed, cancelled):

@@ -12,6 +12,7 @@ pub const QUEUE_DEPTH: &str = "octollm_queue_depth";
 pub const REFLEX_DETECTIONS: &str = "octollm_reflex_detections_total";
 pub const TASK_DURATION: &str = "octollm_task_duration_seconds";
 pub const TOKEN_REVOCATIONS: &str = "octollm_token_revocations_total";
+pub const CONTENT_FINDINGS: &str = "octollm_content_findings_total";
 
 /// Registers descriptions with whatever recorder is installed.
 pub fn describe() {
@@ -48,6 +49,10 @@ pub fn describe() {
     describe_counter!(
         REFLEX_DETECTIONS,
         "Reflex detections on submitted tasks by kind and type."
+    );
+    describe_counter!(
+        CONTENT_FINDINGS,
+        "Findings in untrusted content units produced, by origin (retrieved, executor_output, step_output) and action (drop, quarantine, stop, log, redact)."
     );
     describe_histogram!(
         TASK_DURATION,

@@ -25,6 +25,7 @@ use crate::Orchestrator;
 use crate::budget::TaskBudget;
 use crate::dispatch::{self, Produced, StepInput};
 use crate::metrics as m;
+use crate::screening;
 use crate::units::UnitOutput;
 
 /// Why a run stopped before producing a result.
@@ -401,7 +402,7 @@ impl<'a> Run<'a> {
                 for step in ready {
                     in_flight.insert(step.step_id.clone());
                     running.push(async move {
-                        let result = self.run_step(step, round, feedback, share).await;
+                        let result = self.run_step(plan, step, round, feedback, share).await;
                         (step.step_id.clone(), result)
                     });
                 }
@@ -428,6 +429,7 @@ impl<'a> Run<'a> {
 
     async fn run_step(
         &self,
+        plan: &Plan,
         step: &PlanStep,
         round: Round,
         feedback: Option<&str>,
@@ -454,12 +456,15 @@ impl<'a> Run<'a> {
             .and_then(|k| self.completed(&k));
         let spec = &self.task.spec;
         let arms = &self.orch.arms;
+        // Fixed by the plan, before this or any step read untrusted content.
+        let grant = (step.arm_id == ArmKind::Executor).then(|| plan.executor_grant(step));
         let result = self
             .run_unit(
                 key.clone(),
                 step.arm_id,
                 share,
-                |ctx: CallContext| {
+                |mut ctx: CallContext| {
+                    ctx.grant.clone_from(&grant);
                     let input = StepInput {
                         spec,
                         inputs: inputs.clone(),
@@ -571,6 +576,7 @@ impl<'a> Run<'a> {
                 // exported step span when traces are exported).
                 trace: crate::trace_link::current().or_else(|| self.task.trace.map(|t| t.child())),
                 budget: allowance.clone(),
+                grant: None,
             };
             let time_left = Duration::from_millis(self.budget.time_remaining_ms(now_ms));
             let timeout = Duration::from_secs(config.step_timeout_seconds).min(time_left);
@@ -618,7 +624,38 @@ impl<'a> Run<'a> {
                 return Err(UnitError::Stop(budget_error(&over)));
             }
             match result {
-                Ok(out) => {
+                Ok(mut out) => {
+                    let screened = screening::screen(
+                        &self.orch.scanner,
+                        &self.orch.policy(),
+                        &config.screening,
+                        &self.task.id,
+                        &key,
+                        arm,
+                        &mut out.output,
+                    );
+                    let events = self.report_screening(&key, arm, &screened).await;
+                    if let Some(origin) = screened.stop {
+                        let message = format!(
+                            "{} held a prompt injection, and the screening policy stops the task",
+                            origin.describe()
+                        );
+                        let record = StepRecord {
+                            unit: key.clone(),
+                            arm_id: arm,
+                            status: StepStatus::Failed,
+                            output: serde_json::Value::Null,
+                            provenance,
+                            error: Some(message.clone()),
+                        };
+                        self.persist(record, None, &events)
+                            .await
+                            .map_err(UnitError::Stop)?;
+                        return Err(UnitError::Stop(Stop::failed(TaskError::new(
+                            TaskErrorKind::InputBlocked,
+                            message,
+                        ))));
+                    }
                     let json = out.output.to_json().map_err(|e| {
                         UnitError::Stop(Stop::Store(StoreError::Corrupt(format!(
                             "cannot store the output of {key}: {e}"
@@ -637,7 +674,7 @@ impl<'a> Run<'a> {
                         let extra = if key == UnitKey::Plan { 2 } else { 1 };
                         self.add_total(plan.steps.len() + extra);
                     }
-                    self.persist(record, Some(out.output.clone()))
+                    self.persist(record, Some(out.output.clone()), &events)
                         .await
                         .map_err(UnitError::Stop)?;
                     return Ok(out.output);
@@ -664,7 +701,9 @@ impl<'a> Run<'a> {
                             provenance,
                             error: Some(e.to_string()),
                         };
-                        self.persist(record, None).await.map_err(UnitError::Stop)?;
+                        self.persist(record, None, &[])
+                            .await
+                            .map_err(UnitError::Stop)?;
                     }
                     return Err(UnitError::Arm(e));
                 }
@@ -674,7 +713,12 @@ impl<'a> Run<'a> {
 
     /// Stores a unit with the task's spending and progress; a completed one joins the run's
     /// completed units.
-    async fn persist(&self, record: StepRecord, output: Option<UnitOutput>) -> Result<(), Stop> {
+    async fn persist(
+        &self,
+        record: StepRecord,
+        output: Option<UnitOutput>,
+        screening: &[serde_json::Value],
+    ) -> Result<(), Stop> {
         let arms_used: Vec<ArmKind> = {
             let mut arms = lock(&self.arms_used);
             if record.status == StepStatus::Completed {
@@ -700,6 +744,7 @@ impl<'a> Run<'a> {
                     usage: self.budget.used(),
                     arms_used: &arms_used,
                     progress: &progress,
+                    screening,
                 },
                 Utc::now(),
             )
@@ -708,6 +753,57 @@ impl<'a> Run<'a> {
             lock(&self.done).insert(record.unit, output);
         }
         Ok(())
+    }
+}
+
+impl Run<'_> {
+    /// Counts what screening found, audits every injection, and returns the `screening`
+    /// events to store with the unit.
+    async fn report_screening(
+        &self,
+        key: &UnitKey,
+        arm: ArmKind,
+        screened: &screening::Screened,
+    ) -> Vec<serde_json::Value> {
+        let mut events = Vec::with_capacity(screened.findings.len());
+        for finding in &screened.findings {
+            metrics::counter!(m::CONTENT_FINDINGS, "origin" => finding.origin.kind(), "action" => finding.action)
+                .increment(1);
+            let mut event = serde_json::json!({
+                "step_id": key,
+                "arm_id": arm,
+                "origin": finding.origin,
+                "action": finding.action,
+                "rules": finding.rules,
+                "injection": finding.injection,
+                "types": finding.types,
+                "redacted": finding.redacted,
+            });
+            if finding.injection {
+                event["confidence"] = serde_json::json!(finding.confidence);
+                warn!(step = %key, origin = finding.origin.kind(), action = finding.action, types = ?finding.types, "prompt injection in untrusted content");
+                let entry = octollm_store::AuditEntry {
+                    at: Utc::now(),
+                    kind: octollm_store::AuditKind::UntrustedContent,
+                    request_id: None,
+                    key_id: self.task.owner.clone(),
+                    detail: serde_json::json!({
+                        "task_id": self.task.id,
+                        "step_id": key,
+                        "arm_id": arm,
+                        "origin": finding.origin,
+                        "action": finding.action,
+                        "rules": finding.rules,
+                        "types": finding.types,
+                    }),
+                };
+                if let Err(e) = self.orch.audit.record(&entry).await {
+                    warn!(error = %e, "audit entry not written");
+                }
+            }
+            events.push(event);
+        }
+        events
     }
 }
 

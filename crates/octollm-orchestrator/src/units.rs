@@ -7,7 +7,7 @@ use octollm_arms::guardian::CheckResponse;
 use octollm_arms::judge::ValidateResponse;
 use octollm_arms::retriever::SearchResponse;
 use octollm_core::plan::Plan;
-use octollm_core::{ArmKind, UnitKey};
+use octollm_core::{ArmKind, ContentOrigin, UnitKey};
 
 /// A unit's output. Which variant a stored output is follows from its unit and arm.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +55,62 @@ impl UnitOutput {
             UnitOutput::Search(s) => serde_json::to_value(s),
             UnitOutput::Validation(v) => serde_json::to_value(v),
             UnitOutput::Check(c) => serde_json::to_value(c),
+        }
+    }
+
+    /// Every text field of the output that came from outside the trusted inputs, with its
+    /// origin, for screening in place. The plan is not among them: the planner sees only the
+    /// submission and the system's prompt, and grants follow from the plan.
+    pub fn untrusted_texts_mut(
+        &mut self,
+        unit: &UnitKey,
+        arm: ArmKind,
+    ) -> Vec<(ContentOrigin, &mut String)> {
+        let answer = || ContentOrigin::StepOutput {
+            unit: unit.clone(),
+            arm,
+        };
+        match self {
+            UnitOutput::Plan(_) => Vec::new(),
+            UnitOutput::Code(c) => {
+                let mut texts = vec![(answer(), &mut c.code), (answer(), &mut c.explanation)];
+                if let Some(tests) = c.tests.as_mut() {
+                    texts.push((answer(), tests));
+                }
+                texts.extend(c.warnings.iter_mut().map(|w| (answer(), w)));
+                texts
+            }
+            UnitOutput::Execution(e) => {
+                let origin = ContentOrigin::ExecutorOutput { unit: unit.clone() };
+                vec![(origin.clone(), &mut e.stdout), (origin, &mut e.stderr)]
+            }
+            UnitOutput::Search(s) => s
+                .results
+                .iter_mut()
+                .flat_map(|r| {
+                    let origin = ContentOrigin::Retrieved {
+                        unit: unit.clone(),
+                        source: r.source.chars().take(200).collect(),
+                    };
+                    [(origin.clone(), &mut r.content), (origin, &mut r.source)]
+                })
+                .collect(),
+            UnitOutput::Validation(v) => {
+                let mut texts: Vec<(ContentOrigin, &mut String)> = Vec::new();
+                for issue in &mut v.issues {
+                    texts.push((answer(), &mut issue.message));
+                    if let Some(s) = issue.suggestion.as_mut() {
+                        texts.push((answer(), s));
+                    }
+                }
+                texts.extend(v.suggestions.iter_mut().map(|s| (answer(), s)));
+                texts
+            }
+            UnitOutput::Check(c) => c
+                .sanitized_content
+                .as_mut()
+                .map(|t| vec![(answer(), t)])
+                .unwrap_or_default(),
         }
     }
 

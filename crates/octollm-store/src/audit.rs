@@ -31,10 +31,14 @@ pub enum AuditKind {
     TokenRefused,
     /// The executor refused a command its token did not grant (program, network).
     ExecutorDenied,
+    /// Screening found a prompt injection in untrusted content a task's unit produced
+    /// (a retrieved document, command output, an arm's answer); the detail says what the
+    /// policy did with it.
+    UntrustedContent,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 7] = [
+    pub const ALL: [AuditKind; 8] = [
         AuditKind::AuthFailure,
         AuditKind::ScopeDenied,
         AuditKind::KeyCreated,
@@ -42,6 +46,7 @@ impl AuditKind {
         AuditKind::InputBlocked,
         AuditKind::TokenRefused,
         AuditKind::ExecutorDenied,
+        AuditKind::UntrustedContent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +58,7 @@ impl AuditKind {
             AuditKind::InputBlocked => "input_blocked",
             AuditKind::TokenRefused => "token_refused",
             AuditKind::ExecutorDenied => "executor_denied",
+            AuditKind::UntrustedContent => "untrusted_content",
         }
     }
 }

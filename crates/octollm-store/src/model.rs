@@ -122,6 +122,9 @@ pub struct UnitDone<'a> {
     pub usage: Usage,
     pub arms_used: &'a [ArmKind],
     pub progress: &'a Progress,
+    /// What screening found in the unit's output: one `screening` event each, written in the
+    /// same transaction as the unit.
+    pub screening: &'a [serde_json::Value],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,16 +167,20 @@ pub enum TaskEventKind {
     StepCompleted,
     /// `{step_id, arm_id, duration_ms, tokens, attempt, error}`.
     StepFailed,
+    /// `{step_id, arm_id, origin, action, injection, types, redacted}`: screening found a
+    /// prompt injection, a secret or personal data in untrusted content a unit produced.
+    Screening,
 }
 
 impl TaskEventKind {
-    pub const ALL: [TaskEventKind; 6] = [
+    pub const ALL: [TaskEventKind; 7] = [
         TaskEventKind::Status,
         TaskEventKind::Phase,
         TaskEventKind::Plan,
         TaskEventKind::StepStarted,
         TaskEventKind::StepCompleted,
         TaskEventKind::StepFailed,
+        TaskEventKind::Screening,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -184,6 +191,7 @@ impl TaskEventKind {
             TaskEventKind::StepStarted => "step_started",
             TaskEventKind::StepCompleted => "step_completed",
             TaskEventKind::StepFailed => "step_failed",
+            TaskEventKind::Screening => "screening",
         }
     }
 

@@ -473,7 +473,19 @@ macro_rules! task_store_impl {
                     .bind(step.error.as_deref())
                     .execute(&mut *tx)
                     .await?;
-                let mut events = Vec::with_capacity(2);
+                let mut events = Vec::with_capacity(2 + done.screening.len());
+                for data in done.screening {
+                    events.push(
+                        Self::insert_event(
+                            &mut tx,
+                            id,
+                            $crate::model::TaskEventKind::Screening,
+                            data.clone(),
+                            now,
+                        )
+                        .await?,
+                    );
+                }
                 for (kind, data) in $crate::rows::unit_events(step) {
                     events.push(Self::insert_event(&mut tx, id, kind, data, now).await?);
                 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use octollm_arms::policy::PolicyHandle;
 use octollm_arms::{Arms, InProcessSettings};
 use octollm_http::arm_client::ArmClient;
 use octollm_http::registry::Registry;
@@ -28,6 +29,19 @@ pub struct System {
     pub registry: Option<Arc<Registry>>,
     pub keys: Arc<dyn ApiKeyStore>,
     pub audit: Arc<dyn AuditLog>,
+    /// The guardian policy in force (watched for changes by `serve`).
+    pub policy: PolicyHandle,
+}
+
+/// The configured guardian policy, validated (an invalid file is refused with its line), or
+/// the built-in one.
+pub fn policy(config: &Config) -> anyhow::Result<PolicyHandle> {
+    if config.policy.path.is_empty() {
+        return Ok(PolicyHandle::default());
+    }
+    Ok(PolicyHandle::from_file(std::path::Path::new(
+        &config.policy.path,
+    ))?)
 }
 
 /// The database the tasks live in, as the task store, the arm registry and the API keys.
@@ -299,6 +313,7 @@ pub async fn arms(
     store: &SqliteStore,
     serving: Option<octollm_core::ArmKind>,
     audit: Arc<dyn octollm_store::AuditLog>,
+    policy: &PolicyHandle,
 ) -> anyhow::Result<(Arms, Vec<Arc<ArmClient>>)> {
     use octollm_core::ArmKind;
     // An arm runs here when this service serves it, or (the orchestrator) when no instance
@@ -343,6 +358,7 @@ pub async fn arms(
         executor: config.executor.clone(),
         planner: config.planner.clone(),
         coder_max_tokens: config.coder.max_tokens,
+        policy: policy.clone(),
     };
     let knowledge: Arc<dyn KnowledgeStore> = if runs_here(ArmKind::Retriever) {
         knowledge(config, store).await?
@@ -399,13 +415,15 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
     let stores = open_task_store(config, &store).await?;
     let keys = stores.keys;
     let audit = stores.audit;
-    let (arms, remote_arms) = arms(config, &store, None, audit.clone()).await?;
+    let policy = policy(config)?;
+    let (arms, remote_arms) = arms(config, &store, None, audit.clone(), &policy).await?;
     let orchestrator = Orchestrator::new(
         stores.tasks,
         audit.clone(),
         arms,
         config.orchestrator.clone(),
     );
+    orchestrator.use_policy(policy.clone());
     if config.arms.token_signer()?.is_some() {
         orchestrator.revoke_tokens_in(revocations(config)?, config.arms.token_ttl_seconds);
     }
@@ -423,6 +441,7 @@ pub async fn build(config: &Config) -> anyhow::Result<System> {
         registry,
         keys,
         audit,
+        policy,
     })
 }
 

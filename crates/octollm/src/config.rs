@@ -29,6 +29,29 @@ pub struct Config {
     pub executor: ExecutorConfig,
     pub reflex: ReflexConfig,
     pub arms: ArmsConfig,
+    pub policy: PolicyConfig,
+}
+
+/// The guardian policy (`crates/octollm-arms/policy/default.yaml` is the built-in one): what
+/// the orchestrator does with untrusted content and what the guardian's `policy_violation`
+/// check reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// A policy YAML file (env `OCTOLLM_POLICY_PATH`); empty: the built-in policy.
+    pub path: String,
+    /// How often the file is checked for changes; a valid new version takes effect without
+    /// a restart.
+    pub reload_seconds: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            reload_seconds: 2,
+        }
+    }
 }
 
 /// Where the arms run: in this process unless an arm has endpoints.
@@ -228,6 +251,7 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             reflex: ReflexConfig::default(),
             arms: ArmsConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -530,6 +554,9 @@ const ENV_PATHS: &[(&str, &str)] = &[
     ),
     ("OCTOLLM_MAX_REPAIRS", "orchestrator.max_repairs"),
     ("OCTOLLM_STORE_RAW_INPUT", "orchestrator.store_raw_input"),
+    ("OCTOLLM_SCREENING_REDACT", "orchestrator.screening.redact"),
+    ("OCTOLLM_POLICY_PATH", "policy.path"),
+    ("OCTOLLM_POLICY_RELOAD_SECONDS", "policy.reload_seconds"),
     ("OCTOLLM_BWRAP_PATH", "executor.bwrap_path"),
     ("RATE_LIMIT_ENABLED", "reflex.rate_limit.enabled"),
     ("RATE_LIMIT_REQUESTS", "reflex.rate_limit.per_ip.capacity"),
@@ -624,6 +651,11 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.orchestrator.validate().map_err(ConfigError::Invalid)?;
+        if !(1..=3600).contains(&self.policy.reload_seconds) {
+            return Err(ConfigError::Invalid(
+                "policy.reload_seconds must be 1 to 3600".into(),
+            ));
+        }
         self.reflex.trusted_proxies()?;
         if self.server.body_limit_bytes < 1024 {
             return Err(ConfigError::Invalid(

@@ -184,6 +184,20 @@ fn progress(event: &TaskEvent, clock: Instant, _live: bool) -> std::io::Result<(
         TaskEventKind::StepFailed => {
             format!("FAILED {} on {}: {}", s("step_id"), s("arm_id"), s("error"))
         }
+        TaskEventKind::Screening => format!(
+            "screen {} on {}: {} ({})",
+            s("step_id"),
+            s("arm_id"),
+            d.get("types")
+                .and_then(|v| v.as_array())
+                .map(|t| t
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default(),
+            s("action")
+        ),
     };
     writeln!(std::io::stderr().lock(), "[{t:6.1}s] {line}")
 }

@@ -61,10 +61,15 @@ pub async fn serve_arm(
                 stores.audit.clone(),
             ))
         };
-    let (arms, _) = compose::arms(&local, &store, Some(arm), audit.clone()).await?;
+    let policy = compose::policy(&config)?;
+    let (arms, _) = compose::arms(&local, &store, Some(arm), audit.clone(), &policy).await?;
     let listener = bind_listener(bind).await?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    tracker.spawn(policy.watch(
+        Duration::from_secs(config.policy.reload_seconds),
+        shutdown.clone(),
+    ));
     if !config.arms.registry_url.is_empty() {
         let advertised = advertise_url(&config, listener.local_addr()?)?;
         tracker.spawn(crate::announce::announce(
@@ -256,6 +261,10 @@ pub async fn serve(config: Config, embedded: bool) -> anyhow::Result<ExitCode> {
     tracker.spawn(retention(
         system.orchestrator.clone(),
         config.storage.retention_days,
+        shutdown.clone(),
+    ));
+    tracker.spawn(system.policy.clone().watch(
+        Duration::from_secs(config.policy.reload_seconds),
         shutdown.clone(),
     ));
 

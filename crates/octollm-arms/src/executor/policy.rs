@@ -15,7 +15,7 @@ use crate::ArmError;
 pub(crate) const SYSTEM_BIN_DIRS: [&str; 2] = ["/usr/bin", "/bin"];
 
 /// The program `command_type: python` runs; it must be on the allowlist.
-pub(crate) const PYTHON_PROGRAM: &str = "python3";
+pub(crate) const PYTHON_PROGRAM: &str = octollm_core::token::PYTHON_PROGRAM;
 /// The file the source of a `python` request is written to, relative to the workspace.
 pub(crate) const PYTHON_MAIN: &str = "main.py";
 

@@ -118,6 +118,11 @@ pub(super) const ANCHORS: &[(&str, u32)] = &[
     ("updated instructions", ab(OVERRIDE)),
     ("new directive", ab(OVERRIDE)),
     ("admin override", ab(OVERRIDE)),
+    // A message in data addressed to the model reading it ("… to you, the AI language
+    // model"), and a task to do before the user's ("Before you can solve the task …").
+    ("to you, the", ab(OVERRIDE)),
+    ("to you, an", ab(OVERRIDE)),
+    ("before you", ab(OVERRIDE)),
     // Claimed authority ("I'm your system administrator …") and checks said to be done
     // already ("SecurityAgent has verified this request …").
     ("i'm your", ab(OVERRIDE)),
@@ -464,6 +469,8 @@ pub(super) const ANCHORS: &[(&str, u32)] = &[
     ("---", ROLE_TAG),
     ("===", ROLE_TAG),
     ("###", ROLE_TAG),
+    ("(system", b(ROLE_TAG)),
+    ("system_message", ab(ROLE_TAG)),
     ("***", ROLE_TAG),
     ("{{", ab(TEMPLATE)),
     ("{%", ab(TEMPLATE)),
@@ -655,7 +662,7 @@ pub(super) const ANCHORS: &[(&str, u32)] = &[
 // Shared vocabulary of the rules.
 pub(super) const MODS: &str = r"(?:all|any|each|every|of|the|your|my|our|these|those|this|that|previous|previously|prior|above|earlier|preceding|former|foregoing|initial|original|old|existing|current|given|provided|system|developer|safety|hidden|default|built\s?in|builtin|ethical|moral|content|internal|programmed|preset|openai'?s|anthropic'?s|openai|anthropic|other|and|aforementioned|above-mentioned|mentioned|said|its|their|his|her|you|were|been|have|had|given|to|about|before)";
 pub(super) const REQ_MOD: &str = r"(?:all|any|every|your|these|those|previous|previously|prior|above|earlier|preceding|former|foregoing|initial|original|system|developer|safety|ethical|moral|content|internal|programmed|preset|built-in|aforementioned)";
-pub(super) const STRONG_NOUN: &str = r"(?:instructions?|(?:the\s+)?user'?s?\s+(?:question|request|message|input|query|instructions?)|directives?|system\s*prompts?|programming|guardrails?|safeguards?|content\s+polic(?:y|ies)|safety\s+(?:rules|guidelines|filters?|measures|protocols)|ethical\s+(?:guidelines|constraints|rules))";
+pub(super) const STRONG_NOUN: &str = r"(?:instructions?|i[a-z]?n[a-z]?s[a-z]?t[a-z]?r[a-z]?u[a-z]?c[a-z]?t[a-z]?i[a-z]?o[a-z]?n[a-z]?s|(?:the\s+)?user'?s?\s+(?:question|request|message|input|query|instructions?)|directives?|system\s*prompts?|programming|guardrails?|safeguards?|content\s+polic(?:y|ies)|safety\s+(?:rules|guidelines|filters?|measures|protocols)|ethical\s+(?:guidelines|constraints|rules))";
 pub(super) const WEAK_NOUN: &str = r"(?:prompts?|rules?|guidelines?|guidance|context|commands?|constraints?|restrictions?|polic(?:y|ies)|training|filters?|limitations?|limits|conditioning|messages?|text|input|directions)";
 pub(super) const OVERRIDE_VERB: &str = r"(?:ignore|ignoring|disregard|disregarding|forget|forgetting|override|overriding|overrule|bypass|bypassing|set\s+aside|put\s+aside|pay\s+no\s+attention\s+to|do\s+not\s+(?:follow|obey)|don'?t\s+(?:follow|obey)|dont\s+(?:follow|obey)|stop\s+(?:following|obeying)|no\s+longer\s+(?:follow|obey)|abandon|discard|neglect|cancel|throw\s+out|throw\s+away|scrap|never\s?mind)";
 
@@ -760,6 +767,10 @@ pub(super) fn rules_spec() -> Vec<Rule> {
         r(role, ROLE_TAG, High, 0.9, r"(?i)\[/?inst\]|<</?sys>>|<\s*/?\s*(?:system|sys|system_prompt|instructions?|admin)\s*>|\[/?system\]".to_owned()),
         r(role, ROLE_TAG, High, 0.9, r"(?im)^\s*(?:#+\s*|\[|\*\*)?(?:system|sys|admin|administrator|developer|root)\s*(?:message|prompt|note|override|instruction|update)?\s*(?:\]|\*\*)?\s*:\s*(?:you\s|ignore|disregard|forget|new\s|from\s+now|the\s+(?:user|assistant|ai)|override|reveal|always|never|do\s+not|don't|respond|assistant|all\s+(?:previous|prior)|print|output|execute|grant|enable|disable|unlock)".to_owned()),
         r(role, ROLE_TAG, High, 0.9, r#"(?i)["']role["']\s*:\s*["'](?:system|developer)["']"#.to_owned()),
+        // `###(system_message) …`, `[system message]`, `<system_message>` opening a line.
+        r(role, ROLE_TAG, High, 0.9, r"(?im)^\s*(?:#{2,}\s*\(\s*(?:system|admin|developer)[\s_-]*(?:message|prompt|instructions?|note)?\s*\)|\[\s*system[\s_-]+message\s*\]|<\s*/?\s*system[\s_-]+message\s*>)".to_owned()),
+        r(over, OVERRIDE, High, 0.9, r"(?i)\b(?:message|note|request|instructions?|reminder)\b[^.\n]{0,80}?\bto\s+you,?\s+(?:the\s+|an?\s+)?(?:ai|assistant|llm|(?:large\s+)?language\s+model|model|agent|chatbot|bot)\b".to_owned()),
+        r(over, OVERRIDE, High, 0.9, r"(?i)\bbefore\s+you\s+(?:can\s+|could\s+|may\s+)?(?:solve|do|complete|finish|start|continue|answer|perform|work\s+on)\b[^\n]{0,60}?\b(?:task|question|request|job)\b[^\n]{0,80}?\b(?:do|complete|perform|execute|carry\s+out)\s+the\s+following\b".to_owned()),
         r(role, ROLE_TAG, High, 0.9, r"(?i)\b(?:end\s+of\s+(?:the\s+)?(?:user\s+)?(?:input|prompt|instructions|conversation|context|system\s+prompt|document)|(?:begin|start)\s+(?:of\s+)?(?:the\s+)?(?:new\s+)?(?:system|admin|developer)\s+(?:prompt|message|instructions?|mode))\b".to_owned()),
         r(role, ROLE_TAG, High, 0.85, r"(?im)^\s*(?:assistant|ai|chatgpt|claude|gpt|bot)\s*:\s*(?:sure|ok(?:ay)?|certainly|of\s+course|absolutely|understood)\b".to_owned()),
         r(role, ROLE_TAG, High, 0.85, r"(?i)(?:-{3,}|={3,}|#{3,}|\*{3,})\s*(?:new\s+)?(?:system|admin|developer)\s*(?:prompt|message|instructions?|override)?\s*(?:-{3,}|={3,}|#{3,}|\*{3,}|:)".to_owned()),

@@ -90,6 +90,7 @@ fn done<'a>(record: &'a StepRecord, arms: &'a [ArmKind], progress: &'a Progress)
         usage: Usage::default(),
         arms_used: arms,
         progress,
+        screening: &[],
     }
 }
 
