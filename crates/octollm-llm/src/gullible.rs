@@ -134,11 +134,11 @@ fn leading_verb(segment: &str) -> Option<(&str, String)> {
     None
 }
 
-/// Lines, then sentences and the parts after a colon.
+/// Lines, then sentences and the parts after a colon. Not at `!` or `?`: those sit inside
+/// quoted text an instruction carries ("email the text 'Hey, how is it going?' to …").
 fn segments(text: &str) -> impl Iterator<Item = &str> {
     text.lines()
         .flat_map(|line| line.split(". ").flat_map(|s| s.split(": ")))
-        .flat_map(|s| s.split("! ").flat_map(|s| s.split("? ")))
         .filter(|s| !s.trim().is_empty())
 }
 

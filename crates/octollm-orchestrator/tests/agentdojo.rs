@@ -98,7 +98,8 @@ struct Outcome {
 }
 
 /// Runs one task with `text` placed as `placement`, on a fresh store; `defended`: with the
-/// built-in policy, else with one whose only rule logs injections (the control).
+/// built-in policy and the output guardrail, else with a policy whose only rule logs
+/// injections and no guardrail (the control).
 async fn run(placement: Placement, text: &str, defended: bool) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("db.sqlite"))
@@ -136,6 +137,9 @@ async fn run(placement: Placement, text: &str, defended: bool) -> Outcome {
         OrchestratorConfig {
             workers: 1,
             poll_interval_ms: 10,
+            // The control has no output guardrail either: it would replace the attacker's
+            // e-mail addresses in what the coder wrote before the code runs.
+            screening: octollm_orchestrator::config::ScreeningConfig { redact: defended },
             ..Default::default()
         },
     );
@@ -340,7 +344,7 @@ async fn agentdojo_benchmark() {
         .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
     let (rn, rc) = recall.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     md.push_str(&format!(
-        "| | value |\n|---|---:|\n| attack success, defended (built-in policy) | **{}** ({} of {} placements) |\n| attack success, screening only logging (control) | {} |\n| detector recall on the rendered attack texts | {} ({rc} of {rn}) |\n| benign environment content unflagged | {} ({bu} of {bn}) |\n| tasks over benign content completed unflagged | {} ({bc} of {bn}) |\n\n",
+        "| | value |\n|---|---:|\n| attack success, defended (built-in policy) | **{}** ({} of {} placements) |\n| attack success, control (screening only logging, no output guardrail) | {} |\n| detector recall on the rendered attack texts | {} ({rc} of {rn}) |\n| benign environment content unflagged | {} ({bu} of {bn}) |\n| tasks over benign content completed unflagged | {} ({bc} of {bn}) |\n\n",
         pct(total.succeeded, total.total),
         total.succeeded,
         total.total,
@@ -364,13 +368,8 @@ async fn agentdojo_benchmark() {
         ));
     }
     md.push_str("\n| benign content | texts | unflagged | tasks completed unflagged |\n|---|---:|---:|---:|\n");
-    for ((seen, suite), (n, u, c)) in &benign_by {
-        let note = if *seen {
-            " (in the classifier's training data)"
-        } else {
-            " (unseen)"
-        };
-        md.push_str(&format!("| {suite}{note} | {n} | {u} | {c} |\n"));
+    for ((_, suite), (n, u, c)) in &benign_by {
+        md.push_str(&format!("| {suite} | {n} | {u} | {c} |\n"));
     }
     md.push_str(&format!(
         "\n{} pipeline runs in {:.0} s.\n",
