@@ -1,20 +1,23 @@
 //! The judge arm: checks output against acceptance criteria. Deterministic checks first
-//! ("must contain", JSON, code syntax, "runs without error" through the executor); every
-//! criterion no rule understands gets one LLM yes/no verdict with a reason.
+//! ("must contain", JSON, code syntax, "runs without error" from the run its caller made);
+//! every criterion no rule understands gets one LLM yes/no verdict with a reason.
 //! `valid` = no critical or high issue and no failed criterion.
+//!
+//! The judge never runs code itself: whoever asks it (the orchestrator) runs the output's code
+//! through the executor arm — the same grant, token, sandbox and audit as any step — and
+//! passes the result in [`ValidateRequest::run`].
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use async_trait::async_trait;
 use octollm_llm::{CompletionRequest, Message, MeteredLlm};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::Validate;
 use crate::context::{ArmError, ArmOutcome, CallContext};
 use crate::contract::{ArmStatus, Handler, Health};
-use crate::executor::{CommandType, ExecuteRequest};
 use crate::syntax;
-use crate::{Execute, Validate};
 
 /// `POST /validate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -27,6 +30,50 @@ pub struct ValidateRequest {
     pub output_type: Option<String>,
     #[serde(default)]
     pub context: Option<serde_json::Value>,
+    /// The result of running the output's code, for criteria that say it must run; the
+    /// caller runs it through the executor arm. Without it such a criterion fails as not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<CodeRun>,
+}
+
+/// What running an output's code did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRun {
+    pub success: bool,
+    pub exit_code: i32,
+    /// The end of stderr (or why it could not run), at most 300 characters.
+    #[serde(default)]
+    pub error_tail: String,
+}
+
+impl CodeRun {
+    /// From an executor's answer.
+    pub fn of(response: &crate::executor::ExecuteResponse) -> Self {
+        Self {
+            success: response.success,
+            exit_code: response.exit_code,
+            error_tail: tail(&response.stderr, 300),
+        }
+    }
+
+    /// A run the executor refused or could not start.
+    pub fn refused(why: &str) -> Self {
+        Self {
+            success: false,
+            exit_code: -1,
+            error_tail: tail(why, 300),
+        }
+    }
+}
+
+fn tail(text: &str, chars: usize) -> String {
+    let n = text.chars().count();
+    text.chars()
+        .skip(n.saturating_sub(chars))
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 #[derive(
@@ -111,53 +158,27 @@ struct Verdict {
 
 pub struct Judge {
     llm: MeteredLlm,
-    executor: Option<Arc<dyn Handler<Execute>>>,
     max_tokens: u32,
 }
 
 impl Judge {
-    pub fn new(llm: MeteredLlm, executor: Option<Arc<dyn Handler<Execute>>>) -> Self {
+    pub fn new(llm: MeteredLlm) -> Self {
         Self {
             llm,
-            executor,
             max_tokens: 96,
         }
     }
 
-    async fn run_code(
-        &self,
-        output: &str,
-        ctx: &CallContext,
-    ) -> Result<Result<(), String>, ArmError> {
-        let Some(executor) = &self.executor else {
-            return Ok(Err("no executor is available to run the code".into()));
-        };
-        let (code, _) = syntax::extract_code(output);
-        let request = ExecuteRequest {
-            command: code,
-            command_type: CommandType::Python,
-            args: Vec::new(),
-            env: Default::default(),
-            timeout_seconds: None,
-            allow_network: false,
-            files: Default::default(),
-        };
-        let outcome = executor.handle(request, ctx.clone()).await?;
-        let r = outcome.response;
-        Ok(if r.success {
-            Ok(())
-        } else {
-            let tail: String = r
-                .stderr
-                .chars()
-                .rev()
-                .take(300)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            Err(format!("exit code {}: {}", r.exit_code, tail.trim()))
-        })
+    /// A criterion that says the code must run, from the run the caller made.
+    fn ran(run: Option<&CodeRun>) -> Result<(), String> {
+        match run {
+            Some(r) if r.success => Ok(()),
+            Some(r) => Err(format!("exit code {}: {}", r.exit_code, r.error_tail)),
+            None => Err(
+                "the code was not run: the judge runs no code; its caller passes the result of running it through the executor arm"
+                    .into(),
+            ),
+        }
     }
 
     async fn ask(
@@ -198,19 +219,8 @@ impl Judge {
 
 #[async_trait]
 impl Handler<Validate> for Judge {
-    /// Criteria that say the code must run need the executor.
     fn status(&self) -> ArmStatus {
-        let executor = self
-            .executor
-            .as_ref()
-            .map(|e| e.status().health)
-            .unwrap_or(Health::Unavailable("no executor".into()));
-        ArmStatus::in_process(match executor.reason() {
-            None => Health::Healthy,
-            Some(reason) => Health::Degraded(format!(
-                "criteria that run code cannot be checked: the executor is unavailable ({reason})"
-            )),
-        })
+        ArmStatus::in_process(Health::Healthy)
     }
 
     async fn handle(
@@ -257,7 +267,7 @@ impl Handler<Validate> for Judge {
                         None => Err("no python checker on this machine".into()),
                     }
                 }
-                Check::Runs => self.run_code(&request.output, &ctx).await?,
+                Check::Runs => Self::ran(request.run.as_ref()),
                 Check::Llm => {
                     used_llm = true;
                     model = Some(self.llm.model().to_owned());

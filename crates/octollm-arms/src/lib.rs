@@ -208,7 +208,7 @@ impl Default for InProcessSettings {
 
 impl Arms {
     /// Every arm in this process, sharing one model: what the embedded mode runs. The judge
-    /// runs code through the same sandboxed executor.
+    /// runs no code: the orchestrator runs it through the executor arm for the judge.
     pub fn in_process(
         llm: octollm_llm::MeteredLlm,
         knowledge: Arc<dyn octollm_store::KnowledgeStore>,
@@ -235,10 +235,10 @@ impl Arms {
         Self {
             plan: Arc::new(LlmPlanner::new(models.planner, settings.planner)),
             code: Arc::new(LlmCoder::new(models.coder, settings.coder_max_tokens)),
-            execute: executor.clone(),
+            execute: executor,
             search: retriever.clone(),
             ingest: retriever,
-            validate: Arc::new(Judge::new(models.judge, Some(executor))),
+            validate: Arc::new(Judge::new(models.judge)),
             check: Arc::new(Guardian::with_policy(settings.policy)),
         }
     }

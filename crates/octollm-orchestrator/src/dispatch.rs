@@ -4,11 +4,12 @@
 use octollm_arms::coder::{CodeOperation, CodeRequest};
 use octollm_arms::executor::ExecuteRequest;
 use octollm_arms::guardian::{CheckRequest, CheckType};
-use octollm_arms::judge::ValidateRequest;
+use octollm_arms::judge::{Check, CodeRun, ValidateRequest};
 use octollm_arms::retriever::{SearchMethod, SearchRequest};
 use octollm_arms::{ArmError, ArmOutcome, Arms, CallContext, Operation};
 use octollm_core::budget::Usage;
 use octollm_core::plan::{PlanStep, backticked_command};
+use octollm_core::token::{ExecutorGrant, PYTHON_PROGRAM};
 use octollm_core::{ArmKind, TaskSpec};
 
 use crate::units::UnitOutput;
@@ -83,6 +84,40 @@ pub fn language_of(goal: &str) -> &'static str {
         }
     }
     "python"
+}
+
+/// For criteria that say the code must run: runs the output's code through the executor arm
+/// (granted `python3`, no network — the same grant, token, sandbox and audit as a step) and
+/// returns what the judge needs. `None` when no criterion asks for a run.
+pub async fn run_for_judge(
+    arms: &Arms,
+    output: &str,
+    criteria: &[String],
+    ctx: &CallContext,
+) -> Result<Option<CodeRun>, ArmError> {
+    if !criteria
+        .iter()
+        .any(|c| octollm_arms::judge::classify(c) == Check::Runs)
+    {
+        return Ok(None);
+    }
+    let (code, _) = octollm_arms::syntax::extract_code(output);
+    let mut ctx = ctx.clone();
+    ctx.grant = Some(ExecutorGrant {
+        programs: vec![PYTHON_PROGRAM.to_owned()],
+        network: false,
+    });
+    match arms
+        .call::<octollm_arms::Execute>(ExecuteRequest::python(code), ctx)
+        .await
+    {
+        Ok(out) => Ok(Some(CodeRun::of(&out.response))),
+        // A refusal is the judge's finding (the code cannot run), not the unit's failure.
+        Err(ArmError::Refused(why) | ArmError::InvalidRequest(why)) => {
+            Ok(Some(CodeRun::refused(&why)))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn call<O: Operation>(
@@ -173,11 +208,14 @@ pub async fn dispatch(
             if let Some(expected) = &step.expected_output {
                 criteria.push(expected.clone());
             }
+            let output = input.inputs_text();
+            let run = run_for_judge(arms, &output, &criteria, &ctx).await?;
             let request = ValidateRequest {
-                output: input.inputs_text(),
+                output,
                 acceptance_criteria: criteria,
                 output_type: None,
                 context: None,
+                run,
             };
             call::<octollm_arms::Validate>(arms, request, ctx, UnitOutput::Validation).await
         }

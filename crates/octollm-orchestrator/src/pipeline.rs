@@ -499,13 +499,17 @@ impl<'a> Run<'a> {
                 ArmKind::Judge,
                 1,
                 |ctx: CallContext| {
-                    let request = ValidateRequest {
-                        output: output.to_owned(),
-                        acceptance_criteria: criteria.clone(),
-                        output_type: None,
-                        context: None,
-                    };
+                    let criteria = criteria.clone();
                     Box::pin(async move {
+                        // The judge runs no code: the run goes through the executor arm.
+                        let run = dispatch::run_for_judge(arms, output, &criteria, &ctx).await?;
+                        let request = ValidateRequest {
+                            output: output.to_owned(),
+                            acceptance_criteria: criteria,
+                            output_type: None,
+                            context: None,
+                            run,
+                        };
                         let out = arms.call::<octollm_arms::Validate>(request, ctx).await?;
                         Ok(Produced::of(out, UnitOutput::Validation))
                     })

@@ -36,9 +36,14 @@ fn start_arm(dir: &Path, name: &str) -> Arm {
 }
 
 fn start_arm_on(dir: &Path, name: &str, port: u16) -> Arm {
+    start_arm_with(dir, name, port, &[])
+}
+
+fn start_arm_with(dir: &Path, name: &str, port: u16, env: &[(&str, &str)]) -> Arm {
     let child = Command::new(env!("CARGO_BIN_EXE_octollm"))
         .args(["serve", "arm", name, "--bind", &format!("127.0.0.1:{port}")])
         .env_clear()
+        .envs(env.iter().copied())
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir)
         .env("OCTOLLM_DATA_DIR", dir.join(format!("arm-{port}")))
@@ -146,4 +151,49 @@ fn a_step_moves_to_the_other_coder_when_its_instance_dies() {
         common::arm_calls(&back.base, "coder") >= 1,
         "the restarted coder got no call"
     );
+}
+
+#[test]
+fn the_judge_process_runs_no_code_the_executor_arm_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = serde_json::json!({"responses": [
+        {"purpose": "planner", "json": {"steps": [
+            {"step_id": "s1", "arm_id": "coder", "description": "Write the program", "dependencies": []}
+        ]}, "repeat": true},
+        {"purpose": "coder", "content": "```python\nprint('ok')\n```", "repeat": true},
+    ]});
+    std::fs::write(dir.path().join("script.json"), script.to_string()).unwrap();
+    let executor = start_arm(dir.path(), "executor");
+    // A judge that tried to run code itself would fail: it has no sandbox to run it in.
+    let judge = start_arm_with(
+        dir.path(),
+        "judge",
+        free_port(),
+        &[("OCTOLLM_BWRAP_PATH", "/nonexistent/bwrap")],
+    );
+    let orchestrator = Server::start_with(
+        dir.path(),
+        free_port(),
+        &[
+            ("OCTOLLM_ARM_JUDGE_URLS", judge.base.clone()),
+            ("OCTOLLM_ARM_EXECUTOR_URLS", executor.base.clone()),
+        ],
+    );
+    let (status, accepted) = post(
+        &format!("{}/tasks", orchestrator.base),
+        serde_json::json!({
+            "goal": "Write a Python program that prints ok",
+            "acceptance_criteria": ["The code runs without errors"]
+        }),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    let task = poll("the task to finish", Duration::from_secs(40), || {
+        let (_, t) = get(&format!("{}/tasks/{id}", orchestrator.base))?;
+        matches!(t["status"].as_str(), Some("completed" | "failed")).then_some(t)
+    });
+    assert_eq!(task["status"], "completed", "{task}");
+    // The run was the executor arm's (one call, for the validation); the judge only judged.
+    assert_eq!(common::arm_calls(&executor.base, "executor"), 1);
+    assert_eq!(common::arm_calls(&judge.base, "judge"), 1);
 }

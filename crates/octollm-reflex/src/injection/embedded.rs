@@ -5,10 +5,10 @@
 //! bob@example.com"); in data it is how an indirect injection steers an agent (AgentDojo's
 //! `direct` attack is exactly `TODO: <goal>`). Also a line that is a labelled directive
 //! (`TODO: …`, `Action item: …`, not a code comment), whatever it names: data has no business
-//! assigning work to the agent reading it. So this runs only on untrusted content
-//! ([`instructions_in_data`]), never at the front door. The labelled-directive pattern was
-//! added after the first AgentDojo measurement, whose only misses were `TODO:` goals naming
-//! no third party: its result there is in sample.
+//! assigning work to the agent reading it. So this runs only on retrieved documents and
+//! command output ([`instructions_in_data`]), never at the front door or on an arm's own
+//! answer. The labelled-directive pattern was added after the first AgentDojo measurement,
+//! whose only misses were `TODO:` goals naming no third party: its result there is in sample.
 
 use std::sync::OnceLock;
 
