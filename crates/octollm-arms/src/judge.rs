@@ -41,6 +41,7 @@ pub struct ValidateRequest {
 #[serde(deny_unknown_fields)]
 pub struct CodeRun {
     pub success: bool,
+    #[serde(deserialize_with = "octollm_core::wire::whole")]
     pub exit_code: i32,
     /// The end of stderr (or why it could not run), at most 300 characters.
     #[serde(default)]
@@ -327,6 +328,20 @@ impl Handler<Validate> for Judge {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_run_reads_integers_as_json_schema_means_them() {
+        let run: CodeRun =
+            serde_json::from_value(serde_json::json!({"success": false, "exit_code": -871.0}))
+                .unwrap();
+        assert_eq!(run.exit_code, -871);
+        assert!(
+            serde_json::from_value::<CodeRun>(
+                serde_json::json!({"success": false, "exit_code": 1.5})
+            )
+            .is_err()
+        );
+    }
+
     use super::*;
 
     #[test]
